@@ -1,0 +1,5 @@
+import sys
+
+from gpucost.cli import main
+
+sys.exit(main())

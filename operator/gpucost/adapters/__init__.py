@@ -1,0 +1,1 @@
+"""The only I/O: one module per outside system."""

@@ -1,0 +1,85 @@
+"""Kubernetes API access through the official client, returning plain dicts.
+
+Dicts (not the client's generated classes) because the pure core reads API objects as dicts and
+the wire names stay the ones in the Kubernetes docs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from gpucost import names
+from gpucost.api import GROUP, VERSION
+
+Obj = dict[str, Any]
+
+
+def configure() -> None:
+    """In-cluster service account when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+def _json(resp: Any) -> Obj:
+    return json.loads(resp.data)
+
+
+class Kube:
+    """Thin façade over the calls the operator makes; one instance per process."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self.client = api_client or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+
+    def nodes(self) -> list[Obj]:
+        return _json(self.core.list_node(_preload_content=False))["items"]
+
+    def node_pools(self) -> list[Obj]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "gpunodepools")["items"]
+
+    def placed_pods(self, owner_uid: str | None = None) -> list[Obj]:
+        """Pods the operator placed, cluster-wide (GPU allocation spans namespaces)."""
+        selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+        if owner_uid:
+            selector += f",{names.LABEL_OWNER_UID}={owner_uid}"
+        resp = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+        return _json(resp)["items"]
+
+    def create_pod(self, pod: Obj) -> bool:
+        """False when a pod of that name exists already (a retried reconcile)."""
+        try:
+            self.core.create_namespaced_pod(pod["metadata"]["namespace"], pod, _preload_content=False)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def get_inference_pool(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencepools", name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, plural: str, name: str, status: Obj, namespace: str | None = None) -> None:
+        body = {"status": status}
+        if namespace is None:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body)
+        else:
+            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)

@@ -1,0 +1,73 @@
+"""CompressionJob: make a model cheaper to serve. Model and schema only; the controller comes later."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import ConfigDict, Field
+
+from gpucost.api.common import Condition, GPUAsk, Wire
+
+
+class QuantizeDType(str, enum.Enum):
+    INT8 = "int8"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Quantize(Wire):
+    dtype: QuantizeDType = Field(QuantizeDType.INT8, description="int8 dynamic quantization of Linear layers, or a half-precision cast.")
+
+
+class Prune(Wire):
+    amount: float = Field(gt=0, lt=1, description="Fraction of weights (or channels) to remove.")
+    structured: bool = Field(False, description="Remove whole channels (L1-norm) instead of single weights.")
+    fine_tune_epochs: int = Field(0, ge=0, le=1000)
+
+
+class Distill(Wire):
+    student_uri: str | None = Field(None, max_length=2048, description="Student model; default is a smaller copy of the teacher.")
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target (KL) loss against the hard-label loss.")
+    epochs: int = Field(3, ge=1, le=10_000)
+
+
+class Method(Wire):
+    quantize: Quantize | None = None
+    prune: Prune | None = None
+    distill: Distill | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.quantize), has(self.prune), has(self.distill)].filter(x, x).size() == 1",
+                    "message": "set exactly one of method.quantize, method.prune, method.distill",
+                }
+            ]
+        }
+    )
+
+
+class CompressionJobSpec(Wire):
+    model_uri: str = Field(min_length=1, max_length=2048, description="TorchScript or state-dict model to compress.")
+    method: Method
+    dataset: str = Field(min_length=1, max_length=2048, description="Evaluation (and training) dataset path or URI.")
+    output_uri: str = Field(min_length=1, max_length=2048, description="Where the compressed model and results.json go; never deleted by the operator.")
+    gpu: GPUAsk
+    image: str = Field("ghcr.io/gpucost/compress:0.1.0", min_length=1, max_length=1024)
+    interruptible: bool = Field(False, description="May run on spot capacity; the worker checkpoints and resumes.")
+    deadline: datetime | None = Field(None, description="Stop the job (Failed, DeadlineExceeded) if unfinished by then.")
+    max_cost: float | None = Field(None, gt=0, description="Stop the job once its GPU cost in USD reaches this.")
+
+
+class CompressionJobStatus(Wire):
+    phase: str = Field("Pending")
+    observed_generation: int | None = Field(None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class CompressionJob(Wire):
+    spec: CompressionJobSpec
+    status: CompressionJobStatus | None = None

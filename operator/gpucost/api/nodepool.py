@@ -1,0 +1,108 @@
+"""GPUNodePool: one kind of GPU node a pool can add, what it costs, and how its GPUs are shared."""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import ConfigDict, Field
+
+from gpucost.api.common import CapacityType, Condition, Duration, Quantity, Wire
+
+
+class SharingMode(str, enum.Enum):
+    WHOLE = "whole"
+    MEMORY_SLICE = "memory-slice"
+
+
+class IsolationMode(str, enum.Enum):
+    """How a memory slice is enforced on the node; the agent falls back down this list."""
+
+    NVML_LIMIT = "nvml-limit"
+    WATCH_EVICT = "watch-evict"
+    MPS = "mps"
+    NONE = "none"
+
+
+class ProviderKind(str, enum.Enum):
+    KWOK = "kwok"
+    CLUSTER_API = "clusterAPI"
+
+
+class TaintEffect(str, enum.Enum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Taint(Wire):
+    key: str = Field(max_length=316, min_length=1)
+    value: str = Field("", max_length=63)
+    effect: TaintEffect
+
+
+class NodeGPU(Wire):
+    model: str = Field(
+        min_length=1,
+        max_length=63,
+        description="GPU product as NVIDIA GPU feature discovery names it (nvidia.com/gpu.product), e.g. NVIDIA-A100-SXM4-80GB.",
+    )
+    memory_mi_b: int = Field(alias="memoryMiB", ge=1, le=1_048_576, description="Memory per GPU in MiB.")
+    count: int = Field(ge=1, le=64, description="GPUs per node.")
+
+
+class Provider(Wire):
+    kind: ProviderKind = Field(ProviderKind.KWOK, description="What creates and deletes this pool's nodes.")
+    boot_delay: Duration = Field(
+        "0s", description="kwok only: how long a new node stays NotReady, to mimic instance boot."
+    )
+
+
+class GPUNodePoolSpec(Wire):
+    instance_type: str = Field(
+        min_length=1, max_length=63, description="Cloud instance type, e.g. p4d.24xlarge (label node.kubernetes.io/instance-type)."
+    )
+    capacity_type: CapacityType = Field(description="spot or on-demand (label karpenter.sh/capacity-type).")
+    price_per_hour: float = Field(ge=0, le=10_000, description="USD per node-hour at this capacity type.")
+    gpu: NodeGPU
+    cpu: Quantity = Field(description="Allocatable CPU per node, e.g. \"96\".")
+    memory: Quantity = Field(description="Allocatable memory per node, e.g. \"1152Gi\".")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels every node of the pool carries.")
+    taints: list[Taint] = Field(
+        default_factory=list, description="Taints every node carries; the operator's pods tolerate them."
+    )
+    min_nodes: int = Field(0, ge=0, le=10_000, description="Never scale below this many nodes.")
+    max_nodes: int = Field(10, ge=0, le=10_000, description="Never scale above this many nodes.")
+    idle_timeout: Duration = Field("10m", description="How long a node may sit idle before it is removed.")
+    sharing: SharingMode = Field(
+        SharingMode.MEMORY_SLICE,
+        description="memory-slice packs several workloads per GPU; whole gives each workload whole GPUs.",
+    )
+    isolation: IsolationMode = Field(
+        IsolationMode.NVML_LIMIT, description="How the node agent enforces a memory slice."
+    )
+    provider: Provider = Field(default_factory=Provider)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.minNodes <= self.maxNodes", "message": "minNodes must not exceed maxNodes"}
+            ]
+        }
+    )
+
+
+class GPUNodePoolStatus(Wire):
+    nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
+    ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
+    gpu_memory_allocated_mi_b: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
+    gpu_memory_total_mi_b: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
+    cost_per_hour: float = Field(0.0, ge=0, description="USD per hour for the nodes that exist now.")
+    observed_generation: int | None = Field(None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class GPUNodePool(Wire):
+    """Cluster-scoped. Status is written by the operator only."""
+
+    spec: GPUNodePoolSpec
+    status: GPUNodePoolStatus | None = None

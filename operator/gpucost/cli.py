@@ -1,0 +1,107 @@
+"""The ``gpucost`` command: the single wiring point of the operator and its dev tooling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+class _RoutineKopfLines(logging.Filter):
+    """Drop kopf's per-handler "succeeded" lines: one per pod event drowns the decisions."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "kopf.objects" and record.getMessage().endswith("succeeded."))
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from gpucost.adapters import kube
+    from gpucost.handlers import build_registry
+    from gpucost.settings import Reconcile, Settings
+
+    settings = Settings(
+        reconcile=Reconcile(resync_seconds=args.resync) if args.resync else Reconcile(),
+        standalone=not args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    kube.configure()
+    registry = build_registry(kube.Kube(), settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RoutineKopfLines())
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+        # Keep kopf's bookkeeping out of the user-facing status.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpucost.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="gpucost.dev", key="last-handled-configuration"
+        )
+        # Only warnings become Events by way of the log; decisions are posted explicitly.
+        settings.posting.level = logging.WARNING
+
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=True,
+            standalone=settings.standalone,
+            liveness_endpoint=settings.liveness_endpoint,
+        )
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from gpucost import crdfiles
+
+    root = Path(args.root)
+    if args.check:
+        diffs = crdfiles.drift(root)
+        for d in diffs:
+            sys.stdout.write(d)
+        if diffs:
+            console.print("[red]CRD YAML drifted from the models; run `gpucost crds` and commit.[/]")
+            return 1
+        console.print("CRD YAML matches the models.")
+        return 0
+    for path in crdfiles.write(root):
+        console.print(f"wrote {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gpucost.devcluster import demo
+
+    return demo.run(Path(args.root), keep=args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpucost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the operator against $KUBECONFIG or in-cluster")
+    op.add_argument("--resync", type=float, help="seconds between periodic reconciles (default 30)")
+    op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")
+    op.set_defaults(func=_operator)
+
+    crds = sub.add_parser("crds", help="generate crds/*.yaml and the chart's copy from the models")
+    crds.add_argument("--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted")
+    crds.add_argument("--root", default=".", help="repository root (default: .)")
+    crds.set_defaults(func=_crds)
+
+    demo = sub.add_parser("demo", help="local control plane + fake GPU nodes + operator + examples")
+    demo.add_argument("--root", default=".", help="repository root holding crds/ and examples/")
+    demo.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
+    demo.set_defaults(func=_demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))

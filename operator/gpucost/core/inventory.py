@@ -1,0 +1,71 @@
+"""What GPUs exist and what is already taken, as frozen values the placement policies read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    model: str
+    memory_mib: int
+    uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class GPUNode:
+    name: str
+    pool: str
+    capacity_type: str
+    price_per_hour: float
+    gpus: tuple[GPU, ...]
+    shared: bool = True
+    """False for ``sharing: whole`` pools: a slice ask then takes a whole GPU."""
+    schedulable: bool = True
+    taints: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """MiB of one GPU held by one existing pod."""
+
+    node: str
+    gpu_index: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class Ask:
+    memory_mib: int | None = None
+    gpus: int | None = None
+    capacity_types: frozenset[str] = frozenset({"on-demand"})
+    gpu_models: frozenset[str] = frozenset()
+    pools: frozenset[str] | None = None
+    """Pools the ask may use; None = any."""
+
+    def __post_init__(self) -> None:
+        if (self.memory_mib is None) == (self.gpus is None):
+            raise ValueError("an Ask needs exactly one of memory_mib or gpus")
+
+
+@dataclass
+class FreeMap:
+    """Free MiB per (node, gpu index); mutable so a batch of placements sees its own earlier picks."""
+
+    free: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, nodes: list[GPUNode], allocations: list[Allocation]) -> "FreeMap":
+        free = {(n.name, g.index): g.memory_mib for n in nodes for g in n.gpus}
+        for a in allocations:
+            key = (a.node, a.gpu_index)
+            if key in free:
+                free[key] -= a.memory_mib
+        return cls(free)
+
+    def take(self, node: str, gpu_index: int, mib: int) -> None:
+        left = self.free[(node, gpu_index)] - mib
+        if left < 0:
+            raise ValueError(f"over-commit of {node} GPU {gpu_index} by {-left} MiB")
+        self.free[(node, gpu_index)] = left

@@ -1,0 +1,57 @@
+"""Read the cluster into core values: pools, GPU nodes and placed pods, fresh from the API."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from gpucost import names
+from gpucost.adapters.kube import Kube
+from gpucost.api.nodepool import GPUNodePoolSpec
+from gpucost.core import snapshot
+from gpucost.core.inventory import GPUNode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    spec: GPUNodePoolSpec
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    pools: dict[str, Pool]
+    nodes: list[GPUNode]
+    pods: list[snapshot.PlacedPod]
+    pool_node_counts: dict[str, int]
+    """Every node labelled for a pool, GPU inventory readable or not."""
+
+
+def read_pools(kube: Kube) -> dict[str, Pool]:
+    pools = {}
+    for obj in kube.node_pools():
+        name = obj["metadata"]["name"]
+        try:
+            spec = GPUNodePoolSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as e:
+            # The pool's own handler reports this on the pool; placement just ignores it.
+            log.warning("ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"])
+            continue
+        pools[name] = Pool(name, spec, obj["metadata"].get("labels") or {})
+    return pools
+
+
+def read_cluster(kube: Kube) -> Cluster:
+    pools = read_pools(kube)
+    specs = {name: p.spec for name, p in pools.items()}
+    raw_nodes = kube.nodes()
+    nodes = [n for n in (snapshot.gpu_node(obj, specs) for obj in raw_nodes) if n]
+    pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
+    counts = Counter((obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) for obj in raw_nodes)
+    return Cluster(pools, nodes, pods, {k: v for k, v in counts.items() if k})

@@ -1,0 +1,241 @@
+"""InferencePool reconcile: level-based, every time from what the API says now."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gpucost import manifests, names
+from gpucost.adapters.kube import Kube
+from gpucost.api import GROUP, VERSION
+from gpucost.api.common import Condition, ConditionStatus, set_condition
+from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
+from gpucost.core import replicas, snapshot
+from gpucost.core.inventory import Ask, FreeMap
+from gpucost.core.placement import NoFit, Placement, eligible, fits_ever, place
+from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
+from gpucost.handlers.cluster import Cluster, read_cluster
+from gpucost.handlers.status import write_if_changed
+from gpucost.settings import Settings
+
+PLURAL = "inferencepools"
+
+# Placement reads free memory and then creates pods; two pools doing that at once could pick the
+# same GPU. One lock per operator process (kopf runs one active operator) closes that window.
+PLACEMENT_LOCK = threading.Lock()
+
+
+def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
+    selected = frozenset(
+        name
+        for name, pool in cluster.pools.items()
+        if all(pool.labels.get(k) == v for k, v in spec.node_pool_selector.items())
+    )
+    return Ask(
+        memory_mib=spec.gpu.memory_mi_b,
+        gpus=spec.gpu.gpus,
+        capacity_types=frozenset(spec.capacity_types),
+        gpu_models=frozenset(spec.gpu_models),
+        pools=selected,
+    )
+
+
+def never_fits(ask: Ask, cluster: Cluster) -> str | None:
+    """Why no pool's node, even empty, could hold the ask; None if some could."""
+    templates = [pool_template_node(n, p.spec) for n, p in cluster.pools.items()]
+    if any(eligible(ask, t) and fits_ever(ask, t) for t in templates):
+        return None
+    what = f"{ask.gpus} whole GPUs" if ask.gpus else f"a {ask.memory_mib} MiB slice"
+    shapes = sorted({f"{t.pool}: {len(t.gpus)}x{t.gpus[0].model} {t.gpus[0].memory_mib} MiB {t.capacity_type}" for t in templates})
+    return (
+        f"no GPUNodePool matching capacityTypes {sorted(ask.capacity_types)}"
+        + (f", gpuModels {sorted(ask.gpu_models)}" if ask.gpu_models else "")
+        + f" and the nodePoolSelector can hold {what}; pools: {'; '.join(shapes) or 'none'}"
+    )
+
+
+def _placement_status(pod: PlacedPod) -> ReplicaPlacement:
+    return ReplicaPlacement(
+        replica=pod.replica,
+        pod=pod.name,
+        node=pod.node,
+        gpu_indices=list(pod.gpu_indices),
+        gpu_uui_ds=list(pod.gpu_uuids),
+        memory_mi_b=pod.memory_mib,
+        phase=_phase(pod),
+        ready=pod.ready,
+    )
+
+
+def _phase(pod: PlacedPod) -> str:
+    return "Terminating" if pod.deleting else pod.phase
+
+
+def build_status(
+    *,
+    body: dict[str, Any],
+    spec: InferencePoolSpec,
+    mine: list[PlacedPod],
+    unplaced: list[NoFit],
+    impossible: str | None,
+) -> dict[str, Any]:
+    generation = body["metadata"].get("generation")
+    old = InferencePoolStatus.model_validate(body.get("status") or {})
+    conditions: list[Condition] = old.conditions
+    live = sorted((p for p in mine if not p.terminal and not p.deleting), key=lambda p: p.replica)
+    ready = sum(p.ready for p in live)
+    if impossible:
+        placed = (ConditionStatus.FALSE, "NoMatchingGPU", impossible)
+    elif unplaced:
+        short = max(n.missing_mib for n in unplaced)
+        placed = (
+            ConditionStatus.FALSE,
+            unplaced[0].reason,
+            f"{len(unplaced)} of {spec.replicas} replicas unplaced: {unplaced[0].message}"
+            + (f" (up to {short} MiB short per replica)" if short else ""),
+        )
+    else:
+        placed = (ConditionStatus.TRUE, "AllReplicasPlaced", f"{len(live)} replicas placed on GPUs")
+    conditions = set_condition(
+        conditions, type="Placed", status=placed[0], reason=placed[1], message=placed[2], generation=generation
+    )
+    if placed[0] == ConditionStatus.FALSE:
+        readiness = (ConditionStatus.FALSE, placed[1], placed[2])
+    elif ready < spec.replicas or len(live) != spec.replicas:
+        readiness = (ConditionStatus.FALSE, "ReplicasNotReady", f"{ready} of {spec.replicas} replicas ready")
+    else:
+        readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {spec.replicas} replicas ready")
+    conditions = set_condition(
+        conditions, type="Ready", status=readiness[0], reason=readiness[1], message=readiness[2], generation=generation
+    )
+    return InferencePoolStatus(
+        replicas=len(live),
+        ready_replicas=ready,
+        unplaced_replicas=len(unplaced) if not impossible else max(spec.replicas - len(live), 0),
+        placements=[_placement_status(p) for p in live],
+        observed_generation=generation,
+        conditions=conditions,
+    ).wire()
+
+
+def invalid_status(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
+    """What the schema could not catch (or a pool written before the CRD was installed)."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    old = InferencePoolStatus.model_validate(body.get("status") or {})
+    conditions = set_condition(
+        old.conditions,
+        type="Ready",
+        status=ConditionStatus.FALSE,
+        reason="InvalidSpec",
+        message=f"spec.{where}: {first['msg']}",
+        generation=body["metadata"].get("generation"),
+    )
+    return {"conditions": [c.wire() for c in conditions], "observedGeneration": body["metadata"].get("generation")}
+
+
+def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    if meta.get("deletionTimestamp"):
+        return  # the garbage collector removes the owned pods
+    try:
+        spec = InferencePoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        if write_if_changed(kube, PLURAL, body, invalid_status(body, e)):
+            kopf.warn(body, reason="InvalidSpec", message=str(e.errors()[0]["msg"]))
+        return
+    unplaced: list[NoFit] = []
+    with PLACEMENT_LOCK:
+        cluster = read_cluster(kube)
+        mine = [p for p in cluster.pods if p.owner_uid == uid]
+        plan = replicas.plan(spec.replicas, mine)
+        for pod_name in plan.delete:
+            kube.delete_pod(namespace, pod_name)
+            logger.info("deleted replica pod %s", pod_name)
+        ask = ask_for(spec, cluster)
+        impossible = never_fits(ask, cluster)
+        if plan.create and not impossible:
+            free = FreeMap.of(cluster.nodes, allocations(cluster.pods))
+            taints = {n: p.spec.taints for n, p in cluster.pools.items()}
+            pool_of = {n.name: n.pool for n in cluster.nodes}
+            for replica in plan.create:
+                result = place(ask, cluster.nodes, free)
+                if isinstance(result, NoFit):
+                    unplaced.append(result)
+                    continue
+                _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
+        if plan.delete or plan.create:
+            mine = [p for p in read_cluster(kube).pods if p.owner_uid == uid]
+    if impossible:
+        logger.warning("cannot place replicas: %s", impossible)
+    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible)
+    if write_if_changed(kube, PLURAL, body, status) and (unplaced or impossible):
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        kopf.warn(body, reason=ready["reason"], message=ready["message"])
+
+
+def _create_replica(
+    kube: Kube,
+    body: dict[str, Any],
+    spec: InferencePoolSpec,
+    replica: int,
+    placement: Placement,
+    taints: list[Any],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    meta = body["metadata"]
+    pod = manifests.replica_pod(
+        pool=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=spec,
+        replica=replica,
+        placement=placement,
+        pool_taints=taints,
+    )
+    if kube.create_pod(pod):
+        where = f"node {placement.node} GPU {','.join(map(str, placement.gpu_indices))}"
+        message = f"replica {replica} ({pod['metadata']['name']}) placed on {where}, {placement.memory_mib} MiB"
+        logger.info(message)
+        kopf.info(body, reason="Placed", message=message)
+
+
+def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any) -> None:
+    """A replica pod changed: reconcile its pool if the change matters to the pool's status."""
+    pod = event.get("object") or {}
+    meta = pod.get("metadata") or {}
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None)
+    if owner is None:
+        return
+    body = kube.get_inference_pool(meta["namespace"], owner["name"])
+    if body is None or body["metadata"]["uid"] != owner["uid"]:
+        return
+    if event.get("type") != "DELETED":
+        seen = {p["pod"]: p for p in (body.get("status") or {}).get("placements") or []}.get(meta["name"])
+        current = snapshot.placed_pod(pod)
+        if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
+            return
+    reconcile(kube, body, logger)
+
+
+def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+
+    def on_spec(body: kopf.Body, logger: Any, **_: Any) -> None:
+        reconcile(kube, dict(body), logger)
+
+    for decorator in (kopf.on.create, kopf.on.resume):
+        decorator(*resource, registry=registry, id="reconcile")(on_spec)
+    kopf.on.update(*resource, field="spec", registry=registry, id="reconcile")(on_spec)
+    kopf.timer(
+        *resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync"
+    )(on_spec)
+
+    @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)
+    def on_pod(event: kopf.RawEvent, logger: Any, **_: Any) -> None:
+        _on_pod_event(kube, dict(event), logger)

@@ -1,0 +1,98 @@
+"""GPUNodePool status: what the pool's nodes are, hold and cost right now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gpucost.adapters.kube import Kube
+from gpucost.api import GROUP, VERSION
+from gpucost.api.common import ConditionStatus, set_condition
+from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
+from gpucost.core.inventory import Allocation, GPUNode
+from gpucost.core.snapshot import allocations
+from gpucost.handlers.cluster import read_cluster
+from gpucost.handlers.status import write_if_changed
+from gpucost.settings import Settings
+
+PLURAL = "gpunodepools"
+
+
+def pool_status(
+    *,
+    name: str,
+    spec: GPUNodePoolSpec,
+    node_count: int,
+    nodes: list[GPUNode],
+    held: list[Allocation],
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    """``node_count`` counts every node labelled for the pool; ``nodes`` only the GPU nodes read."""
+    mine = [n for n in nodes if n.pool == name]
+    names_ = {n.name for n in mine}
+    total = sum(g.memory_mib for n in mine for g in n.gpus)
+    allocated = sum(a.memory_mib for a in held if a.node in names_)
+    ready = sum(n.schedulable for n in mine)
+    generation = body["metadata"].get("generation")
+    old = GPUNodePoolStatus.model_validate(body.get("status") or {})
+    message = f"{ready}/{node_count} nodes ready, {allocated}/{total} MiB GPU memory allocated"
+    conditions = set_condition(
+        old.conditions,
+        type="Ready",
+        status=ConditionStatus.TRUE,
+        reason="Reconciled",
+        message=message,
+        generation=generation,
+    )
+    return GPUNodePoolStatus(
+        nodes=node_count,
+        ready_nodes=ready,
+        gpu_memory_allocated_mi_b=allocated,
+        gpu_memory_total_mi_b=total,
+        cost_per_hour=round(node_count * spec.price_per_hour, 6),
+        observed_generation=generation,
+        conditions=conditions,
+    ).wire()
+
+
+def reconcile(kube: Kube, body: dict[str, Any]) -> None:
+    name = body["metadata"]["name"]
+    try:
+        spec = GPUNodePoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        old = GPUNodePoolStatus.model_validate(body.get("status") or {})
+        conditions = set_condition(
+            old.conditions,
+            type="Ready",
+            status=ConditionStatus.FALSE,
+            reason="InvalidSpec",
+            message=f"spec.{'.'.join(map(str, first['loc']))}: {first['msg']}",
+            generation=body["metadata"].get("generation"),
+        )
+        write_if_changed(kube, PLURAL, body, {"conditions": [c.wire() for c in conditions]})
+        return
+    cluster = read_cluster(kube)
+    status = pool_status(
+        name=name,
+        spec=spec,
+        node_count=cluster.pool_node_counts.get(name, 0),
+        nodes=cluster.nodes,
+        held=allocations(cluster.pods),
+        body=body,
+    )
+    write_if_changed(kube, PLURAL, body, status)
+
+
+def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+
+    def handler(body: kopf.Body, **_: Any) -> None:
+        reconcile(kube, dict(body))
+
+    for decorator in (kopf.on.create, kopf.on.resume):
+        decorator(*resource, registry=registry, id="status")(handler)
+    kopf.on.update(*resource, field="spec", registry=registry, id="status")(handler)
+    kopf.timer(*resource, interval=settings.reconcile.resync_seconds, registry=registry, id="resync")(handler)

@@ -1,0 +1,37 @@
+"""Label, annotation, resource and env names the operator writes; documented in the chart README.
+
+One module so the operator, the agent and users' tooling agree on the exact strings.
+"""
+
+DOMAIN = "gpucost.dev"
+
+# Node labels. The nvidia.com names are NVIDIA GPU feature discovery's, so real GPU nodes work as-is.
+LABEL_NODEPOOL = f"{DOMAIN}/nodepool"
+LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"
+LABEL_GPU_COUNT = "nvidia.com/gpu.count"
+# Node annotation: JSON list of {"index", "uuid", "model", "memoryMiB"} published by the node agent.
+ANNOTATION_GPUS = f"{DOMAIN}/gpus"
+
+# Extended resources. Pods ask for GPU memory in MiB so the real scheduler also refuses to
+# over-commit a node even if two operators ever disagreed about a GPU.
+RESOURCE_GPU = "nvidia.com/gpu"
+RESOURCE_GPU_MEMORY = f"{DOMAIN}/gpu-memory"
+
+# Pod labels (selectable) and annotations (the placement).
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "gpu-cost-operator"
+LABEL_OWNER_UID = f"{DOMAIN}/owner-uid"
+LABEL_REPLICA = f"{DOMAIN}/replica"
+ANNOTATION_OWNER = f"{DOMAIN}/inferencepool"
+ANNOTATION_NODE = f"{DOMAIN}/node"
+ANNOTATION_GPU_INDICES = f"{DOMAIN}/gpu-indices"
+ANNOTATION_GPU_UUIDS = f"{DOMAIN}/gpu-uuids"
+# MiB reserved on each GPU in gpu-indices (a whole GPU reserves all of its memory).
+ANNOTATION_GPU_MEMORY = f"{DOMAIN}/gpu-memory-mib"
+
+# The NVIDIA container runtime exposes the devices named here; CUDA accepts UUIDs too, so the same
+# value is right whether the container sees one GPU or all of them.
+ENV_VISIBLE_DEVICES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
