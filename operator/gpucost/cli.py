@@ -34,9 +34,11 @@ def _operator(args: argparse.Namespace) -> int:
     )
     kube.configure()
     registry = build_registry(kube.Kube(), settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(name)s] %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_RoutineKopfLines())
+    # kopf's formatter prefixes each object's lines with [namespace/name].
+    kopf.configure(log_format=kopf.LogFormat.FULL, log_prefix=True)
+    if not args.log_routine:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_RoutineKopfLines())
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     op = sub.add_parser("operator", help="run the operator against $KUBECONFIG or in-cluster")
     op.add_argument("--resync", type=float, help="seconds between periodic reconciles (default 30)")
     op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
     op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")
     op.set_defaults(func=_operator)
 

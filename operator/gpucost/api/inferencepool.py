@@ -32,7 +32,7 @@ class InferencePoolSpec(Wire):
     gpu: GPUAsk = Field(description="GPU ask per replica.")
     resources: ContainerResources = Field(default_factory=ContainerResources)
     capacity_types: list[CapacityType] = Field(
-        default_factory=lambda: [CapacityType.ON_DEMAND],
+        default_factory=lambda: [CapacityType.ON_DEMAND.value],
         min_length=1,
         description="Capacity types replicas may run on. Serving is not interruptible by default, so only on-demand.",
     )

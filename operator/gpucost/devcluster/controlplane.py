@@ -115,15 +115,17 @@ class ControlPlane:
         subprocess.run(
             ["kwokctl", "delete", "cluster", "--name", self.name], env=self._env(), capture_output=True, text=True
         )
-        alive = lambda: [p for p in pids if _alive(p)]  # noqa: E731
+        def remaining() -> list[int]:
+            return [p for p in pids if alive(p)]
+
         try:
-            poll("control-plane processes to exit", lambda: not alive(), timeout)
+            poll("control-plane processes to exit", lambda: not remaining(), timeout)
         except TimeoutError:
-            for pid in alive():
+            for pid in remaining():
                 os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

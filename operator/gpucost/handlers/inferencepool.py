@@ -23,6 +23,7 @@ from gpucost.handlers.status import write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
+log = logging.getLogger(__name__)
 
 # Placement reads free memory and then creates pods; two pools doing that at once could pick the
 # same GPU. One lock per operator process (kopf runs one active operator) closes that window.
@@ -139,44 +140,67 @@ def invalid_status(body: dict[str, Any], error: ValidationError) -> dict[str, An
 
 
 def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
+    each with its own copy of the body; under the lock we re-read the object and decide once."""
     meta = body["metadata"]
-    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    if meta.get("deletionTimestamp"):
-        return  # the garbage collector removes the owned pods
+    with PLACEMENT_LOCK:
+        fresh = kube.get_inference_pool(meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+            return  # gone, replaced, or going: the garbage collector removes the owned pods
+        _reconcile(kube, fresh, logger)
+
+
+def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+    meta = body["metadata"]
+    namespace, uid = meta["namespace"], meta["uid"]
     try:
         spec = InferencePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
-        if write_if_changed(kube, PLURAL, body, invalid_status(body, e)):
-            kopf.warn(body, reason="InvalidSpec", message=str(e.errors()[0]["msg"]))
+        status = invalid_status(body, e)
+        if write_if_changed(kube, PLURAL, body, status):
+            kopf.warn(body, reason="InvalidSpec", message=_ready(status)["message"])
         return
     unplaced: list[NoFit] = []
-    with PLACEMENT_LOCK:
-        cluster = read_cluster(kube)
-        mine = [p for p in cluster.pods if p.owner_uid == uid]
-        plan = replicas.plan(spec.replicas, mine)
-        for pod_name in plan.delete:
-            kube.delete_pod(namespace, pod_name)
-            logger.info("deleted replica pod %s", pod_name)
-        ask = ask_for(spec, cluster)
-        impossible = never_fits(ask, cluster)
-        if plan.create and not impossible:
-            free = FreeMap.of(cluster.nodes, allocations(cluster.pods))
-            taints = {n: p.spec.taints for n, p in cluster.pools.items()}
-            pool_of = {n.name: n.pool for n in cluster.nodes}
-            for replica in plan.create:
-                result = place(ask, cluster.nodes, free)
-                if isinstance(result, NoFit):
-                    unplaced.append(result)
-                    continue
-                _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
-        if plan.delete or plan.create:
-            mine = [p for p in read_cluster(kube).pods if p.owner_uid == uid]
-    if impossible:
-        logger.warning("cannot place replicas: %s", impossible)
+    cluster = read_cluster(kube)
+    mine = [p for p in cluster.pods if p.owner_uid == uid]
+    plan = replicas.plan(spec.replicas, mine)
+    for pod_name in plan.delete:
+        kube.delete_pod(namespace, pod_name)
+        logger.info("deleted replica pod %s", pod_name)
+    ask = ask_for(spec, cluster)
+    impossible = never_fits(ask, cluster)
+    if plan.create and not impossible:
+        free = FreeMap.of(cluster.nodes, allocations(cluster.pods))
+        taints = {n: p.spec.taints for n, p in cluster.pools.items()}
+        pool_of = {n.name: n.pool for n in cluster.nodes}
+        for replica in plan.create:
+            result = place(ask, cluster.nodes, free)
+            if isinstance(result, NoFit):
+                unplaced.append(result)
+                continue
+            _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
+    if plan.delete or plan.create:
+        mine = [p for p in read_cluster(kube).pods if p.owner_uid == uid]
     status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible)
-    if write_if_changed(kube, PLURAL, body, status) and (unplaced or impossible):
-        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-        kopf.warn(body, reason=ready["reason"], message=ready["message"])
+    write_if_changed(kube, PLURAL, body, status)
+    _announce(body, status)
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
+    """One Warning event (and log line) when the pool becomes unplaceable or why changes; never per reconcile."""
+    new, old = _ready(status), _ready(body.get("status") or {})
+    if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU"}:
+        return
+    if (old.get("reason"), old.get("message")) == (new["reason"], new["message"]):
+        return
+    meta = body["metadata"]
+    # A plain logger: kopf's object logger would post every warning line as another Event.
+    log.warning("[%s/%s] cannot place replicas: %s", meta["namespace"], meta["name"], new["message"])
+    kopf.warn(body, reason=new["reason"], message=new["message"])
 
 
 def _create_replica(
@@ -202,7 +226,8 @@ def _create_replica(
         where = f"node {placement.node} GPU {','.join(map(str, placement.gpu_indices))}"
         message = f"replica {replica} ({pod['metadata']['name']}) placed on {where}, {placement.memory_mib} MiB"
         logger.info(message)
-        kopf.info(body, reason="Placed", message=message)
+        # kopf.info is gated by posting.level, which is WARNING so routine logs stay out of Events.
+        kopf.event(body, type="Normal", reason="Placed", message=message)
 
 
 def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any) -> None:

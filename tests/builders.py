@@ -1,0 +1,46 @@
+"""Builders that merge overrides onto defaults, so each test states only what it is about."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpucost.api.nodepool import GPUNodePoolSpec
+from gpucost.core.inventory import GPU, GPUNode
+
+
+def gpu_node(
+    name: str = "n0",
+    *,
+    gpus: int = 8,
+    mib: int = 81920,
+    model: str = "A100-80GB",
+    pool: str = "p",
+    capacity_type: str = "on-demand",
+    shared: bool = True,
+    schedulable: bool = True,
+) -> GPUNode:
+    return GPUNode(
+        name=name,
+        pool=pool,
+        capacity_type=capacity_type,
+        price_per_hour=10.0,
+        gpus=tuple(GPU(i, model, mib, f"GPU-{name}-{i}") for i in range(gpus)),
+        shared=shared,
+        schedulable=schedulable,
+    )
+
+
+def pool_spec(**overrides: Any) -> GPUNodePoolSpec:
+    base: dict[str, Any] = {
+        "instanceType": "p4de.24xlarge",
+        "capacityType": "on-demand",
+        "pricePerHour": 27.44705,
+        "gpu": {"model": "NVIDIA-A100-SXM4-80GB", "memoryMiB": 81920, "count": 8},
+        "cpu": "96",
+        "memory": "1152Gi",
+    }
+    return GPUNodePoolSpec.model_validate({**base, **overrides})
+
+
+def inference_pool_spec(**overrides: Any) -> dict[str, Any]:
+    return {"image": "example/server:1", "replicas": 1, "gpu": {"memoryMiB": 20000}, **overrides}

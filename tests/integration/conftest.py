@@ -1,0 +1,134 @@
+"""One real control plane per test session: etcd, kube-apiserver, controller-manager, scheduler, KWOK.
+
+Tests isolate themselves with their own namespace and their own GPUNodePool (selected by a
+unique label), so they share the cluster without sharing GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+from gpucost.devcluster import binaries
+from gpucost.devcluster.controlplane import ControlPlane, alive, poll
+from gpucost.devcluster.nodes import create_pool_nodes
+from gpucost.devcluster.operatorproc import OperatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+class Cluster:
+    """kubectl against the test control plane, plus polling helpers."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None):
+        return self.cp.kubectl(*args, check=check, input=input)
+
+    def apply(self, obj: dict[str, Any] | str, check: bool = True):
+        text = obj if isinstance(obj, str) else yaml.safe_dump(obj)
+        return self.kubectl("apply", "-f", "-", check=check, input=text)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        args = ["get", kind, name, "-o", "json"] + (["-n", namespace] if namespace else [])
+        out = self.kubectl(*args, check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        args = ["get", kind, "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self.kubectl(*args).stdout)["items"]
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+        return poll(what, check, timeout)
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    try:
+        binaries.require()
+    except binaries.ToolsMissing as e:
+        pytest.fail(str(e), pytrace=False)  # a missing tool fails, it never skips
+    cp = ControlPlane(f"gpucost-test-{uuid.uuid4().hex[:6]}", tmp_path_factory.mktemp("kwok"))
+    cp.start()
+    try:
+        cp.kubectl("apply", "-f", str(ROOT / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        for example in ("gpunodepool-a100-on-demand.yaml", "gpunodepool-a10g-spot.yaml"):
+            create_pool_nodes(cp, yaml.safe_load((ROOT / "examples" / example).read_text()))
+        yield cp
+    finally:
+        pids = cp._pids()
+        cp.stop()
+        leftovers = [p for p in pids if alive(p)]
+        assert not leftovers, f"control-plane processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        assert proc.proc is not None and proc.proc.poll() is not None
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, operator: OperatorProcess) -> Cluster:
+    return Cluster(control_plane)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{uuid.uuid4().hex[:4]}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.cp.wait_namespace(name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def gpu_pool(cluster: Cluster, namespace: str) -> Callable[..., str]:
+    """Make a GPUNodePool only this test selects (label test=<namespace>) with fake nodes."""
+    made: list[str] = []
+
+    def make(nodes: int = 1, gpus: int = 2, memory_mib: int = 81920, capacity_type: str = "on-demand", **spec: Any) -> str:
+        name = f"{namespace}-{len(made)}"
+        manifest = {
+            "apiVersion": "gpucost.dev/v1alpha1",
+            "kind": "GPUNodePool",
+            "metadata": {"name": name, "labels": {"test": namespace}},
+            "spec": {
+                "instanceType": "test.large",
+                "capacityType": capacity_type,
+                "pricePerHour": 4.0,
+                "gpu": {"model": "NVIDIA-A100-SXM4-80GB", "memoryMiB": memory_mib, "count": gpus},
+                "cpu": "64",
+                "memory": "512Gi",
+                "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+                **spec,
+            },
+        }
+        create_pool_nodes(cluster.cp, manifest, nodes)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        cluster.kubectl("delete", "gpunodepool", name, "--wait=false", check=False)
+        cluster.kubectl("delete", "node", "-l", f"gpucost.dev/nodepool={name}", "--wait=false", check=False)

@@ -1,0 +1,61 @@
+"""The committed CRD YAML is exactly what the models generate, and it is structural."""
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gpucost import crdfiles
+from gpucost.api.crds import all_crds
+from gpucost.api.inferencepool import InferencePoolSpec
+from gpucost.devcluster.binaries import K8S_VERSION
+from tests.builders import inference_pool_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crds_match_the_models():
+    diffs = crdfiles.drift(ROOT)
+    assert not diffs, "run `gpucost crds` and commit:\n" + "".join(diffs)[:4000]
+
+
+def walk(node, path="$"):
+    yield path, node
+    for key in ("properties",):
+        for name, child in (node.get(key) or {}).items():
+            yield from walk(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from walk(node[key], f"{path}[{key}]")
+
+
+@pytest.mark.parametrize("crd", all_crds(), ids=lambda c: c["spec"]["names"]["kind"])
+def test_schema_is_structural(crd):
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    for path, node in walk(version["schema"]["openAPIV3Schema"]):
+        assert "type" in node, f"{path} has no type"
+        assert not {"$ref", "anyOf", "allOf", "title"} & node.keys(), path
+        if "properties" in node:
+            assert "additionalProperties" not in node, path
+        for bound in ("minimum", "maximum"):
+            assert not isinstance(node.get(bound), bool), path
+
+
+def test_short_names_do_not_shadow_builtin_kinds():
+    builtin = {"ip", "cj", "po", "no", "svc", "deploy", "job", "ds", "sts", "rs", "pv", "pvc", "ns", "ev"}
+    for crd in all_crds():
+        assert not builtin & set(crd["spec"]["names"]["shortNames"])
+
+
+def test_python_and_build_script_pin_the_same_kubernetes():
+    script = (ROOT / "scripts/build-control-plane.sh").read_text()
+    assert re.search(r'K8S_VERSION="\$\{K8S_VERSION:-(v[0-9.]+)\}"', script).group(1) == K8S_VERSION
+
+
+def test_model_rejects_what_the_crd_rejects():
+    with pytest.raises(ValidationError):
+        InferencePoolSpec.model_validate(inference_pool_spec(replicas=-1))
+    with pytest.raises(ValidationError):
+        InferencePoolSpec.model_validate(inference_pool_spec(capacityTypes=["preemptible"]))
