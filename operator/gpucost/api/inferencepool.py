@@ -30,9 +30,9 @@ class InferencePoolSpec(Wire):
     min_replicas: int | None = Field(None, ge=0, le=1000, description="Lower bound for autoscaling.")
     max_replicas: int | None = Field(None, ge=0, le=1000, description="Upper bound for autoscaling.")
     gpu: GPUAsk = Field(description="GPU ask per replica.")
-    resources: ContainerResources = Field(default_factory=ContainerResources)
+    resources: ContainerResources = Field(default_factory=ContainerResources, json_schema_extra={"default": {}})
     capacity_types: list[CapacityType] = Field(
-        default_factory=lambda: [CapacityType.ON_DEMAND.value],
+        default=[CapacityType.ON_DEMAND.value],
         min_length=1,
         description="Capacity types replicas may run on. Serving is not interruptible by default, so only on-demand.",
     )

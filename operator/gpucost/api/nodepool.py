@@ -80,7 +80,8 @@ class GPUNodePoolSpec(Wire):
     isolation: IsolationMode = Field(
         IsolationMode.NVML_LIMIT, description="How the node agent enforces a memory slice."
     )
-    provider: Provider = Field(default_factory=Provider)
+    # default {} lets the API server fill in the provider's own defaults.
+    provider: Provider = Field(default_factory=Provider, json_schema_extra={"default": {}})
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -1,0 +1,101 @@
+"""The Helm chart lints, renders, applies, and its RBAC is enough for the operator and no more."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from gpucost.devcluster import binaries
+from gpucost.devcluster.operatorproc import OperatorProcess
+from tests.integration.conftest import ROOT, condition
+
+CHART = ROOT / "charts" / "gpu-cost-operator"
+RELEASE, NS = "gpucost", "gpucost-system"
+SA = f"system:serviceaccount:{NS}:{RELEASE}-gpu-cost-operator"
+
+
+def helm(*args: str) -> str:
+    return subprocess.run(
+        ["helm", *args], env=binaries.tool_env(), text=True, capture_output=True, check=True
+    ).stdout
+
+
+def test_chart_lints_strict():
+    helm("lint", "--strict", str(CHART))
+
+
+def test_chart_crds_are_the_generated_ones():
+    assert sorted(p.read_text() for p in (CHART / "crds").glob("*.yaml")) == sorted(
+        p.read_text() for p in (ROOT / "crds").glob("*.yaml")
+    )
+
+
+def can(cluster, verb: str, resource: str) -> bool:
+    out = cluster.kubectl("auth", "can-i", verb, resource, "--as", SA, "-A", check=False)
+    return out.stdout.strip() == "yes"
+
+
+def token_kubeconfig(cluster, path: Path) -> Path:
+    admin = yaml.safe_load(cluster.cp.kubeconfig.read_text())
+    token = cluster.kubectl("create", "token", f"{RELEASE}-gpu-cost-operator", "-n", NS).stdout.strip()
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster, namespace, gpu_pool, operator, tmp_path):
+    rendered = helm("template", RELEASE, str(CHART), "-n", NS, "--include-crds", "--set", "resyncSeconds=1")
+    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=rendered)
+    deployment = cluster.get("deployment", f"{RELEASE}-gpu-cost-operator", NS)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"]["requests"]["cpu"] == "100m"
+
+    assert can(cluster, "create", "pods") and can(cluster, "patch", "inferencepools.gpucost.dev/status")
+    assert not can(cluster, "get", "secrets")
+    assert not can(cluster, "delete", "nodes") and not can(cluster, "patch", "nodes")
+    assert not can(cluster, "create", "deployments.apps")
+
+    kubeconfig = token_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
+    operator.stop()  # one operator at a time: the chart's runs alone, then the session's comes back
+    scoped = OperatorProcess(kubeconfig, tmp_path / "sa-operator.log", resync_seconds=1.0)
+    try:
+        scoped.start()
+        pool_name = gpu_pool(nodes=1, gpus=1)
+        cluster.apply(
+            {
+                "apiVersion": "gpucost.dev/v1alpha1",
+                "kind": "InferencePool",
+                "metadata": {"name": "rbac-probe", "namespace": namespace},
+                "spec": {"image": "x", "replicas": 2, "gpu": {"memoryMiB": 1000}, "nodePoolSelector": {"test": namespace}},
+            }
+        )
+        cluster.wait(
+            "rbac-probe ready under the chart's service account",
+            lambda: condition(cluster.get("inferencepool", "rbac-probe", namespace), "Ready").get("status") == "True",
+        )
+        cluster.wait(
+            "pool status written under the chart's RBAC",
+            lambda: (cluster.get("gpunodepool", pool_name).get("status") or {}).get("gpuMemoryAllocatedMiB") == 2000,
+        )
+        cluster.wait(
+            "Placed events posted",
+            lambda: "Placed" in cluster.kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout,
+        )
+        log = scoped.log.read_text()
+        assert "Forbidden" not in log and " 403" not in log, scoped.tail()
+    finally:
+        scoped.stop()
+        operator.start()

@@ -1,0 +1,42 @@
+"""Every file in examples/ applies cleanly and does what its comment says."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.integration.conftest import ROOT, condition
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def test_every_example_is_covered_here():
+    assert {p.name for p in EXAMPLES} == {
+        "gpunodepool-a100-on-demand.yaml",
+        "gpunodepool-a10g-spot.yaml",
+        "inferencepool-llm-slices.yaml",
+        "inferencepool-embeddings-spot.yaml",
+        "inferencepool-whole-gpus.yaml",
+        "compressionjob-quantize.yaml",
+    }
+
+
+def test_examples_apply_and_inference_pools_become_ready(cluster):
+    for path in EXAMPLES:
+        cluster.kubectl("apply", "-f", str(path))
+    pools = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    inference = [p for p in pools if p["kind"] == "InferencePool"]
+    for pool in inference:
+        name, ns = pool["metadata"]["name"], pool["metadata"]["namespace"]
+        obj = cluster.wait(
+            f"{name} ready",
+            lambda: (o := cluster.get("inferencepool", name, ns)) and condition(o, "Ready").get("status") == "True" and o,
+        )
+        assert obj["status"]["readyReplicas"] == pool["spec"]["replicas"]
+    embeddings = cluster.get("inferencepool", "embeddings", "default")["status"]["placements"]
+    assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {"a10g-spot"}  # spot-only pool, A10G only
+    seventy = cluster.get("inferencepool", "llama-70b", "default")["status"]["placements"]
+    assert all(len(p["gpuIndices"]) == 2 for p in seventy)
+    cluster.wait("compression job stored", lambda: cluster.get("compressionjob", "quantize-classifier", "default"))
+    for pool in inference:
+        cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
+    cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])
