@@ -12,7 +12,7 @@ CACHE="${GPUCOST_CACHE:-$HOME/.cache/gpu-cost-operator}"
 BIN="$CACHE/$K8S_VERSION/bin"
 WORK="$CACHE/$K8S_VERSION/build"
 
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$BIN" "$WORK"
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -82,6 +82,8 @@ def _crds(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gpucost.devcluster import demo
 
+    if args.down:
+        return demo.down()
     return demo.run(Path(args.root), keep=args.keep)
 
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="local control plane + fake GPU nodes + operator + examples")
     demo.add_argument("--root", default=".", help="repository root holding crds/ and examples/")
     demo.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
+    demo.add_argument("--down", action="store_true", help="stop a cluster left running by --keep")
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

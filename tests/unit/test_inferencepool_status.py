@@ -29,7 +29,7 @@ def test_unplaced_replicas_say_how_much_is_missing():
     status = build_status(body=BODY, spec=spec, mine=[pod(0)], unplaced=[miss, miss], impossible=None)
     ready = conditions(status)["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
-    assert "2 of 3 replicas unplaced" in ready["message"] and "8000 MiB short" in ready["message"]
+    assert "2 of 3 replicas unplaced" in ready["message"] and "short 8000 MiB" in ready["message"]
     assert status["unplacedReplicas"] == 2
 
 

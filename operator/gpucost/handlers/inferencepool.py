@@ -92,12 +92,10 @@ def build_status(
     if impossible:
         placed = (ConditionStatus.FALSE, "NoMatchingGPU", impossible)
     elif unplaced:
-        short = max(n.missing_mib for n in unplaced)
         placed = (
             ConditionStatus.FALSE,
             unplaced[0].reason,
-            f"{len(unplaced)} of {spec.replicas} replicas unplaced: {unplaced[0].message}"
-            + (f" (up to {short} MiB short per replica)" if short else ""),
+            f"{len(unplaced)} of {spec.replicas} replicas unplaced: {unplaced[0].message}",
         )
     else:
         placed = (ConditionStatus.TRUE, "AllReplicasPlaced", f"{len(live)} replicas placed on GPUs")

