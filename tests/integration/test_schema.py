@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -87,3 +86,8 @@ def test_nested_defaults_reach_the_stored_pool(cluster):
     assert spec["provider"] == {"kind": "kwok", "bootDelay": "0s"}
     assert (spec["sharing"], spec["isolation"], spec["idleTimeout"]) == ("memory-slice", "nvml-limit", "10m")
     assert (spec["minNodes"], spec["maxNodes"]) == (0, 10)
+
+
+def test_kubectl_explain_shows_the_model_descriptions(cluster):
+    out = cluster.kubectl("explain", "inferencepool.spec.gpu").stdout
+    assert "A slice of one GPU's memory in MiB" in out

@@ -54,8 +54,29 @@ def test_python_and_build_script_pin_the_same_kubernetes():
     assert re.search(r'K8S_VERSION="\$\{K8S_VERSION:-(v[0-9.]+)\}"', script).group(1) == K8S_VERSION
 
 
-def test_model_rejects_what_the_crd_rejects():
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"replicas": -1},
+        {"capacityTypes": ["preemptible"]},
+        {"gpu": {"memoryMiB": 1, "gpus": 1}},
+        {"gpu": {}},
+        {"replicas": 5, "maxReplicas": 4},
+        {"replicas": 1, "minReplicas": 2},
+        {"minReplicas": 3, "maxReplicas": 2, "replicas": 2},
+    ],
+)
+def test_model_rejects_what_the_crd_rejects(overrides):
+    """Each CEL rule has a Python twin, so an object that skipped the CRD still cannot crash the core."""
     with pytest.raises(ValidationError):
-        InferencePoolSpec.model_validate(inference_pool_spec(replicas=-1))
-    with pytest.raises(ValidationError):
-        InferencePoolSpec.model_validate(inference_pool_spec(capacityTypes=["preemptible"]))
+        InferencePoolSpec.model_validate(inference_pool_spec(**overrides))
+
+
+def test_cel_rules_and_python_validators_stay_paired():
+    import inspect
+
+    from gpucost.api import common, compressionjob, inferencepool, nodepool
+
+    for module in (common, compressionjob, inferencepool, nodepool):
+        source = inspect.getsource(module)
+        assert source.count("x-kubernetes-validations") == source.count("@model_validator"), module.__name__

@@ -38,3 +38,17 @@ def test_impossible_ask_is_no_matching_gpu():
     status = build_status(body=BODY, spec=spec, mine=[], unplaced=[], impossible="no pool can")
     assert conditions(status)["Placed"]["reason"] == "NoMatchingGPU"
     assert status["unplacedReplicas"] == 2
+
+
+def test_a_spec_the_model_rejects_becomes_an_invalid_spec_condition():
+    from pydantic import ValidationError
+
+    from gpucost.handlers.status import invalid_spec
+
+    try:
+        InferencePoolSpec.model_validate(inference_pool_spec(gpu={"memoryMiB": 1, "gpus": 1}))
+    except ValidationError as e:
+        status = invalid_spec(BODY, e)
+    ready = conditions(status)["Ready"]
+    assert (ready["status"], ready["reason"], status["observedGeneration"]) == ("False", "InvalidSpec", 3)
+    assert ready["message"].startswith("spec.gpu:") and "exactly one" in ready["message"]

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 # Kubernetes resource.Quantity, e.g. "500m", "4", "16Gi".
@@ -91,6 +91,13 @@ class GPUAsk(Wire):
         }
     )
 
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "GPUAsk":
+        # Mirrors the CEL rule, for objects that reach us without it (an older CRD, a dry run).
+        if (self.memory_mi_b is None) == (self.gpus is None):
+            raise ValueError("set exactly one of gpu.memoryMiB (a slice) or gpu.gpus (whole GPUs)")
+        return self
+
 
 def set_condition(
     conditions: list[Condition],
@@ -104,33 +111,16 @@ def set_condition(
 ) -> list[Condition]:
     """Return conditions with ``type`` set; lastTransitionTime moves only when status changes."""
     now = now or datetime.now(timezone.utc).replace(microsecond=0)
-    out: list[Condition] = []
-    found = False
-    for c in conditions:
-        if c.type != type:
-            out.append(c)
-            continue
-        found = True
-        moved = c.status != ConditionStatus(status).value
-        out.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=now if moved else c.last_transition_time,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                last_transition_time=now,
-            )
-        )
-    return out
+    old = next((c for c in conditions if c.type == type), None)
+    moved = old is None or old.status != ConditionStatus(status).value
+    new = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        last_transition_time=now if moved or old is None else old.last_transition_time,
+    )
+    if old is None:
+        return [*conditions, new]
+    return [new if c.type == type else c for c in conditions]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from gpucost.api.common import Condition, GPUAsk, Wire
 
@@ -48,6 +48,12 @@ class Method(Wire):
             ]
         }
     )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Method":
+        if sum(m is not None for m in (self.quantize, self.prune, self.distill)) != 1:
+            raise ValueError("set exactly one of method.quantize, method.prune, method.distill")
+        return self
 
 
 class CompressionJobSpec(Wire):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from gpucost.api.common import CapacityType, Condition, GPUAsk, Quantity, Wire
 
@@ -61,6 +61,16 @@ class InferencePoolSpec(Wire):
             ]
         }
     )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "InferencePoolSpec":
+        low = self.min_replicas if self.min_replicas is not None else 0
+        high = self.max_replicas if self.max_replicas is not None else self.replicas
+        if low > high:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        if not low <= self.replicas <= high:
+            raise ValueError("replicas must be within [minReplicas, maxReplicas]")
+        return self
 
 
 class ReplicaPlacement(Wire):

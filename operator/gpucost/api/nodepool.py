@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from gpucost.api.common import CapacityType, Condition, Duration, Quantity, Wire
 
@@ -90,6 +90,12 @@ class GPUNodePoolSpec(Wire):
             ]
         }
     )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "GPUNodePoolSpec":
+        if self.min_nodes > self.max_nodes:
+            raise ValueError("minNodes must not exceed maxNodes")
+        return self
 
 
 class GPUNodePoolStatus(Wire):

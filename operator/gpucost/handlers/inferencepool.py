@@ -19,7 +19,7 @@ from gpucost.core.inventory import Ask, FreeMap
 from gpucost.core.placement import NoFit, Placement, eligible, fits_ever, place
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.handlers.cluster import Cluster, read_cluster
-from gpucost.handlers.status import write_if_changed
+from gpucost.handlers.status import invalid_spec, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
@@ -121,22 +121,6 @@ def build_status(
     ).wire()
 
 
-def invalid_status(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
-    """What the schema could not catch (or a pool written before the CRD was installed)."""
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    old = InferencePoolStatus.model_validate(body.get("status") or {})
-    conditions = set_condition(
-        old.conditions,
-        type="Ready",
-        status=ConditionStatus.FALSE,
-        reason="InvalidSpec",
-        message=f"spec.{where}: {first['msg']}",
-        generation=body["metadata"].get("generation"),
-    )
-    return {"conditions": [c.wire() for c in conditions], "observedGeneration": body["metadata"].get("generation")}
-
-
 def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
     each with its own copy of the body; under the lock we re-read the object and decide once."""
@@ -154,7 +138,7 @@ def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | loggin
     try:
         spec = InferencePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
-        status = invalid_status(body, e)
+        status = invalid_spec(body, e)
         if write_if_changed(kube, PLURAL, body, status):
             kopf.warn(body, reason="InvalidSpec", message=_ready(status)["message"])
         return

@@ -14,7 +14,7 @@ from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.cluster import read_cluster
-from gpucost.handlers.status import write_if_changed
+from gpucost.handlers.status import invalid_spec, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "gpunodepools"
@@ -62,17 +62,7 @@ def reconcile(kube: Kube, body: dict[str, Any]) -> None:
     try:
         spec = GPUNodePoolSpec.model_validate(body.get("spec") or {})
     except ValidationError as e:
-        first = e.errors()[0]
-        old = GPUNodePoolStatus.model_validate(body.get("status") or {})
-        conditions = set_condition(
-            old.conditions,
-            type="Ready",
-            status=ConditionStatus.FALSE,
-            reason="InvalidSpec",
-            message=f"spec.{'.'.join(map(str, first['loc']))}: {first['msg']}",
-            generation=body["metadata"].get("generation"),
-        )
-        write_if_changed(kube, PLURAL, body, {"conditions": [c.wire() for c in conditions]})
+        write_if_changed(kube, PLURAL, body, invalid_spec(body, e))
         return
     cluster = read_cluster(kube)
     status = pool_status(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpucost.adapters.kube import Kube
+from gpucost.api.common import Condition, ConditionStatus, set_condition
 
 
 def write_if_changed(
@@ -16,3 +19,19 @@ def write_if_changed(
     meta = body["metadata"]
     kube.patch_status(plural, meta["name"], status, namespace=meta.get("namespace"))
     return True
+
+
+def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
+    """Status for a spec the schema let through but the model rejects (e.g. an older CRD)."""
+    first = error.errors()[0]
+    old = [Condition.model_validate(c) for c in (body.get("status") or {}).get("conditions") or []]
+    generation = body["metadata"].get("generation")
+    conditions = set_condition(
+        old,
+        type="Ready",
+        status=ConditionStatus.FALSE,
+        reason="InvalidSpec",
+        message=f"spec.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
+        generation=generation,
+    )
+    return {"conditions": [c.wire() for c in conditions], "observedGeneration": generation}
