@@ -20,7 +20,7 @@ have() { for b in "$@"; do [[ -x "$BIN/$b" ]] || return 1; done; }
 
 build_kubernetes() {
   have kube-apiserver kube-controller-manager kube-scheduler && { step "kubernetes $K8S_VERSION cached"; return; }
-  step "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: tens of minutes on 2 cores)"
+  step "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (cold: about 5 minutes on 2 cores)"
   local mod="$WORK/kubernetes" minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   local staging_ver="v0.${K8S_VERSION#v1.}"
   mkdir -p "$mod"; cd "$mod"
