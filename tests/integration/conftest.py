@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gpucost.devcluster import binaries
-from gpucost.devcluster.controlplane import ControlPlane, alive, poll
+from gpucost.devcluster.controlplane import ControlPlane, alive, poll, reap_orphans
 from gpucost.devcluster.nodes import create_pool_nodes
 from gpucost.devcluster.operatorproc import OperatorProcess
 
@@ -62,7 +62,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         binaries.require()
     except binaries.ToolsMissing as e:
         pytest.fail(str(e), pytrace=False)  # a missing tool fails, it never skips
-    cp = ControlPlane(f"gpucost-test-{uuid.uuid4().hex[:6]}", tmp_path_factory.mktemp("kwok"))
+    # One folder for every run's clusters, so a run that was killed (no teardown) is cleaned up here.
+    root = binaries.cache_root() / "test-clusters"
+    reap_orphans(root)
+    cp = ControlPlane(f"gpucost-test-{uuid.uuid4().hex[:6]}", root)
     cp.start()
     try:
         cp.kubectl("apply", "-f", str(ROOT / "crds"))
@@ -71,7 +74,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             create_pool_nodes(cp, yaml.safe_load((ROOT / "examples" / example).read_text()))
         yield cp
     finally:
-        pids = cp._pids()
+        pids = cp.pids()
         cp.stop()
         leftovers = [p for p in pids if alive(p)]
         assert not leftovers, f"control-plane processes left behind: {leftovers}"

@@ -18,6 +18,30 @@ import yaml
 from gpucost.devcluster import binaries
 
 
+OWNER = "owner.pid"
+
+
+class ControlPlaneDied(RuntimeError):
+    pass
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return -1
+
+
+def reap_orphans(workdir: Path) -> list[str]:
+    """Stop clusters under ``workdir`` whose owning process is gone (a test run that was killed)."""
+    reaped = []
+    for owner in sorted((workdir / "clusters").glob(f"*/{OWNER}")) if (workdir / "clusters").exists() else []:
+        if not alive(_read_pid(owner)):
+            ControlPlane(owner.parent.name, workdir).stop()
+            reaped.append(owner.parent.name)
+    return reaped
+
+
 def poll(what: str, check, timeout: float, interval: float = 0.2):
     """Call ``check`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
@@ -64,6 +88,11 @@ class ControlPlane:
                 "kwokControllerBinary": str(bin_dir / "kwok"),
                 "kubectlBinary": str(bin_dir / "kubectl"),
             },
+            # Without a default route (an offline CI box) the apiserver cannot pick an address
+            # to advertise and exits at once; loopback is the only address it needs here.
+            "componentsPatches": [
+                {"name": "kube-apiserver", "extraArgs": [{"key": "advertise-address", "value": "127.0.0.1"}]}
+            ],
         }
         path = self.workdir / f"{self.name}-kwokctl.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -79,16 +108,31 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stop()  # a cluster left behind by a killed run would hold the ports
         created = subprocess.run(
-            ["kwokctl", "create", "cluster", "--name", self.name, "--config", str(self._config(bin_dir)), "--wait", f"{int(timeout)}s"],
+            ["kwokctl", "create", "cluster", "--name", self.name, "--config", str(self._config(bin_dir))],
             env=self._env(),
             text=True,
             capture_output=True,
         )
         if created.returncode != 0:
             raise RuntimeError(f"kwokctl create cluster failed (logs in {self.logs}):\n{created.stderr[-3000:]}")
-        poll("kube-apiserver /readyz", lambda: self.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok", timeout)
+        (self.workdir / "clusters" / self.name / OWNER).write_text(str(os.getpid()))
+        # Our own wait (not kwokctl's --wait), so a component that dies fails the start at once.
+        poll("kube-apiserver /readyz", lambda: self._check_components() or self._readyz(), timeout)
         # Pods are rejected until the service-account controller has made the namespace's default SA.
         self.wait_namespace("default", timeout)
+
+    def _readyz(self) -> bool:
+        return self.kubectl("get", "--raw", "/readyz", check=False).stdout.strip() == "ok"
+
+    def _check_components(self) -> None:
+        dead = [f.stem for f in self._pid_files() if not alive(_read_pid(f))]
+        if dead:
+            tails = "\n".join(
+                f"--- {name}.log ---\n" + "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-5:])
+                for name in dead
+                if (self.logs / f"{name}.log").exists()
+            )
+            raise ControlPlaneDied(f"{', '.join(dead)} exited during start (logs in {self.logs}):\n{tails}")
 
     def wait_namespace(self, namespace: str, timeout: float = 60) -> None:
         poll(
@@ -97,19 +141,16 @@ class ControlPlane:
             timeout,
         )
 
-    def _pids(self) -> list[int]:
+    def _pid_files(self) -> list[Path]:
         folder = self.workdir / "clusters" / self.name / "pids"
-        pids = []
-        for f in folder.glob("*.pid") if folder.exists() else []:
-            try:
-                pids.append(int(f.read_text().strip()))
-            except ValueError:
-                continue
-        return pids
+        return sorted(folder.glob("*.pid")) if folder.exists() else []
+
+    def pids(self) -> list[int]:
+        return [p for p in (_read_pid(f) for f in self._pid_files()) if p > 0]
 
     def stop(self, timeout: float = 30) -> None:
         """Delete the cluster and make sure none of its processes outlives it."""
-        pids = self._pids()
+        pids = self.pids()
         if not (self.workdir / "clusters" / self.name).exists():
             return
         subprocess.run(
@@ -126,6 +167,8 @@ class ControlPlane:
 
 
 def alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
