@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from gpucost.api import common
 from gpucost.devcluster import binaries
 from gpucost.devcluster.controlplane import ControlPlane, alive, poll, reap_orphans
 from gpucost.devcluster.nodes import create_pool_nodes
@@ -50,10 +51,7 @@ class Cluster:
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
+    return common.condition((obj or {}).get("status"), type_)
 
 
 @pytest.fixture(scope="session")

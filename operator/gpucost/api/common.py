@@ -99,6 +99,11 @@ class GPUAsk(Wire):
         return self
 
 
+def condition(status: dict[str, Any] | None, type: str) -> dict[str, Any]:
+    """The condition of ``type`` in an object's status (Nodes, Pods and ours share the shape), or {}."""
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type), {})
+
+
 def set_condition(
     conditions: list[Condition],
     *,
@@ -119,7 +124,7 @@ def set_condition(
         reason=reason,
         message=message,
         observed_generation=generation,
-        last_transition_time=now if moved or old is None else old.last_transition_time,
+        last_transition_time=now if moved else old.last_transition_time,
     )
     if old is None:
         return [*conditions, new]

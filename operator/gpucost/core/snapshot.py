@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpucost import names
+from gpucost.api.common import condition
 from gpucost.api.nodepool import GPUNodePoolSpec, SharingMode
 from gpucost.core.inventory import GPU, Allocation, GPUNode
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 
 
-def _ready(node: dict[str, Any]) -> bool:
-    conditions = node.get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def _ready(obj: dict[str, Any]) -> bool:
+    return condition(obj.get("status"), "Ready").get("status") == "True"
 
 
 def node_gpus(node: dict[str, Any], pool: GPUNodePoolSpec | None) -> tuple[GPU, ...]:
@@ -127,9 +127,7 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
             gpu_uuids=uuids,
             mib_per_gpu=int(ann[names.ANNOTATION_GPU_MEMORY]),
             phase=status.get("phase", "Pending"),
-            ready=any(
-                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-            ),
+            ready=_ready(pod),
             deleting=meta.get("deletionTimestamp") is not None,
         )
     except (KeyError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from gpucost import names
+from gpucost.api.common import condition
+from gpucost.core import snapshot
 from gpucost.devcluster import binaries
 from gpucost.devcluster.controlplane import ControlPlane, poll
 from gpucost.devcluster.nodes import create_pool_nodes
@@ -35,7 +38,13 @@ def _get(cp: ControlPlane, *args: str) -> Any:
 
 
 def _ready(obj: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return condition(obj.get("status"), "Ready")
+
+
+def _placed(cp: ControlPlane) -> list[snapshot.PlacedPod]:
+    """The operator's pods, read back from their annotations as the operator itself reads them."""
+    selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    return [p for p in (snapshot.placed_pod(o) for o in _get(cp, "pods", "-A", "-l", selector)["items"]) if p]
 
 
 _LEVELS = " ▁▂▃▄▅▆▇█"
@@ -43,30 +52,28 @@ _LEVELS = " ▁▂▃▄▅▆▇█"
 
 def _gpu_table(cp: ControlPlane) -> tuple[Table, int]:
     """One row per node; one bar character per GPU, filled to its allocated share of memory."""
+    pods = _placed(cp)
+    pods_on = Counter(p.node for p in pods)
     held: dict[tuple[str, int], int] = defaultdict(int)
-    pods_on: dict[str, int] = defaultdict(int)
-    for pod in _get(cp, "pods", "-A", "-l", "app.kubernetes.io/managed-by=gpu-cost-operator")["items"]:
-        ann = pod["metadata"]["annotations"]
-        pods_on[ann["gpucost.dev/node"]] += 1
-        for i in ann["gpucost.dev/gpu-indices"].split(","):
-            held[(ann["gpucost.dev/node"], int(i))] += int(ann["gpucost.dev/gpu-memory-mib"])
+    for a in snapshot.allocations(pods):
+        held[(a.node, a.gpu_index)] += a.memory_mib
     table = Table(title="GPU memory per node (placed by the operator, bound by the real scheduler)")
     for col in ("node", "capacity", "GPUs", "per-GPU fill", "MiB used / total", "pods"):
         table.add_column(col)
     used_gpus = 0
     for node in sorted(_get(cp, "nodes")["items"], key=lambda n: n["metadata"]["name"]):
         name = node["metadata"]["name"]
-        gpus = json.loads(node["metadata"]["annotations"].get("gpucost.dev/gpus", "[]"))
-        fills = [held.get((name, g["index"]), 0) / g["memoryMiB"] for g in gpus]
+        gpus = snapshot.node_gpus(node, None)
+        fills = [held.get((name, g.index), 0) / g.memory_mib for g in gpus]
         used_gpus += sum(f > 0 for f in fills)
         bar = "".join(_LEVELS[min(8, round(8 * f)) if f < 1 else 8] if f else "·" for f in fills)
         table.add_row(
             name,
-            node["metadata"]["labels"].get("karpenter.sh/capacity-type", ""),
-            f"{len(gpus)}x {gpus[0]['model'] if gpus else '-'}",
+            node["metadata"]["labels"].get(names.LABEL_CAPACITY_TYPE, ""),
+            f"{len(gpus)}x {gpus[0].model if gpus else '-'}",
             f"[green]{bar}[/]",
-            f"{sum(held.get((name, g['index']), 0) for g in gpus)} / {sum(g['memoryMiB'] for g in gpus)}",
-            str(pods_on.get(name, 0)),
+            f"{sum(held.get((name, g.index), 0) for g in gpus)} / {sum(g.memory_mib for g in gpus)}",
+            str(pods_on[name]),
         )
     return table, used_gpus
 
@@ -125,10 +132,7 @@ def _wait_settled(cp: ControlPlane, pools: list[dict[str, Any]], timeout: float 
 
 
 def _pools_account(cp: ControlPlane) -> bool:
-    held = sum(
-        int(p["metadata"]["annotations"]["gpucost.dev/gpu-memory-mib"]) * len(p["metadata"]["annotations"]["gpucost.dev/gpu-indices"].split(","))
-        for p in _get(cp, "pods", "-A", "-l", "app.kubernetes.io/managed-by=gpu-cost-operator")["items"]
-    )
+    held = sum(a.memory_mib for a in snapshot.allocations(_placed(cp)))
     return held == sum((p.get("status") or {}).get("gpuMemoryAllocatedMiB", -1) for p in _get(cp, "gpunodepools")["items"])
 
 

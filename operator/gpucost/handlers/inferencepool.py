@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from gpucost import manifests, names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import Condition, ConditionStatus, set_condition
+from gpucost.api.common import Condition, ConditionStatus, condition, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.core import replicas, snapshot
 from gpucost.core.inventory import Ask, FreeMap
@@ -140,7 +140,7 @@ def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | loggin
     except ValidationError as e:
         status = invalid_spec(body, e)
         if write_if_changed(kube, PLURAL, body, status):
-            kopf.warn(body, reason="InvalidSpec", message=_ready(status)["message"])
+            kopf.warn(body, reason="InvalidSpec", message=condition(status, "Ready")["message"])
         return
     unplaced: list[NoFit] = []
     cluster = read_cluster(kube)
@@ -162,19 +162,15 @@ def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | loggin
                 continue
             _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
     if plan.delete or plan.create:
-        mine = [p for p in read_cluster(kube).pods if p.owner_uid == uid]
+        mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible)
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
 
 
-def _ready(status: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
-
-
 def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
     """One Warning event (and log line) when the pool becomes unplaceable or why changes; never per reconcile."""
-    new, old = _ready(status), _ready(body.get("status") or {})
+    new, old = condition(status, "Ready"), condition(body.get("status"), "Ready")
     if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU"}:
         return
     if (old.get("reason"), old.get("message")) == (new["reason"], new["message"]):
