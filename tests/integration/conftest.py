@@ -7,6 +7,7 @@ unique label), so they share the cluster without sharing GPUs.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -55,7 +56,7 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     try:
         binaries.require()
     except binaries.ToolsMissing as e:
@@ -72,6 +73,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             create_pool_nodes(cp, yaml.safe_load((ROOT / "examples" / example).read_text()))
         yield cp
     finally:
+        if request.session.testsfailed and cp.logs.exists():
+            # Keep the evidence: stop() deletes the cluster folder with its logs.
+            kept = shutil.copytree(cp.logs, tmp_path_factory.getbasetemp() / "control-plane-logs")
+            print(f"\ncontrol-plane logs kept in {kept}")
         pids = cp.pids()
         cp.stop()
         leftovers = [p for p in pids if alive(p)]

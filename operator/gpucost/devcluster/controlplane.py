@@ -98,9 +98,12 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Bounded: a call that blocks (e.g. delete waiting on a stuck pod) fails instead of hanging a run."""
         return subprocess.run(
-            ["kubectl", *args], env=self._env(), text=True, capture_output=True, check=check, input=input
+            ["kubectl", *args], env=self._env(), text=True, capture_output=True, check=check, input=input, timeout=timeout
         )
 
     def start(self, timeout: float = 180) -> None:
