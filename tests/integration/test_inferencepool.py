@@ -127,7 +127,9 @@ def test_deleted_replica_pod_is_replaced_and_deleted_pool_takes_its_pods(cluster
     cluster.apply(pool("web", namespace, 2))
     cluster.wait("2 running", lambda: len(running_pods(cluster, namespace)) == 2)
     first_uid = cluster.get("pod", "web-0", namespace)["metadata"]["uid"]
-    cluster.kubectl("delete", "pod", "web-0", "-n", namespace)
+    # --wait=false: the operator recreates web-0 under the same name at once, and kubectl's wait
+    # would then block on the replacement; the poll below checks the UID changed instead.
+    cluster.kubectl("delete", "pod", "web-0", "-n", namespace, "--wait=false")
     cluster.wait(
         "web-0 replaced",
         lambda: (p := cluster.get("pod", "web-0", namespace))
