@@ -78,8 +78,13 @@ class Kube:
             raise
 
     def patch_status(self, plural: str, name: str, status: Obj, namespace: str | None = None) -> None:
+        """No-op when the object was deleted after it was read: it has no status left to write."""
         body = {"status": status}
-        if namespace is None:
-            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body)
-        else:
-            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
+        try:
+            if namespace is None:
+                self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body)
+            else:
+                self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
+        except ApiException as e:
+            if e.status != 404:
+                raise
