@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -136,7 +135,7 @@ class FGD(_Ranked):
         if found is None:
             return None
         nodes, values, delta = found
-        score = (100.0 / (1.0 + np.exp(delta / 1000.0))).astype(np.int64)
+        score = _band(delta, cluster.units[nodes])
         # A node's score is its best GPU's; the simulator takes the lowest GPU index among equals.
         order = np.lexsort((values, -score, nodes))
         first = np.ones(len(order), dtype=bool)
@@ -154,4 +153,88 @@ class FGD(_Ranked):
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
 
 
-PolicyFactory = Callable[[ShapeDistribution, int], Policy]
+class GpuCost(FGD):
+    """Ours: FGD's ranking of moves, then tie-breaks that waste less and keep whole nodes free.
+
+    Moves whose fragmentation growth falls in the same band (FGD's score levels) are equally good
+    by FGD's own measure; among them we take, in order:
+    1. a node that already runs work over an idle one — idle nodes stay whole for big tasks and
+       can be shut down by the autoscaler;
+    2. the GPU whose leftover is expected to be least wasted: φ(a), the expected free units left
+       on a GPU with ``a`` free after tasks drawn from the shape distribution fill it until one
+       does not fit (φ(a) = Σ_s f_s · (φ(a − m_s) if m_s ≤ a else a));
+    3. the per-run node order, as FGD.
+    """
+
+    name = "gpucost"
+
+    def choose(self, cluster: Cluster, task: Task) -> Placement | None:
+        found = self.delta(cluster, task)
+        if found is None:
+            return None
+        nodes, values, delta = found
+        band = _band(delta, cluster.units[nodes])
+        idle = cluster.gpu_free[nodes].sum(axis=1) == cluster.units[nodes] * cluster.gpu_count[nodes]
+        waste = np.zeros(len(nodes))
+        if task.shared:
+            need = cluster.demand(task)[nodes]
+            for units in np.unique(cluster.units[nodes]):
+                rows = cluster.units[nodes] == units
+                phi = self._waste_table(cluster, int(units))
+                waste[rows] = phi[values[rows] - need[rows]] - phi[values[rows]]
+        pick = np.lexsort((self.rank(cluster)[nodes], waste, idle, -band))[0]
+        node = int(nodes[pick])
+        if task.shared:
+            return cluster.placement(node, task, _gpus_with_free(cluster, node, task, int(values[pick])))
+        return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
+
+    def _waste_table(self, cluster: Cluster, units: int) -> np.ndarray:
+        """φ over 0..units for GPUs of this capacity (the shapes' asks converted to its units)."""
+        tables = self.__dict__.setdefault("_tables", {})
+        if units not in tables:
+            sizes: dict[int, float] = {}
+            like = int(np.flatnonzero(cluster.units == units)[0])
+            for shape, f in self.dist.shapes:
+                if shape.gpus:
+                    m = int(cluster.demand(shape)[like]) if shape.shared else units
+                    if m <= units:
+                        sizes[m] = sizes.get(m, 0.0) + f
+            tables[units] = waste_table(units, sizes)
+        return tables[units]
+
+
+def waste_table(units: int, sizes: dict[int, float]) -> np.ndarray:
+    """φ(a) for a = 0..units: expected leftover when random asks fill a GPU until one misses."""
+    total = sum(sizes.values())
+    phi = np.zeros(units + 1)
+    if total <= 0:
+        phi[:] = np.arange(units + 1)
+        return phi
+    ms = np.array(sorted(sizes), dtype=np.int64)
+    fs = np.array([sizes[m] for m in ms]) / total
+    for a in range(1, units + 1):
+        fit = ms <= a
+        phi[a] = (fs[fit] * phi[a - ms[fit]]).sum() + fs[~fit].sum() * a
+    return phi
+
+
+def _band(delta: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """FGD's integer score: ``int(sigmoid(−Δfrag per GPU) · 100)``; higher is better."""
+    return (100.0 / (1.0 + np.exp(delta / units))).astype(np.int64)
+
+
+POLICIES = ("firstfit", "bestfit", "fgd", "gpucost")
+DEFAULT_POLICY = "gpucost"
+
+
+def make_policy(name: str, dist: ShapeDistribution, seed: int = 0) -> Policy:
+    """A fresh policy (policies keep per-run state: node order, caches)."""
+    if name == "firstfit":
+        return FirstFit()
+    if name == "bestfit":
+        return BestFit(seed)
+    if name == "fgd":
+        return FGD(dist, seed)
+    if name == "gpucost":
+        return GpuCost(dist, seed)
+    raise ValueError(f"unknown placement policy {name!r}; choose one of {', '.join(POLICIES)}")
