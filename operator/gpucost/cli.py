@@ -10,6 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from gpucost.core.packing.policies import DEFAULT_POLICY, POLICIES
+
 console = Console(stderr=True)
 
 
@@ -25,10 +27,11 @@ def _operator(args: argparse.Namespace) -> int:
 
     from gpucost.adapters import kube
     from gpucost.handlers import build_registry
-    from gpucost.settings import Reconcile, Settings
+    from gpucost.settings import Placement, Reconcile, Settings
 
     settings = Settings(
         reconcile=Reconcile(resync_seconds=args.resync) if args.resync else Reconcile(),
+        placement=Placement(policy=args.placement_policy) if args.placement_policy else Placement(),
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
     )
@@ -93,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
     op = sub.add_parser("operator", help="run the operator against $KUBECONFIG or in-cluster")
     op.add_argument("--resync", type=float, help="seconds between periodic reconciles (default 30)")
+    op.add_argument(
+        "--placement-policy",
+        choices=POLICIES,
+        help=f"packing policy for new replicas (default {DEFAULT_POLICY}; env GPUCOST_PLACEMENT_POLICY)",
+    )
     op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
     op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")

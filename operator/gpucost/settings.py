@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gpucost.core.packing.policies import DEFAULT_POLICY, POLICIES
+
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
@@ -22,9 +24,23 @@ class Reconcile:
     """Every object is reconciled at least this often, so unplaced replicas retry without a retry storm."""
 
 
+def _env_policy() -> str:
+    raw = os.environ.get("GPUCOST_PLACEMENT_POLICY", DEFAULT_POLICY)
+    if raw not in POLICIES:
+        raise SystemExit(f"GPUCOST_PLACEMENT_POLICY={raw!r} is not one of {', '.join(POLICIES)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Placement:
+    policy: str = field(default_factory=_env_policy)
+    """Packing policy for new replicas: gpucost (default), fgd, bestfit or firstfit."""
+
+
 @dataclass(frozen=True)
 class Settings:
     reconcile: Reconcile = field(default_factory=Reconcile)
+    placement: Placement = field(default_factory=Placement)
     standalone: bool = True
     """One replica without kopf peering (the chart runs one replica with a Recreate strategy)."""
     liveness_endpoint: str | None = None

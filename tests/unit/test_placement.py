@@ -1,7 +1,9 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpucost.core.inventory import Allocation, Ask, FreeMap
+from gpucost.core.packing.policies import POLICIES
 from gpucost.core.placement import NoFit, Placement, place, place_all
 from tests.builders import gpu_node
 
@@ -10,26 +12,52 @@ def test_best_fit_picks_the_tightest_gpu_that_fits():
     nodes = [gpu_node("a", gpus=2), gpu_node("b", gpus=1)]
     # a/0 has 30000 free, a/1 has 81920, b/0 has 25000.
     free = FreeMap.of(nodes, [Allocation("a", 0, 51920), Allocation("b", 0, 56920)])
-    result = place(Ask(memory_mib=20000), nodes, free)
+    result = place(Ask(memory_mib=20000), nodes, free, policy="bestfit")
     assert isinstance(result, Placement)
     assert (result.node, result.gpu_indices, result.memory_mib) == ("b", (0,), 20000)
     assert result.gpu_uuids == ("GPU-b-0",)
     assert free.free[("b", 0)] == 5000
 
 
+def test_default_policy_avoids_a_leftover_no_ask_can_use():
+    nodes = [gpu_node("a", gpus=2), gpu_node("b", gpus=1)]
+    free = FreeMap.of(nodes, [Allocation("a", 0, 51920), Allocation("b", 0, 56920)])
+    # b/0 would keep 5000 MiB that no 20000 MiB replica can ever use; a/0 keeps 10000 (also
+    # useless) but a/1 keeps 61920, room for three more replicas.
+    result = place(Ask(memory_mib=20000), nodes, free)
+    assert isinstance(result, Placement)
+    assert (result.node, result.gpu_indices) == ("a", (1,))
+
+
 def test_slices_fill_one_gpu_before_opening_the_next():
     nodes = [gpu_node("a", gpus=2)]
-    results = place_all(Ask(memory_mib=20000), 5, nodes, FreeMap.of(nodes, []))
+    results = place_all(Ask(memory_mib=20000), 5, nodes, FreeMap.of(nodes, []), policy="bestfit")
     assert [r.gpu_indices for r in results if isinstance(r, Placement)] == [(0,), (0,), (0,), (0,), (1,)]
 
 
 def test_whole_gpus_go_to_the_node_left_with_fewest_free_gpus():
     nodes = [gpu_node("a", gpus=8), gpu_node("b", gpus=8)]
-    free = FreeMap.of(nodes, [Allocation("b", i, 1) for i in range(5)])  # b has 3 empty GPUs
-    result = place(Ask(gpus=2), nodes, free)
+    free = FreeMap.of(nodes, [Allocation("b", i, 81920) for i in range(5)])  # b has 3 empty GPUs
+    result = place(Ask(gpus=2), nodes, free, policy="bestfit")
     assert isinstance(result, Placement)
     assert result.node == "b" and result.gpu_indices == (5, 6)
     assert result.memory_mib == 2 * 81920
+
+
+def test_default_policy_keeps_idle_nodes_idle_when_it_costs_nothing():
+    nodes = [gpu_node("idle", gpus=1), gpu_node("busy", gpus=1)]
+    free = FreeMap.of(nodes, [Allocation("busy", 0, 20000)])
+    result = place(Ask(memory_mib=20000), nodes, free)
+    assert isinstance(result, Placement) and result.node == "busy"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_places_into_free_room_only(policy):
+    nodes = [gpu_node("a", gpus=2)]
+    free = FreeMap.of(nodes, [Allocation("a", 0, 81920)])
+    result = place(Ask(memory_mib=30000), nodes, free, policy=policy)
+    assert isinstance(result, Placement) and result.gpu_indices == (1,)
+    assert isinstance(place(Ask(gpus=1), nodes, free, policy=policy), NoFit)
 
 
 def test_whole_gpu_ask_skips_partly_used_gpus():
@@ -92,14 +120,15 @@ asks = st.one_of(
 @given(
     shapes=st.lists(st.tuples(st.integers(1, 8), st.sampled_from([16384, 23028, 81920]), st.booleans()), min_size=1, max_size=4),
     stream=st.lists(asks, max_size=40),
+    policy=st.sampled_from(POLICIES),
 )
-def test_placement_never_over_commits_any_gpu(shapes, stream):
+def test_placement_never_over_commits_any_gpu(shapes, stream, policy):
     nodes = [gpu_node(f"n{i}", gpus=g, mib=m, shared=s) for i, (g, m, s) in enumerate(shapes)]
     capacity = {(n.name, g.index): g.memory_mib for n in nodes for g in n.gpus}
     free = FreeMap.of(nodes, [])
     used: dict[tuple[str, int], int] = {}
     for ask in stream:
-        result = place(ask, nodes, free)
+        result = place(ask, nodes, free, policy=policy)
         if isinstance(result, NoFit):
             continue
         per_gpu = result.memory_mib // len(result.gpu_indices)

@@ -1,7 +1,7 @@
-"""Best-fit placement of GPU asks onto GPUs.
+"""The operator's side of placement: which nodes an ask may use, and the packing core's choice.
 
-Best fit on free memory keeps large holes open for large asks; later issues plug in FGD-style
-policies behind the same ``place`` signature.
+Eligibility (capacity type, pool, model, schedulable) is the operator's business; choosing among
+eligible GPUs is the packing core's, with the policy named in the settings.
 """
 
 from __future__ import annotations
@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpucost.core.inventory import Ask, FreeMap, GPUNode
+from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.frag import ShapeDistribution
+from gpucost.core.packing.model import NodeSpec, Task
+from gpucost.core.packing.policies import DEFAULT_POLICY, make_policy
+
+UNTRACKED = 1 << 40
+"""CPU/host memory the operator leaves to kube-scheduler: large enough never to bind."""
 
 
 @dataclass(frozen=True)
@@ -45,56 +52,49 @@ def fits_ever(ask: Ask, node: GPUNode) -> bool:
     return any(g.memory_mib >= (ask.memory_mib or 0) for g in node.gpus)
 
 
-def _place_slice(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> Placement | int:
-    """Best fit over single GPUs; returns the shortfall in MiB when nothing fits."""
-    need = ask.memory_mib or 0
-    best: tuple[int, str, int] | None = None
-    best_gpu = None
-    largest = 0
-    for node in nodes:
-        for gpu in node.gpus:
-            avail = free.free[(node.name, gpu.index)]
-            if not node.shared and avail < gpu.memory_mib:
-                continue  # whole-GPU pools never share a GPU
-            largest = max(largest, avail)
-            if avail < need:
-                continue
-            take = need if node.shared else gpu.memory_mib
-            key = (avail - take, node.name, gpu.index)
-            if best is None or key < best:
-                best, best_gpu = key, (node, gpu, take)
-    if best_gpu is None:
-        return need - largest
-    node, gpu, take = best_gpu
-    free.take(node.name, gpu.index, take)
-    return Placement(node.name, (gpu.index,), tuple(u for u in [gpu.uuid] if u), take)
+def task_of(ask: Ask) -> Task:
+    models = frozenset(ask.gpu_models) or None
+    if ask.gpus is not None:
+        return Task(gpus=ask.gpus, models=models)
+    return Task(gpus=1, gpu_mib=ask.memory_mib, models=models)
 
 
-def _place_whole(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> Placement | int:
-    """k fully free GPUs on one node; best fit = the node left with the fewest free GPUs."""
-    k = ask.gpus or 0
-    best = None
-    most_free_mib = 0
-    for node in nodes:
-        empty = [g for g in node.gpus if free.free[(node.name, g.index)] == g.memory_mib]
-        most_free_mib = max(most_free_mib, sum(g.memory_mib for g in empty))
-        if len(empty) < k:
-            continue
-        key = (len(empty) - k, node.name)
-        if best is None or key < best[0]:
-            best = (key, node, empty[:k])
-    if best is None:
-        per_gpu = max((g.memory_mib for n in nodes for g in n.gpus), default=0)
-        return max(k * per_gpu - most_free_mib, 0)
-    _, node, gpus = best
-    for g in gpus:
-        free.take(node.name, g.index, g.memory_mib)
-    return Placement(
-        node.name,
-        tuple(g.index for g in gpus),
-        tuple(g.uuid for g in gpus if g.uuid),
-        sum(g.memory_mib for g in gpus),
+def demand_shapes(asks: list[Ask]) -> ShapeDistribution:
+    """The policy's estimate of the work to come: the asks in the cluster now, placed and pending."""
+    return ShapeDistribution.of([task_of(a) for a in asks])
+
+
+def _node_spec(node: GPUNode) -> NodeSpec:
+    """One unit = one MiB; CPU and host memory are left to kube-scheduler, so they never bind here."""
+    return NodeSpec(
+        name=node.name,
+        cpu_milli=UNTRACKED,
+        memory_mib=UNTRACKED,
+        gpus=len(node.gpus),
+        model=node.gpus[0].model if node.gpus else None,
+        gpu_units=min((g.memory_mib for g in node.gpus), default=0),
+        mib_per_unit=1.0,
+        whole_only=not node.shared,
+        price_per_hour=node.price_per_hour,
     )
+
+
+def _shortfall(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> int:
+    """MiB more that the best candidate GPU (or set of GPUs) would have needed."""
+    if ask.gpus is None:
+        usable = [
+            free.free[(n.name, g.index)]
+            for n in nodes
+            for g in n.gpus
+            if n.shared or free.free[(n.name, g.index)] == g.memory_mib
+        ]
+        return max((ask.memory_mib or 0) - max(usable, default=0), 0)
+    per_gpu = max((g.memory_mib for n in nodes for g in n.gpus), default=0)
+    most = max(
+        (sum(g.memory_mib for g in n.gpus if free.free[(n.name, g.index)] == g.memory_mib) for n in nodes),
+        default=0,
+    )
+    return max(ask.gpus * per_gpu - most, 0)
 
 
 def _describe(ask: Ask) -> str:
@@ -103,8 +103,14 @@ def _describe(ask: Ask) -> str:
     return f"a {ask.memory_mib} MiB slice of one GPU"
 
 
-def place(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> Placement | NoFit:
-    """Place one ask, updating ``free``; never over-commits a GPU."""
+def place(
+    ask: Ask,
+    nodes: list[GPUNode],
+    free: FreeMap,
+    policy: str = DEFAULT_POLICY,
+    shapes: ShapeDistribution | None = None,
+) -> Placement | NoFit:
+    """Place one ask with the named packing policy, updating ``free``; never over-commits a GPU."""
     candidates = [n for n in nodes if eligible(ask, n)]
     if not any(fits_ever(ask, n) for n in candidates):
         return NoFit(
@@ -114,12 +120,25 @@ def place(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> Placement | NoFit:
             + f" can hold {_describe(ask)}",
             ask.memory_mib or 0,
         )
-    result = (_place_whole if ask.gpus is not None else _place_slice)(ask, candidates, free)
-    if isinstance(result, Placement):
-        return result
-    return NoFit("Unschedulable", f"no GPU has room for {_describe(ask)}; short {result} MiB", result)
+    cluster = Cluster([_node_spec(n) for n in candidates])
+    for i, node in enumerate(candidates):
+        for j, gpu in enumerate(node.gpus):
+            cluster.reserve(i, j, max(cluster.nodes[i].gpu_units - free.free[(node.name, gpu.index)], 0))
+    chosen = make_policy(policy, shapes or demand_shapes([ask])).choose(cluster, task_of(ask))
+    if chosen is None:
+        short = _shortfall(ask, candidates, free)
+        return NoFit("Unschedulable", f"no GPU has room for {_describe(ask)}; short {short} MiB", short)
+    node = candidates[chosen.node]
+    gpus = [node.gpus[j] for j in chosen.gpus]
+    # A whole GPU (or any GPU of a whole-only pool) is reserved with all of its memory.
+    takes = [g.memory_mib if (ask.gpus is not None or not node.shared) else chosen.units for g in gpus]
+    for g, take in zip(gpus, takes):
+        free.take(node.name, g.index, take)
+    return Placement(node.name, tuple(g.index for g in gpus), tuple(g.uuid for g in gpus if g.uuid), sum(takes))
 
 
-def place_all(ask: Ask, count: int, nodes: list[GPUNode], free: FreeMap) -> list[Placement | NoFit]:
+def place_all(
+    ask: Ask, count: int, nodes: list[GPUNode], free: FreeMap, policy: str = DEFAULT_POLICY
+) -> list[Placement | NoFit]:
     """Place ``count`` identical asks one after another, each seeing the ones before it."""
-    return [place(ask, nodes, free) for _ in range(count)]
+    return [place(ask, nodes, free, policy) for _ in range(count)]

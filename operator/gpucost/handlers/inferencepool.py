@@ -16,7 +16,9 @@ from gpucost.api.common import Condition, ConditionStatus, condition, set_condit
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.core import replicas, snapshot
 from gpucost.core.inventory import Ask, FreeMap
-from gpucost.core.placement import NoFit, Placement, eligible, fits_ever, place
+from gpucost.core.packing.policies import DEFAULT_POLICY
+from gpucost.core.packing.frag import ShapeDistribution
+from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fits_ever, place
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.handlers.cluster import Cluster, read_cluster
 from gpucost.handlers.status import invalid_spec, write_if_changed
@@ -43,6 +45,17 @@ def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
         gpu_models=frozenset(spec.gpu_models),
         pools=selected,
     )
+
+
+def expected_shapes(cluster: Cluster, ask: Ask, pending: int) -> ShapeDistribution:
+    """What the packing policy should expect to come: the replicas running now plus this pool's
+    pending ones (FGD keeps room for the shapes a cluster actually runs, not a guess)."""
+    running = [
+        Ask(gpus=len(p.gpu_indices)) if len(p.gpu_indices) > 1 else Ask(memory_mib=p.mib_per_gpu)
+        for p in cluster.pods
+        if not p.terminal and p.gpu_indices
+    ]
+    return demand_shapes(running + [ask] * pending)
 
 
 def never_fits(ask: Ask, cluster: Cluster) -> str | None:
@@ -121,7 +134,9 @@ def build_status(
     ).wire()
 
 
-def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+def reconcile(
+    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str = DEFAULT_POLICY
+) -> None:
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
     each with its own copy of the body; under the lock we re-read the object and decide once."""
     meta = body["metadata"]
@@ -129,10 +144,12 @@ def reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging
         fresh = kube.get_inference_pool(meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return  # gone, replaced, or going: the garbage collector removes the owned pods
-        _reconcile(kube, fresh, logger)
+        _reconcile(kube, fresh, logger, policy)
 
 
-def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter) -> None:
+def _reconcile(
+    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str
+) -> None:
     meta = body["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
     try:
@@ -155,8 +172,9 @@ def _reconcile(kube: Kube, body: dict[str, Any], logger: logging.Logger | loggin
         free = FreeMap.of(cluster.nodes, allocations(cluster.pods))
         taints = {n: p.spec.taints for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
+        shapes = expected_shapes(cluster, ask, len(plan.create))
         for replica in plan.create:
-            result = place(ask, cluster.nodes, free)
+            result = place(ask, cluster.nodes, free, policy, shapes)
             if isinstance(result, NoFit):
                 unplaced.append(result)
                 continue
@@ -208,7 +226,7 @@ def _create_replica(
         kopf.event(body, type="Normal", reason="Placed", message=message)
 
 
-def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any) -> None:
+def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any, policy: str) -> None:
     """A replica pod changed: reconcile its pool if the change matters to the pool's status."""
     pod = event.get("object") or {}
     meta = pod.get("metadata") or {}
@@ -223,14 +241,14 @@ def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any) -> None:
         current = snapshot.placed_pod(pod)
         if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
             return
-    reconcile(kube, body, logger)
+    reconcile(kube, body, logger, policy)
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
     resource = (GROUP, VERSION, PLURAL)
 
     def on_spec(body: kopf.Body, logger: Any, **_: Any) -> None:
-        reconcile(kube, dict(body), logger)
+        reconcile(kube, dict(body), logger, settings.placement.policy)
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="reconcile")(on_spec)
@@ -241,4 +259,4 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)
     def on_pod(event: kopf.RawEvent, logger: Any, **_: Any) -> None:
-        _on_pod_event(kube, dict(event), logger)
+        _on_pod_event(kube, dict(event), logger, settings.placement.policy)

@@ -151,3 +151,10 @@ class Cluster:
         ):
             raise ValueError(f"release of {task.name or 'task'} frees more than {self.nodes[n].name} has")
         self.epoch[n] += 1
+
+    def reserve(self, node: int, gpu: int, units: int) -> None:
+        """Mark units of one GPU as held by work the cluster was built without (existing pods)."""
+        if units < 0 or units > self.gpu_free[node, gpu] or not self.gpu_exists[node, gpu]:
+            raise ValueError(f"cannot reserve {units} units of {self.nodes[node].name} GPU {gpu}")
+        self.gpu_free[node, gpu] -= units
+        self.epoch[node] += 1

@@ -220,7 +220,7 @@ def waste_table(units: int, sizes: dict[int, float]) -> np.ndarray:
 
 def _band(delta: np.ndarray, units: np.ndarray) -> np.ndarray:
     """FGD's integer score: ``int(sigmoid(−Δfrag per GPU) · 100)``; higher is better."""
-    return (100.0 / (1.0 + np.exp(delta / units))).astype(np.int64)
+    return (100.0 / (1.0 + np.exp(delta / np.maximum(units, 1)))).astype(np.int64)
 
 
 POLICIES = ("firstfit", "bestfit", "fgd", "gpucost")
