@@ -39,13 +39,12 @@ class ShapeDistribution:
         ``coverage=0.95`` with ``weight="count"`` is the paper's "typical pods"; ``weight="gpu"``
         weighs each task by the GPU it asks for, so a rare 8-GPU job counts for what it occupies.
         """
+        if weight not in ("count", "gpu"):
+            raise ValueError(f"unknown weight {weight!r}")
         counts: Counter[tuple[object, ...]] = Counter()
         sample: dict[tuple[object, ...], Task] = {}
         for t in tasks:
-            w = 1.0 if weight == "count" else max(t.gpus * t.gpu_milli / 1000, 0.0) if t.gpus else 0.0
-            if weight not in ("count", "gpu"):
-                raise ValueError(f"unknown weight {weight!r}")
-            counts[t.shape] += w
+            counts[t.shape] += 1.0 if weight == "count" else t.gpus * t.gpu_milli / 1000
             sample.setdefault(t.shape, Task(t.cpu_milli, 0, t.gpus, t.gpu_milli, t.gpu_mib, t.models))
         total = sum(counts.values())
         if total <= 0:

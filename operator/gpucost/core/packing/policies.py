@@ -126,8 +126,7 @@ class FGD(_Ranked):
             return None
         idx = self.index(cluster)
         nodes, values, need = _candidates(cluster, task, ok)
-        j = task.gpus if task.gpus else 0
-        after = idx.after(nodes, values, j, need, cluster.cpu_free[nodes] - task.cpu_milli)
+        after = idx.after(nodes, values, task.gpus, need, cluster.cpu_free[nodes] - task.cpu_milli)
         return nodes, values, after - idx.frag[nodes]
 
     def choose(self, cluster: Cluster, task: Task) -> Placement | None:
