@@ -66,13 +66,15 @@ def run_trace(
     tasks = [t.task for t in traced]
     typical = ShapeDistribution.of(tasks, coverage=0.95)
     capacity = sum(n.gpus for n in nodes) * 1000
+    workloads = {seed: inflate(tasks, capacity, seed) for seed in seeds}  # the same arrivals for every policy
+    timed = [(t.task, t.created, t.deleted) for t in traced if t.created is not None and t.deleted is not None]
     out: dict[str, object] = {}
     job = progress.add_task(f"{label}", total=len(policies) * len(seeds))
     for name in policies:
         runs = []
         for seed in seeds:
             progress.update(job, description=f"{label}: {name} seed {seed}")
-            runs.append(replay_static(nodes, inflate(tasks, capacity, seed), make_policy(name, typical, seed), typical))
+            runs.append(replay_static(nodes, workloads[seed], make_policy(name, typical, seed), typical))
             progress.advance(job)
         placements = sum(r.tasks - r.unplaceable for r in runs)
         entry: dict[str, object] = {
@@ -83,10 +85,9 @@ def run_trace(
             "unplaceable_tasks": round(mean(r.unplaceable for r in runs), 1),
             "curve": _curve(runs[0].curve),
         }
-        timed = [(t.task, t.created, t.deleted) for t in traced if t.created is not None and t.deleted is not None]
         if dynamic and timed:
             progress.update(job, description=f"{label}: {name} dynamic replay")
-            d = replay_dynamic(nodes, timed, lambda: make_policy(name, typical, seeds[0]))
+            d = replay_dynamic(nodes, timed, make_policy(name, typical, seeds[0]))
             entry["dynamic"] = {
                 "gpu_hours": round(d.gpu_hours, 1),
                 "node_hours": round(d.node_hours, 1),
@@ -104,7 +105,7 @@ def _curve(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [(round(a, 2), round(b, 2)) for a, b in points[::step]]
 
 
-def verdicts(name: str, ours: dict[str, object], paper: dict[str, dict[str, float]]) -> dict[str, object]:
+def verdicts(ours: dict[str, object], paper: dict[str, dict[str, float]]) -> dict[str, object]:
     result: dict[str, object] = {}
     fgd = ours.get("fgd")
     if "fgd" in paper and isinstance(fgd, dict):
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = path.stem
             ours = run_trace(nodes, traced, policies, seeds, progress, name, not args.no_dynamic)
             paper = published(name)
-            report["traces"][name] = {"policies": ours, "published": paper, "verdict": verdicts(name, ours, paper)}
+            report["traces"][name] = {"policies": ours, "published": paper, "verdict": verdicts(ours, paper)}
     first = next(iter(report["traces"]))
     pols = report["traces"][first]["policies"]
     if "gpucost" in pols and "bestfit" in pols:

@@ -172,7 +172,7 @@ def test_dynamic_replay_counts_gpu_hours_by_hand():
     nodes = [NodeSpec("n", 8000, 8000, 2, "T4")]
     half = Task(gpus=1, gpu_milli=500)
     timed = [(half, 0, 3600), (half, 0, 7200), (Task(gpus=1), 3600, 7200)]
-    result = replay_dynamic(nodes, timed, lambda: make_policy("firstfit", ShapeDistribution(())))
+    result = replay_dynamic(nodes, timed, make_policy("firstfit", ShapeDistribution(())))
     # Both halves share GPU 0 for an hour; then GPU 0 (one half) and GPU 1 (the whole) for an hour.
     assert result.gpu_hours == pytest.approx(1 + 2)
     assert (result.peak_gpus, result.failed) == (2, 0)

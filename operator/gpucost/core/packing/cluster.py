@@ -53,12 +53,15 @@ class Cluster:
     def used_units(self) -> int:
         return self.total_units - int(self.gpu_free.sum())
 
+    def busy_gpus(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Per node (of ``rows``) and GPU: does the GPU hold any work?"""
+        return (self.gpu_free[rows] < self.units[rows, None]) & self.gpu_exists[rows]
+
     def gpus_in_use(self) -> int:
-        return int(((self.gpu_free < self.units[:, None]) & self.gpu_exists).sum())
+        return int(self.busy_gpus().sum())
 
     def nodes_in_use(self) -> int:
-        busy = (self.gpu_free < self.units[:, None]) & self.gpu_exists
-        return int((busy.any(axis=1) | (self.cpu_free < self.cpu_total)).sum())
+        return int((self.busy_gpus().any(axis=1) | (self.cpu_free < self.cpu_total)).sum())
 
     def model_mask(self, models: frozenset[str] | None) -> np.ndarray:
         mask = self._model_masks.get(models)
@@ -91,14 +94,12 @@ class Cluster:
         self._demands[key] = need
         return need
 
-    def feasible(self, task: Task, need: np.ndarray | None = None) -> np.ndarray:
+    def feasible(self, task: Task) -> np.ndarray:
         """Nodes that can take the task now: CPU, memory, GPU model and enough GPUs with room."""
         ok = (self.cpu_free >= task.cpu_milli) & (self.mem_free >= task.memory_mib)
         if task.gpus:
-            if need is None:
-                need = self.demand(task)
             ok &= self.model_mask(task.models)
-            ok &= (self.gpu_free >= need[:, None]).sum(axis=1) >= task.gpus
+            ok &= (self.gpu_free >= self.demand(task)[:, None]).sum(axis=1) >= task.gpus
         return ok
 
     def fits_empty(self, task: Task) -> np.ndarray:

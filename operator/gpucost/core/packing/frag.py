@@ -119,15 +119,14 @@ class FragIndex:
         usable = (cnt >= self.k) * (total[:, None] - small) * w
         return total * self.f_all - usable.sum(axis=1)
 
-    def after(self, rows: np.ndarray, a: np.ndarray, j: int | np.ndarray, d: np.ndarray, cpu_after: np.ndarray) -> np.ndarray:
+    def after(self, rows: np.ndarray, a: np.ndarray, j: int, d: np.ndarray, cpu_after: np.ndarray) -> np.ndarray:
         """Fragmentation of nodes ``rows`` if j of their GPUs went from ``a`` to ``a − d`` free."""
         m = self.m[rows]
         a2 = (a - d)[:, None]
         a1 = a[:, None]
-        jj = np.asarray(j)[..., None] if np.ndim(j) else j
-        cnt = self.cnt[rows] + jj * ((a2 >= m).astype(np.int64) - (a1 >= m))
-        small = self.small[rows] + jj * (np.where(a2 < m, a2, 0) - np.where(a1 < m, a1, 0))
-        total = self.total[rows] - np.asarray(j) * d
+        cnt = self.cnt[rows] + j * ((a2 >= m).astype(np.int64) - (a1 >= m))
+        small = self.small[rows] + j * (np.where(a2 < m, a2, 0) - np.where(a1 < m, a1, 0))
+        total = self.total[rows] - j * d
         return self._frag(rows, total, cnt, small, cpu_after)
 
     def cluster_frag(self) -> float:

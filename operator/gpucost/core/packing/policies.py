@@ -1,7 +1,8 @@
 """Placement policies: each picks a node and GPUs for one task, or None when nothing fits now.
 
 ``firstfit``, ``bestfit`` and ``fgd`` are the baselines, written the way the ATC'23 simulator scores
-(integer node scores, ties broken at random), so our numbers can be held against the published ones.
+(integer node scores, ties to the first node of a per-run shuffled order), so our numbers can be
+held against the published ones.
 ``gpucost`` is ours; see :class:`GpuCost`.
 """
 
@@ -102,8 +103,8 @@ def _gpus_with_free(cluster: Cluster, node: int, task: Task, value: int) -> tupl
 class FGD(_Ranked):
     """Fragmentation Gradient Descent: the move that grows expected fragmentation least.
 
-    Scores are the simulator's ``int(sigmoid(-Δfrag / 1000) · 100)`` with random tie-breaks; the
-    shape distribution is the paper's typical pods (95 % most popular shapes, CPU tasks included).
+    Scores are the simulator's ``int(sigmoid(-Δfrag / 1000) · 100)``, ties to the per-run node
+    order; the shape distribution is the paper's typical pods (95 % most popular shapes, CPU tasks included).
     """
 
     name = "fgd"
@@ -144,10 +145,9 @@ class FGD(_Ranked):
         pick = top[np.argmin(self.rank(cluster)[nodes[top]])]
         node = int(nodes[pick])
         if task.shared:
-            same = np.flatnonzero(score[nodes == node] == score[pick])
-            cand_values = values[nodes == node][same]
-            free = cluster.gpu_free[node]
-            gpu = next(int(i) for i in range(len(free)) if free[i] in cand_values and free[i] >= 0)
+            mine = nodes == node
+            best_values = values[mine][score[mine] == score[pick]]
+            gpu = int(np.flatnonzero(np.isin(cluster.gpu_free[node], best_values))[0])
             return cluster.placement(node, task, (gpu,))
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
 
@@ -167,13 +167,17 @@ class GpuCost(FGD):
 
     name = "gpucost"
 
+    def __init__(self, dist: ShapeDistribution, seed: int = 0) -> None:
+        super().__init__(dist, seed)
+        self._tables: dict[int, np.ndarray] = {}
+
     def choose(self, cluster: Cluster, task: Task) -> Placement | None:
         found = self.delta(cluster, task)
         if found is None:
             return None
         nodes, values, delta = found
         band = _band(delta, cluster.units[nodes])
-        idle = cluster.gpu_free[nodes].sum(axis=1) == cluster.units[nodes] * cluster.gpu_count[nodes]
+        idle = ~cluster.busy_gpus(nodes).any(axis=1)
         waste = np.zeros(len(nodes))
         if task.shared:
             need = cluster.demand(task)[nodes]
@@ -189,7 +193,7 @@ class GpuCost(FGD):
 
     def _waste_table(self, cluster: Cluster, units: int) -> np.ndarray:
         """φ over 0..units for GPUs of this capacity (the shapes' asks converted to its units)."""
-        tables = self.__dict__.setdefault("_tables", {})
+        tables = self._tables
         if units not in tables:
             sizes: dict[int, float] = {}
             like = int(np.flatnonzero(cluster.units == units)[0])

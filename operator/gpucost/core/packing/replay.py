@@ -10,7 +10,7 @@ turns into money is how many GPUs hold any work over time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,11 +120,10 @@ class DynamicResult:
 def replay_dynamic(
     nodes: Sequence[NodeSpec],
     timed: Sequence[tuple[Task, int, int]],
-    make_policy: Callable[[], Policy],
+    policy: Policy,
 ) -> DynamicResult:
     """Place at creation, free at deletion (departures first at equal times)."""
     cluster = Cluster(nodes)
-    policy = make_policy()
     events = sorted(
         [(created, 1, i) for i, (_, created, _) in enumerate(timed)]
         + [(deleted, 0, i) for i, (_, _, deleted) in enumerate(timed)]
