@@ -127,6 +127,24 @@ def test_fgd_spreads_less_than_random_would():
         assert second.node == first.node, name
 
 
+def test_gpucost_breaks_fgd_ties_by_whole_gpu_waste():
+    """Two busy 8-GPU nodes with 2 and 3 GPUs free: for FGD a 1-GPU task is a tie (both nodes are
+    too small for the 8-GPU shape either way), so it follows the node order; gpucost takes the node
+    whose free-GPU count loses the most expected waste (φ(2) − φ(3) < φ(1) − φ(2))."""
+    nodes = [NodeSpec("a", 96_000, 800_000, 8, "V100"), NodeSpec("b", 96_000, 800_000, 8, "V100")]
+    dist = ShapeDistribution(((Task(gpus=1), 0.9), (Task(gpus=8), 0.1)))
+    phi = waste_table(8, {1: 0.9, 8: 0.1})
+    assert phi[2] - phi[3] < phi[1] - phi[2]
+    picks: dict[str, set[int]] = {"fgd": set(), "gpucost": set()}
+    for seed in range(10):
+        for name, seen in picks.items():
+            cluster = Cluster(nodes)
+            for node, used in ((0, 6), (1, 5)):
+                cluster.apply(Task(gpus=used), cluster.placement(node, Task(gpus=used), tuple(range(used))))
+            seen.add(make_policy(name, dist, seed).choose(cluster, Task(gpus=1)).node)
+    assert picks == {"fgd": {0, 1}, "gpucost": {1}}
+
+
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown placement policy 'tetris'"):
         make_policy("tetris", ShapeDistribution(()))
