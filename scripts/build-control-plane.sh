@@ -79,9 +79,24 @@ build_kwok() {
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 }
 
+# KWOK's own stage files (node lifecycle, pod lifecycle) from the same module. The dev cluster
+# passes them to kwokctl with one change: node-initialize waits for the node's boot-delay
+# annotation, which is how the kwok provider mimics instance boot time.
+copy_kwok_stages() {
+  [[ -s "$BIN/kwok-stages/node-initialize.yaml" ]] && return
+  step "copying kwok $KWOK_VERSION stage files"
+  local dir; dir=$(cd "$WORK" && GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$BIN/kwok-stages"; mkdir -p "$BIN/kwok-stages"
+  cp "$dir/kustomize/stage/node/fast/node-initialize.yaml" \
+     "$dir/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+     "$dir"/kustomize/stage/pod/fast/pod-*.yaml "$BIN/kwok-stages/"
+  chmod u+w "$BIN"/kwok-stages/*.yaml
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
+copy_kwok_stages
 build_kubernetes
 step "control plane binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

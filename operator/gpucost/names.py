@@ -15,6 +15,10 @@ LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 # Node annotation: JSON list of {"index", "uuid", "model", "memoryMiB"} published by the node agent.
 ANNOTATION_GPUS = f"{DOMAIN}/gpus"
 
+# Node annotation the kwok provider sets (a Go duration, e.g. "30s"): KWOK keeps the node NotReady
+# that long, as a cloud instance is while it boots. Named like KWOK's own per-stage delay knobs.
+KWOK_BOOT_DELAY = "node-initialize.stage.kwok.x-k8s.io/delay"
+
 # Extended resources. Pods ask for GPU memory in MiB so the real scheduler also refuses to
 # over-commit a node even if two operators ever disagreed about a GPU.
 RESOURCE_GPU = "nvidia.com/gpu"

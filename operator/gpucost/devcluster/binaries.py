@@ -35,6 +35,8 @@ def require() -> Path:
     """The binary folder, or ToolsMissing naming what to run."""
     folder = bin_dir()
     missing = [b for b in REQUIRED if not os.access(folder / b, os.X_OK)]
+    if not (folder / "kwok-stages" / "node-initialize.yaml").exists():
+        missing.append("kwok-stages/")
     if missing:
         raise ToolsMissing(
             f"missing {', '.join(missing)} in {folder}. Run scripts/setup.sh: it builds the control "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from gpucost import names
 from gpucost.devcluster import binaries
 
 
@@ -95,7 +96,7 @@ class ControlPlane:
             ],
         }
         path = self.workdir / f"{self.name}-kwokctl.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path.write_text(yaml.safe_dump_all([config, *kwok_stages(bin_dir)]))
         return path
 
     def kubectl(
@@ -167,6 +168,19 @@ class ControlPlane:
         except TimeoutError:
             for pid in remaining():
                 os.kill(pid, signal.SIGKILL)
+
+
+def kwok_stages(bin_dir: Path) -> list[dict]:
+    """KWOK's default node and pod stages, with node-initialize held back by the node's
+    boot-delay annotation (kwok provider nodes stay NotReady that long, like a booting instance)."""
+    stages = [yaml.safe_load(f.read_text()) for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]
+    for stage in stages:
+        if stage["metadata"]["name"] == "node-initialize":
+            stage["spec"]["delay"] = {
+                "durationMilliseconds": 0,
+                "durationFrom": {"expressionFrom": f'.metadata.annotations["{names.KWOK_BOOT_DELAY}"]'},
+            }
+    return stages
 
 
 def alive(pid: int) -> bool:
