@@ -39,3 +39,18 @@ ANNOTATION_GPU_MEMORY = f"{DOMAIN}/gpu-memory-mib"
 # The NVIDIA container runtime exposes the devices named here; CUDA accepts UUIDs too, so the same
 # value is right whether the container sees one GPU or all of them.
 ENV_VISIBLE_DEVICES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+# Autoscaler bookkeeping on Nodes, so a restarted operator carries on where the last one stopped.
+ANNOTATION_IDLE_SINCE = f"{DOMAIN}/idle-since"  # RFC 3339: no pod has used the node's GPUs since
+ANNOTATION_DISRUPTION = f"{DOMAIN}/disruption"  # why the node is cordoned and being drained away
+# Taints that mean "the cloud is taking this node back": ours, and the AWS node termination handler's.
+INTERRUPTION_TAINTS = (f"{DOMAIN}/interruption", "aws-node-termination-handler/spot-itn")
+# Pod annotations that keep a node (value "true", or "false" for the cluster-autoscaler's).
+DO_NOT_DISRUPT = {
+    f"{DOMAIN}/do-not-disrupt": "true",
+    "karpenter.sh/do-not-disrupt": "true",
+    "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+}
+# A plain GPU pod with this annotation "true" may go to spot pools (otherwise on-demand only,
+# unless its nodeSelector names a capacity type).
+ANNOTATION_INTERRUPTIBLE = f"{DOMAIN}/interruptible"

@@ -38,9 +38,22 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    interval_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_AUTOSCALE_INTERVAL", 5.0))
+    """How often the autoscaler looks at the whole cluster."""
+    batch_idle_seconds: float = 1.0
+    batch_max_seconds: float = 10.0
+    """Pending work is provisioned for once it has stopped changing for batch_idle, or after
+    batch_max at the latest (Karpenter's defaults): 100 new replicas make one decision."""
+    launch_cooldown_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_LAUNCH_COOLDOWN", 300.0))
+    """A pool whose provider failed to launch is left out this long (spot capacity exhausted)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     reconcile: Reconcile = field(default_factory=Reconcile)
     placement: Placement = field(default_factory=Placement)
+    autoscaling: Autoscaling = field(default_factory=Autoscaling)
     standalone: bool = True
     """One replica without kopf peering (the chart runs one replica with a Recreate strategy)."""
     liveness_endpoint: str | None = None

@@ -41,6 +41,39 @@ class Kube:
     def nodes(self) -> list[Obj]:
         return _json(self.core.list_node(_preload_content=False))["items"]
 
+    def create_node(self, node: Obj) -> None:
+        self.core.create_node(node, _preload_content=False)
+
+    def delete_node(self, name: str) -> None:
+        try:
+            self.core.delete_node(name, _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def patch_node(self, name: str, patch: Obj) -> None:
+        """Merge patch (a None value removes an annotation)."""
+        self.core.patch_node(name, patch, _preload_content=False)
+
+    def pods(self) -> list[Obj]:
+        """Every pod in the cluster: what runs on each node, and what is pending anywhere."""
+        return _json(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
+
+    def evict(self, namespace: str, name: str) -> bool:
+        """Through the Eviction API, so PodDisruptionBudgets hold; False when a budget refuses now."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+        except ApiException as e:
+            if e.status == 429:
+                return False
+            if e.status != 404:
+                raise
+        return True
+
+    def inference_pools(self) -> list[Obj]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "inferencepools")["items"]
+
     def node_pools(self) -> list[Obj]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "gpunodepools")["items"]
 

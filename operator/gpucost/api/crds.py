@@ -91,6 +91,7 @@ KINDS: list[Kind] = [
             {"name": "GPU", "type": "string", "jsonPath": ".spec.gpu.model"},
             {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes"},
             {"name": "Ready-Nodes", "type": "integer", "jsonPath": ".status.readyNodes", "priority": 1},
+            {"name": "In-Flight", "type": "integer", "jsonPath": ".status.inFlightNodes", "priority": 1},
             {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
             _READY,
             _AGE,

@@ -6,6 +6,7 @@ import enum
 
 from pydantic import ConfigDict, Field, model_validator
 
+from gpucost import names
 from gpucost.api.common import CapacityType, Condition, Duration, Quantity, Wire
 
 
@@ -72,7 +73,12 @@ class GPUNodePoolSpec(Wire):
     )
     min_nodes: int = Field(0, ge=0, le=10_000, description="Never scale below this many nodes.")
     max_nodes: int = Field(10, ge=0, le=10_000, description="Never scale above this many nodes.")
-    idle_timeout: Duration = Field("10m", description="How long a node may sit idle before it is removed.")
+    idle_timeout: Duration = Field(
+        "10m", description="How long a node may sit idle (no pod using its GPUs) before it is removed."
+    )
+    disruption_budget: int = Field(
+        1, ge=0, le=1000, description="At most this many of the pool's nodes are drained for removal at a time; 0 never removes idle nodes."
+    )
     sharing: SharingMode = Field(
         SharingMode.MEMORY_SLICE,
         description="memory-slice packs several workloads per GPU; whole gives each workload whole GPUs.",
@@ -91,6 +97,19 @@ class GPUNodePoolSpec(Wire):
         }
     )
 
+    def node_labels(self, pool: str) -> dict[str, str]:
+        """Labels every node of the pool carries, whichever provider makes it (the nvidia.com
+        ones are what GPU feature discovery would set on a real node)."""
+        return {
+            **self.labels,
+            names.LABEL_NODEPOOL: pool,
+            names.LABEL_CAPACITY_TYPE: self.capacity_type,
+            names.LABEL_INSTANCE_TYPE: self.instance_type,
+            names.LABEL_GPU_PRODUCT: self.gpu.model,
+            names.LABEL_GPU_MEMORY: str(self.gpu.memory_mi_b),
+            names.LABEL_GPU_COUNT: str(self.gpu.count),
+        }
+
     @model_validator(mode="after")
     def _bounds(self) -> "GPUNodePoolSpec":
         if self.min_nodes > self.max_nodes:
@@ -101,6 +120,9 @@ class GPUNodePoolSpec(Wire):
 class GPUNodePoolStatus(Wire):
     nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
     ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
+    in_flight_nodes: int = Field(0, ge=0, description="Created and not Ready yet (booting): counted as capacity, never provisioned twice.")
+    idle_nodes: list[str] = Field(default_factory=list, description="Nodes with no pod using a GPU.")
+    draining_nodes: list[str] = Field(default_factory=list, description="Nodes cordoned and being drained for removal.")
     gpu_memory_allocated_mi_b: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
     gpu_memory_total_mi_b: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
     cost_per_hour: float = Field(0.0, ge=0, description="USD per hour for the nodes that exist now.")

@@ -40,7 +40,7 @@ class OperatorProcess:
         handle = self.log.open("ab")
         url = f"http://127.0.0.1:{_free_port()}/healthz"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--liveness", url, "--log-routine"],
+            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.resync_seconds), "--liveness", url, "--log-routine"],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,

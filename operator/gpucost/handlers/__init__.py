@@ -9,7 +9,7 @@ from __future__ import annotations
 import kopf
 
 from gpucost.adapters.kube import Kube
-from gpucost.handlers import inferencepool, nodepool
+from gpucost.handlers import autoscaler, inferencepool, nodepool
 from gpucost.settings import Settings
 
 
@@ -19,4 +19,5 @@ def build_registry(kube: Kube, settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     inferencepool.register(registry, kube, settings)
     nodepool.register(registry, kube, settings)
+    autoscaler.register(registry, kube, settings)
     return registry

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from gpucost import names
 from gpucost.adapters.kube import Kube
+from gpucost.api import GROUP, VERSION
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
 from gpucost.core.inventory import GPUNode
@@ -22,6 +24,12 @@ class Pool:
     name: str
     spec: GPUNodePoolSpec
     labels: dict[str, str]
+    uid: str = ""
+
+    @property
+    def ref(self) -> dict[str, Any]:
+        """Enough of the object for kopf to post an Event on it."""
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GPUNodePool", "metadata": {"name": self.name, "uid": self.uid}}
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Cluster:
     pods: list[snapshot.PlacedPod]
     pool_node_counts: dict[str, int]
     """Every node labelled for a pool, GPU inventory readable or not."""
+    raw_nodes: list[dict[str, Any]]
 
 
 def read_pools(kube: Kube) -> dict[str, Pool]:
@@ -43,7 +52,7 @@ def read_pools(kube: Kube) -> dict[str, Pool]:
             # The pool's own handler reports this on the pool; placement just ignores it.
             log.warning("ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"])
             continue
-        pools[name] = Pool(name, spec, obj["metadata"].get("labels") or {})
+        pools[name] = Pool(name, spec, obj["metadata"].get("labels") or {}, obj["metadata"].get("uid", ""))
     return pools
 
 
@@ -54,4 +63,4 @@ def read_cluster(kube: Kube) -> Cluster:
     nodes = [n for n in (snapshot.gpu_node(obj, specs) for obj in raw_nodes) if n]
     pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
     counts = Counter((obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) for obj in raw_nodes)
-    return Cluster(pools, nodes, pods, {k: v for k, v in counts.items() if k})
+    return Cluster(pools, nodes, pods, {k: v for k, v in counts.items() if k}, raw_nodes)

@@ -7,11 +7,14 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from gpucost import names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, set_condition
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
+from gpucost.core import nodeview
 from gpucost.core.inventory import Allocation, GPUNode
+from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.cluster import read_cluster
 from gpucost.handlers.status import invalid_spec, write_if_changed
@@ -27,9 +30,11 @@ def pool_status(
     node_count: int,
     nodes: list[GPUNode],
     held: list[Allocation],
+    states: list[NodeState],
     body: dict[str, Any],
 ) -> dict[str, Any]:
-    """``node_count`` counts every node labelled for the pool; ``nodes`` only the GPU nodes read."""
+    """``node_count`` counts every node labelled for the pool; ``nodes`` only the GPU nodes read;
+    ``states`` are the pool's nodes as the autoscaler sees them."""
     mine = [n for n in nodes if n.pool == name]
     names_ = {n.name for n in mine}
     total = sum(g.memory_mib for n in mine for g in n.gpus)
@@ -37,7 +42,12 @@ def pool_status(
     ready = sum(n.schedulable for n in mine)
     generation = body["metadata"].get("generation")
     old = GPUNodePoolStatus.model_validate(body.get("status") or {})
+    in_flight = sum(not s.ready and s.disruption is None for s in states)
+    idle = sorted(s.name for s in states if s.idle_since is not None)
+    draining = sorted(s.name for s in states if s.disruption is not None)
     message = f"{ready}/{node_count} nodes ready, {allocated}/{total} MiB GPU memory allocated"
+    if in_flight or draining:
+        message += f", {in_flight} booting, {len(draining)} being removed"
     conditions = set_condition(
         old.conditions,
         type="Ready",
@@ -49,6 +59,9 @@ def pool_status(
     return GPUNodePoolStatus(
         nodes=node_count,
         ready_nodes=ready,
+        in_flight_nodes=in_flight,
+        idle_nodes=idle,
+        draining_nodes=draining,
         gpu_memory_allocated_mi_b=allocated,
         gpu_memory_total_mi_b=total,
         cost_per_hour=round(node_count * spec.price_per_hour, 6),
@@ -71,6 +84,7 @@ def reconcile(kube: Kube, body: dict[str, Any]) -> None:
         node_count=cluster.pool_node_counts.get(name, 0),
         nodes=cluster.nodes,
         held=allocations(cluster.pods),
+        states=[nodeview.node_state(n, []) for n in cluster.raw_nodes if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name],
         body=body,
     )
     write_if_changed(kube, PLURAL, body, status)

@@ -1,0 +1,50 @@
+"""Node providers: what creates and deletes a GPUNodePool's nodes (``spec.provider.kind``).
+
+Every provider takes the same two calls so the autoscaler never knows which one it drives. A
+provider that fails to launch raises ProviderError; the autoscaler reads that as the capacity
+being unavailable (spot exhausted, quota) and leaves the pool out for a cool-down.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from gpucost.adapters.kube import Kube
+from gpucost.adapters.kwok import KwokProvider
+from gpucost.api.nodepool import GPUNodePoolSpec, ProviderKind
+
+
+class ProviderError(RuntimeError):
+    pass
+
+
+class NodeProvider(Protocol):
+    name: str
+
+    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int) -> list[str]: ...
+
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None: ...
+
+
+class Providers:
+    """One provider per kind, with API failures turned into ProviderError."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._by_kind: dict[str, NodeProvider] = {ProviderKind.KWOK.value: KwokProvider(kube)}
+
+    def supports(self, spec: GPUNodePoolSpec) -> bool:
+        return spec.provider.kind in self._by_kind
+
+    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int) -> list[str]:
+        try:
+            return self._by_kind[spec.provider.kind].launch(pool, spec, count)
+        except ApiException as e:
+            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
+
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
+        try:
+            self._by_kind[spec.provider.kind].terminate(node, pool, spec)
+        except ApiException as e:
+            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e

@@ -1,0 +1,114 @@
+"""Scale-down plan: which GPU nodes to take away, and which must stay.
+
+A GPU node is idle when no pod on it uses a GPU (DaemonSet pods never count, like the cluster
+autoscaler). An idle node is removed once it has been idle for its pool's ``idleTimeout``, never
+below ``minNodes`` and at most ``disruptionBudget`` nodes of a pool at a time. A node whose
+remaining pods must not be disrupted (``gpucost.dev/do-not-disrupt``, ``karpenter.sh/do-not-disrupt``,
+``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``) stays. A spot node being reclaimed is
+drained at once, whatever the budget: it is going away either way and its work needs a new home.
+
+Idle-since times live on the Node (an annotation), so a restarted operator keeps counting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+IDLE = "Idle"
+INTERRUPTED = "SpotInterruption"
+
+
+@dataclass(frozen=True)
+class NodePod:
+    namespace: str
+    name: str
+    uses_gpu: bool
+    daemon: bool = False
+    keep: str | None = None
+    """Why this pod may not be disrupted (the annotation that says so), else None."""
+
+
+@dataclass(frozen=True)
+class NodeState:
+    name: str
+    pool: str
+    ready: bool
+    pods: tuple[NodePod, ...] = ()
+    idle_since: float | None = None
+    """Epoch seconds from the node's annotation; None when it was not idle at the last look."""
+    disruption: str | None = None
+    """Why the node is being drained (set when a drain starts); None when it is not."""
+    interrupted: bool = False
+    """Tainted or conditioned as being reclaimed by the cloud."""
+
+    @property
+    def busy(self) -> bool:
+        return any(p.uses_gpu and not p.daemon for p in self.pods)
+
+    @property
+    def keepers(self) -> list[NodePod]:
+        return [p for p in self.pods if p.keep and not p.daemon]
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    min_nodes: int
+    idle_timeout_s: float
+    disruption_budget: int
+
+
+@dataclass(frozen=True)
+class Disruption:
+    node: str
+    pool: str
+    reason: str
+    message: str
+
+
+@dataclass
+class ScaleDownPlan:
+    idle_since: dict[str, float | None] = field(default_factory=dict)
+    """Nodes whose idle-since mark changes: the new value (None clears it)."""
+    drain: list[Disruption] = field(default_factory=list)
+    """Nodes to cordon and drain now; the drain deletes them once empty."""
+    kept: dict[str, str] = field(default_factory=dict)
+    """Nodes idle past their timeout that stay, and why."""
+
+
+def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], now: float) -> ScaleDownPlan:
+    plan = ScaleDownPlan()
+    for n in nodes:
+        idle = n.ready and not n.busy
+        if idle and n.idle_since is None:
+            plan.idle_since[n.name] = now
+        elif not idle and n.idle_since is not None:
+            plan.idle_since[n.name] = None
+    for n in nodes:
+        if n.interrupted and n.disruption is None:
+            plan.drain.append(Disruption(n.name, n.pool, INTERRUPTED, "the cloud is reclaiming this spot node"))
+    staying = Counter(n.pool for n in nodes if n.disruption is None and not n.interrupted)
+    draining = Counter(n.pool for n in nodes if n.disruption is not None or n.interrupted)
+    candidates = sorted(
+        (n for n in nodes if n.disruption is None and not n.interrupted and n.pool in pools),
+        key=lambda n: (n.idle_since if n.idle_since is not None else now, n.name),
+    )
+    for n in candidates:
+        limits = pools[n.pool]
+        since = plan.idle_since[n.name] if n.name in plan.idle_since else n.idle_since
+        if since is None or now - since < limits.idle_timeout_s:
+            continue
+        idle_for = f"idle for {now - since:.0f}s (idleTimeout {limits.idle_timeout_s:.0f}s)"
+        if n.keepers:
+            p = n.keepers[0]
+            plan.kept[n.name] = f"pod {p.namespace}/{p.name} has {p.keep}"
+        elif staying[n.pool] <= limits.min_nodes:
+            plan.kept[n.name] = f"the pool is at minNodes {limits.min_nodes}"
+        elif draining[n.pool] >= limits.disruption_budget:
+            plan.kept[n.name] = f"{draining[n.pool]} node(s) of the pool are being removed (disruptionBudget {limits.disruption_budget})"
+        else:
+            plan.drain.append(Disruption(n.name, n.pool, IDLE, idle_for))
+            staying[n.pool] -= 1
+            draining[n.pool] += 1
+    return plan

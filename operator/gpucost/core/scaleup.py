@@ -1,0 +1,165 @@
+"""Scale-up plan: the cheapest set of new nodes that holds the work nothing can hold now.
+
+Pending work is first packed onto the capacity that exists or is already on its way (Ready nodes
+with room, and nodes created but not Ready yet), so a batch is never provisioned twice. What is
+left goes onto hypothetical new nodes one at a time, each time opening the pool whose node holds
+the most work per dollar (greedy weighted set cover: within a log factor of the cheapest set, and
+exact in the common one-pool-fits-all case). Non-interruptible asks only list on-demand capacity
+types, so they never reach a spot pool; interruptible ones list both and land on spot because it
+is cheaper per unit of work.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
+from gpucost.core.packing.policies import DEFAULT_POLICY
+from gpucost.core.placement import NoFit, eligible, fits_ever, place
+
+
+@dataclass(frozen=True)
+class Pending:
+    """``count`` identical asks of one workload (an InferencePool's unplaced replicas, a pod)."""
+
+    owner: str
+    ask: Ask
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What one more node of a pool would be, and how many more the pool may add."""
+
+    pool: str
+    template: GPUNode
+    headroom: int
+
+    @property
+    def price(self) -> float:
+        return self.template.price_per_hour
+
+
+@dataclass
+class ScaleUpPlan:
+    launches: Counter[str] = field(default_factory=Counter)
+    """New nodes per pool."""
+    on_existing: Counter[str] = field(default_factory=Counter)
+    """Asks per owner that fit on nodes that exist or are booting: no new node for them."""
+    on_new: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per pool, asks per owner its new nodes are for (for the decision's Event)."""
+    unfit: dict[str, str] = field(default_factory=dict)
+    """Owner → why some of its asks fit on no new node."""
+
+    def cost_per_hour(self, offers: Sequence[Offer]) -> float:
+        price = {o.pool: o.price for o in offers}
+        return sum(price[p] * n for p, n in self.launches.items())
+
+
+def _value(ask: Ask, whole_gpu_mib: int) -> int:
+    """Work an ask represents, the same whichever pool holds it: a slice is its MiB; a whole GPU
+    counts as the largest GPU offered, so the cheaper pool wins a whole-GPU ask on price alone."""
+    return ask.memory_mib if ask.gpus is None else ask.gpus * whole_gpu_mib  # type: ignore[return-value]
+
+
+def plan_scale_up(
+    pending: Sequence[Pending],
+    offers: Sequence[Offer],
+    existing: Sequence[GPUNode] = (),
+    held: Sequence[Allocation] = (),
+    booting: Sequence[GPUNode] = (),
+    policy: str = DEFAULT_POLICY,
+) -> ScaleUpPlan:
+    """``existing``: schedulable nodes with ``held`` allocations; ``booting``: nodes that will be
+    schedulable soon (empty). The plan never exceeds an offer's headroom."""
+    plan = ScaleUpPlan()
+    whole_gpu_mib = max((g.memory_mib for o in offers for g in o.template.gpus), default=1)
+    items = sorted(
+        ((p.owner, p.ask) for p in pending for _ in range(p.count)),
+        key=lambda item: -_value(item[1], whole_gpu_mib),
+    )
+    nodes = list(existing) + [replace(n, schedulable=True) for n in booting]
+    free = FreeMap.of(nodes, list(held))
+    left: list[tuple[str, Ask]] = []
+    for owner, ask in items:
+        if nodes and not isinstance(place(ask, nodes, free, policy), NoFit):
+            plan.on_existing[owner] += 1
+        else:
+            left.append((owner, ask))
+    headroom = {o.pool: o.headroom for o in offers}
+    opened: list[_NewNode] = []
+    while left:
+        best: tuple[float, float, _NewNode, list[tuple[str, Ask]]] | None = None
+        for offer in offers:
+            if headroom[offer.pool] <= 0:
+                continue
+            node = replace(offer.template, name=f"<new {offer.pool} node {len(opened)}>")
+            new = _NewNode(offer, node, FreeMap.of([node], []))
+            rest = new.fill(left, policy)
+            if not new.holds:
+                continue
+            key = (offer.price / sum(_value(a, whole_gpu_mib) for _, a in new.holds), offer.price)
+            if best is None or key < best[:2]:
+                best = (*key, new, rest)
+        if best is None:
+            break
+        new, left = best[2], best[3]
+        headroom[new.offer.pool] -= 1
+        opened.append(new)
+    for new in _drop_redundant(opened, policy):
+        plan.launches[new.offer.pool] += 1
+        plan.on_new.setdefault(new.offer.pool, Counter()).update(owner for owner, _ in new.holds)
+    for owner, ask in left:
+        plan.unfit.setdefault(owner, _why_unfit(ask, offers, headroom))
+    return plan
+
+
+@dataclass
+class _NewNode:
+    offer: Offer
+    node: GPUNode
+    free: FreeMap
+    holds: list[tuple[str, Ask]] = field(default_factory=list)
+
+    def fill(self, items: list[tuple[str, Ask]], policy: str) -> list[tuple[str, Ask]]:
+        """Pack items (largest first) onto this node; returns what did not fit."""
+        rest: list[tuple[str, Ask]] = []
+        for owner, ask in items:
+            if self.takes(ask, policy):
+                self.holds.append((owner, ask))
+            else:
+                rest.append((owner, ask))
+        return rest
+
+    def takes(self, ask: Ask, policy: str) -> bool:
+        node = self.node
+        return eligible(ask, node) and fits_ever(ask, node) and not isinstance(place(ask, [node], self.free, policy), NoFit)
+
+
+def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
+    """Greedy can open a cheap node for small asks before a big node with room to spare for them;
+    drop any new node (dearest first) whose asks all fit in the others' leftover room."""
+    kept = list(opened)
+    for cand in sorted(opened, key=lambda n: -n.offer.price):
+        others = [n for n in kept if n is not cand]
+        trial = [_NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds)) for n in others]
+        if all(_put(trial, owner, ask, policy) for owner, ask in cand.holds):
+            kept = trial
+    return kept
+
+
+def _put(nodes: list[_NewNode], owner: str, ask: Ask, policy: str) -> bool:
+    for n in nodes:
+        if n.takes(ask, policy):
+            n.holds.append((owner, ask))
+            return True
+    return False
+
+
+def _why_unfit(ask: Ask, offers: Sequence[Offer], headroom: dict[str, int]) -> str:
+    could = [o.pool for o in offers if eligible(ask, o.template) and fits_ever(ask, o.template)]
+    if not could:
+        return "no GPUNodePool's node can ever hold it (capacity type, GPU model, size or selector)"
+    return f"every pool that could hold it is at maxNodes ({', '.join(sorted(could))})"

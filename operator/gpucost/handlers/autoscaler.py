@@ -1,0 +1,214 @@
+"""The autoscaler loop: one look at the whole cluster per interval, three decisions.
+
+1. Idle marks and scale-down (``core.scaledown``): cordon and drain nodes idle past their timeout
+   or being reclaimed; a drained node is deleted through its provider only once no pod but
+   DaemonSet pods is left on it, so no workload ever loses its node under it.
+2. Scale-up (``core.scaleup``): InferencePool replicas the placer could not place and plain pods
+   kube-scheduler left Unschedulable for want of GPUs, batched until the set stops changing, are
+   packed onto existing and booting nodes first, then onto the cheapest new nodes.
+3. A provider that fails to launch takes its pool out for a cool-down; the next plan falls back
+   to the next cheapest pool the work allows (spot exhausted → on-demand, where permitted).
+
+Every decision is logged and posted as an Event on the pool with its reason and $/hour change.
+Runs from a timer on GPUNodePools (kopf gives it threads, retries and error logging); the first
+pool's timer to fire does the work, the others find it done for this interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gpucost import names
+from gpucost.adapters.kube import Kube
+from gpucost.adapters.provider import ProviderError, Providers
+from gpucost.api import GROUP, VERSION
+from gpucost.api.common import duration_seconds
+from gpucost.api.inferencepool import InferencePoolSpec
+from gpucost.core import nodeview
+from gpucost.core.scaledown import INTERRUPTED, NodeState, PoolLimits, plan_scale_down
+from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
+from gpucost.core.snapshot import allocations, pool_template_node
+from gpucost.handlers.cluster import Cluster, Pool, read_cluster
+from gpucost.handlers.inferencepool import ask_for
+from gpucost.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _post(pool: Pool | None, type_: str, reason: str, message: str) -> None:
+    """A log line always; an Event on the pool when there is one to post it on."""
+    (log.warning if type_ == "Warning" else log.info)("[%s] %s: %s", pool.name if pool else "-", reason, message)
+    if pool is not None:
+        kopf.event(pool.ref, type=type_, reason=reason, message=message)
+
+
+def pending_work(kube: Kube, cluster: Cluster, pods: list[dict[str, Any]]) -> list[Pending]:
+    """Unplaced InferencePool replicas and Unschedulable plain GPU pods, as asks."""
+    out: list[Pending] = []
+    for obj in kube.inference_pools():
+        unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
+        if not unplaced or obj["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            continue  # its own handler reports the bad spec
+        meta = obj["metadata"]
+        out.append(Pending(f"InferencePool {meta['namespace']}/{meta['name']}", ask_for(spec, cluster), unplaced))
+    labels = {name: p.spec.node_labels(name) for name, p in cluster.pools.items()}
+    taints = {name: [t.wire() for t in p.spec.taints] for name, p in cluster.pools.items()}
+    for pod in pods:
+        if nodeview.unschedulable_gpu_pod(pod):
+            meta = pod["metadata"]
+            out.append(Pending(f"Pod {meta['namespace']}/{meta['name']}", nodeview.pod_ask(pod, labels, taints)))
+    return out
+
+
+class Autoscaler:
+    def __init__(self, kube: Kube, settings: Settings, providers: Providers | None = None) -> None:
+        self.kube = kube
+        self.settings = settings.autoscaling
+        self.policy = settings.placement.policy
+        self.providers = providers or Providers(kube)
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._batch_key: frozenset[tuple[str, int]] = frozenset()
+        self._batch_first: float | None = None
+        self._batch_changed = 0.0
+        self._cooldown: dict[str, float] = {}
+        self._kept: dict[str, str] = {}
+
+    def maybe_tick(self) -> None:
+        """Every pool's timer calls this; one tick per interval runs, the rest return at once."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            now = time.time()
+            if now - self._last < self.settings.interval_seconds * 0.9:
+                return
+            self._last = now
+            self.tick(now)
+        finally:
+            self._lock.release()
+
+    def tick(self, now: float) -> None:
+        cluster = read_cluster(self.kube)
+        pods = self.kube.pods()
+        on_node = nodeview.pods_by_node(pods)
+        states = [
+            nodeview.node_state(n, on_node.get(n["metadata"]["name"], []))
+            for n in cluster.raw_nodes
+            if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) in cluster.pools
+        ]
+        self._scale_down(cluster, states, now)
+        self._drain(cluster, states, on_node)
+        self._scale_up(cluster, states, pods, now)
+
+    def _scale_down(self, cluster: Cluster, states: list[NodeState], now: float) -> None:
+        limits = {
+            name: PoolLimits(p.spec.min_nodes, duration_seconds(p.spec.idle_timeout), p.spec.disruption_budget)
+            for name, p in cluster.pools.items()
+        }
+        plan = plan_scale_down(states, limits, now)
+        for node, since in plan.idle_since.items():
+            self.kube.patch_node(node, {"metadata": {"annotations": {names.ANNOTATION_IDLE_SINCE: _rfc3339(since) if since else None}}})
+        for d in plan.drain:
+            pool = cluster.pools[d.pool]
+            self.kube.patch_node(
+                d.node, {"metadata": {"annotations": {names.ANNOTATION_DISRUPTION: d.reason}}, "spec": {"unschedulable": True}}
+            )
+            saving = pool.spec.price_per_hour
+            _post(pool, "Warning" if d.reason == INTERRUPTED else "Normal", d.reason,
+                  f"draining node {d.node} for removal: {d.message}; -${saving:.2f}/h once removed")
+        for node, why in plan.kept.items():
+            if self._kept.get(node) != why:
+                log.info("node %s is idle past its idleTimeout but stays: %s", node, why)
+        self._kept = plan.kept
+
+    def _drain(self, cluster: Cluster, states: list[NodeState], on_node: dict[str, list[dict[str, Any]]]) -> None:
+        """Evict what is left on nodes being removed; delete a node once only DaemonSet pods remain."""
+        for state in states:
+            if state.disruption is None:
+                continue
+            pool = cluster.pools[state.pool]
+            left = [p for p in on_node.get(state.name, []) if not nodeview.node_pod(p).daemon]
+            for pod in left:
+                meta = pod["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                if not self.kube.evict(meta["namespace"], meta["name"]):
+                    log.info("[%s] eviction of %s/%s refused by a PodDisruptionBudget; retrying", pool.name, meta["namespace"], meta["name"])
+            if left:
+                continue
+            try:
+                self.providers.terminate(state.name, pool.name, pool.spec)
+            except ProviderError as e:
+                _post(pool, "Warning", "TerminateFailed", f"node {state.name}: {e}")
+                continue
+            _post(pool, "Normal", "NodeRemoved",
+                  f"removed node {state.name} ({state.disruption}): -${pool.spec.price_per_hour:.2f}/h")
+
+    def _batch_ready(self, pending: list[Pending], now: float) -> bool:
+        """Karpenter-style batching: act once the pending set has stopped changing for a moment."""
+        key = frozenset((p.owner, p.count) for p in pending)
+        if not key:
+            self._batch_key, self._batch_first = key, None
+            return False
+        if key != self._batch_key:
+            self._batch_key, self._batch_changed = key, now
+            if self._batch_first is None:
+                self._batch_first = now
+        return (now - self._batch_changed >= self.settings.batch_idle_seconds
+                or now - (self._batch_first or now) >= self.settings.batch_max_seconds)
+
+    def _scale_up(self, cluster: Cluster, states: list[NodeState], pods: list[dict[str, Any]], now: float) -> None:
+        pending = pending_work(self.kube, cluster, pods)
+        if not self._batch_ready(pending, now):
+            return
+        booting_names = {s.name for s in states if not s.ready and s.disruption is None and not s.interrupted}
+        existing = [n for n in cluster.nodes if n.schedulable]
+        booting = [n for n in cluster.nodes if n.name in booting_names]
+        offers = [
+            Offer(name, pool_template_node(name, p.spec), p.spec.max_nodes - cluster.pool_node_counts.get(name, 0))
+            for name, p in cluster.pools.items()
+            if self.providers.supports(p.spec) and self._cooldown.get(name, 0.0) <= now
+        ]
+        plan = plan_scale_up(pending, offers, existing, allocations(cluster.pods), booting, self.policy)
+        self._batch_first = None
+        for name, count in plan.launches.items():
+            self._launch(cluster.pools[name], count, plan, now)
+
+    def _launch(self, pool: Pool, count: int, plan: ScaleUpPlan, now: float) -> None:
+        spec = pool.spec
+        try:
+            made = self.providers.launch(pool.name, spec, count)
+        except ProviderError as e:
+            self._cooldown[pool.name] = now + self.settings.launch_cooldown_seconds
+            _post(pool, "Warning", "LaunchFailed",
+                  f"could not launch {count} {spec.instance_type} ({spec.capacity_type}): {e}; "
+                  f"pool left out for {self.settings.launch_cooldown_seconds:.0f}s")
+            return
+        holds = ", ".join(f"{owner} x{n}" for owner, n in sorted(plan.on_new[pool.name].items()))
+        _post(pool, "Normal", "ScaleUp",
+              f"launched {len(made)} {spec.instance_type} {spec.capacity_type} node(s) "
+              f"({', '.join(made)}) for {holds}: +${count * spec.price_per_hour:.2f}/h")
+
+
+def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
+    autoscaler = Autoscaler(kube, settings)
+
+    @kopf.timer(GROUP, VERSION, "gpunodepools", interval=settings.autoscaling.interval_seconds / 2,
+                idle=None, registry=registry, id="autoscale")
+    def autoscale(**_: Any) -> None:
+        autoscaler.maybe_tick()
