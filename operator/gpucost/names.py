@@ -45,6 +45,17 @@ ANNOTATION_IDLE_SINCE = f"{DOMAIN}/idle-since"  # RFC 3339: no pod has used the 
 ANNOTATION_DISRUPTION = f"{DOMAIN}/disruption"  # why the node is cordoned and being drained away
 # Taints that mean "the cloud is taking this node back": ours, and the AWS node termination handler's.
 INTERRUPTION_TAINTS = (f"{DOMAIN}/interruption", "aws-node-termination-handler/spot-itn")
+# On a node the autoscaler launched: JSON {"owners": [workload, ...], "until": epoch seconds}. Until
+# then only those workloads are placed there, so the node bought for one pool's replicas is not
+# taken by another's that a cheaper pool was already booting for (Karpenter's nomination).
+ANNOTATION_RESERVED_FOR = f"{DOMAIN}/reserved-for"
+
+
+def workload(kind: str, namespace: str, name: str) -> str:
+    """How a workload is named in reservations, plans and Events."""
+    return f"{kind} {namespace}/{name}"
+
+
 # Pod annotations that keep a node (value "true", or "false" for the cluster-autoscaler's).
 DO_NOT_DISRUPT = {
     f"{DOMAIN}/do-not-disrupt": "true",

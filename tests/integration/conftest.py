@@ -114,7 +114,10 @@ def gpu_pool(cluster: Cluster, namespace: str) -> Callable[..., str]:
     made: list[str] = []
 
     def make(nodes: int = 1, gpus: int = 2, memory_mib: int = 81920, capacity_type: str = "on-demand", **spec: Any) -> str:
+        """Fixed at ``nodes`` nodes unless the test gives minNodes/maxNodes: the autoscaler leaves it be."""
         name = f"{namespace}-{len(made)}"
+        if "minNodes" not in spec and "maxNodes" not in spec:
+            spec.update(minNodes=nodes, maxNodes=nodes)
         manifest = {
             "apiVersion": "gpucost.dev/v1alpha1",
             "kind": "GPUNodePool",

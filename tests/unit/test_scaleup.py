@@ -69,3 +69,15 @@ def test_work_no_pool_can_hold_is_reported_not_bought_for():
 def test_whole_gpu_asks_take_the_cheapest_gpu_not_the_biggest():
     plan = plan_scale_up([Pending("train", Ask(gpus=1), 2)], OFFERS)
     assert plan.launches == {"a10g-od": 2}
+
+
+def test_a_booting_node_reserved_for_other_work_is_not_counted_on():
+    from dataclasses import replace
+
+    reserved = replace(
+        gpu_node("boot-0", gpus=1, mib=23028, model="A10G", pool="a10g-od", schedulable=False),
+        reserved_for=frozenset({"db"}), reserved_until=100.0,
+    )
+    pending = [Pending("web", Ask(memory_mib=20000), 1)]
+    assert plan_scale_up(pending, OFFERS, booting=[reserved], now=50.0).launches == {"a10g-od": 1}
+    assert plan_scale_up(pending, OFFERS, booting=[reserved], now=150.0).on_existing == {"web": 1}

@@ -23,7 +23,9 @@ class ProviderError(RuntimeError):
 class NodeProvider(Protocol):
     name: str
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int) -> list[str]: ...
+    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
+        """``annotations`` go on every new Node (the autoscaler's reservation)."""
+        ...
 
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None: ...
 
@@ -37,9 +39,9 @@ class Providers:
     def supports(self, spec: GPUNodePoolSpec) -> bool:
         return spec.provider.kind in self._by_kind
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int) -> list[str]:
+    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
         try:
-            return self._by_kind[spec.provider.kind].launch(pool, spec, count)
+            return self._by_kind[spec.provider.kind].launch(pool, spec, count, annotations)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 

@@ -24,6 +24,12 @@ class GPUNode:
     """False for ``sharing: whole`` pools: a slice ask then takes a whole GPU."""
     schedulable: bool = True
     taints: tuple[tuple[str, str, str], ...] = ()
+    reserved_for: frozenset[str] = frozenset()
+    reserved_until: float = 0.0
+    """A new node is held for the workloads it was launched for until this time (epoch seconds)."""
+
+    def open_to(self, owner: str, now: float) -> bool:
+        return not self.reserved_for or owner in self.reserved_for or now >= self.reserved_until
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,11 @@ def plan_scale_up(
     held: Sequence[Allocation] = (),
     booting: Sequence[GPUNode] = (),
     policy: str = DEFAULT_POLICY,
+    now: float = 0.0,
 ) -> ScaleUpPlan:
     """``existing``: schedulable nodes with ``held`` allocations; ``booting``: nodes that will be
-    schedulable soon (empty). The plan never exceeds an offer's headroom."""
+    schedulable soon (empty). A node reserved for other workloads (until ``now`` passes its
+    reservation) holds none of an owner's asks. The plan never exceeds an offer's headroom."""
     plan = ScaleUpPlan()
     whole_gpu_mib = max((g.memory_mib for o in offers for g in o.template.gpus), default=1)
     items = sorted(
@@ -84,7 +86,8 @@ def plan_scale_up(
     free = FreeMap.of(nodes, list(held))
     left: list[tuple[str, Ask]] = []
     for owner, ask in items:
-        if nodes and not isinstance(place(ask, nodes, free, policy), NoFit):
+        mine = [n for n in nodes if n.open_to(owner, now)]
+        if mine and not isinstance(place(ask, mine, free, policy), NoFit):
             plan.on_existing[owner] += 1
         else:
             left.append((owner, ask))

@@ -61,6 +61,7 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     taints = tuple(
         (t.get("key", ""), t.get("value", "") or "", t.get("effect", "")) for t in spec.get("taints") or []
     )
+    reserved_for, reserved_until = _reservation((meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
     return GPUNode(
         name=meta["name"],
         pool=pool_name or "",
@@ -70,7 +71,19 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
         shared=pool.sharing == SharingMode.MEMORY_SLICE.value,
         schedulable=_ready(node) and not spec.get("unschedulable", False),
         taints=taints,
+        reserved_for=reserved_for,
+        reserved_until=reserved_until,
     )
+
+
+def _reservation(raw: str | None) -> tuple[frozenset[str], float]:
+    if not raw:
+        return frozenset(), 0.0
+    try:
+        data = json.loads(raw)
+        return frozenset(str(o) for o in data["owners"]), float(data["until"])
+    except (ValueError, KeyError, TypeError):
+        return frozenset(), 0.0  # a broken mark reserves nothing
 
 
 def pool_template_node(name: str, pool: GPUNodePoolSpec) -> GPUNode:

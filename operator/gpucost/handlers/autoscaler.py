@@ -16,6 +16,7 @@ pool's timer to fire does the work, the others find it done for this interval.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -65,13 +66,13 @@ def pending_work(kube: Kube, cluster: Cluster, pods: list[dict[str, Any]]) -> li
         except ValidationError:
             continue  # its own handler reports the bad spec
         meta = obj["metadata"]
-        out.append(Pending(f"InferencePool {meta['namespace']}/{meta['name']}", ask_for(spec, cluster), unplaced))
+        out.append(Pending(names.workload("InferencePool", meta["namespace"], meta["name"]), ask_for(spec, cluster), unplaced))
     labels = {name: p.spec.node_labels(name) for name, p in cluster.pools.items()}
     taints = {name: [t.wire() for t in p.spec.taints] for name, p in cluster.pools.items()}
     for pod in pods:
         if nodeview.unschedulable_gpu_pod(pod):
             meta = pod["metadata"]
-            out.append(Pending(f"Pod {meta['namespace']}/{meta['name']}", nodeview.pod_ask(pod, labels, taints)))
+            out.append(Pending(names.workload("Pod", meta["namespace"], meta["name"]), nodeview.pod_ask(pod, labels, taints)))
     return out
 
 
@@ -184,22 +185,25 @@ class Autoscaler:
             for name, p in cluster.pools.items()
             if self.providers.supports(p.spec) and self._cooldown.get(name, 0.0) <= now
         ]
-        plan = plan_scale_up(pending, offers, existing, allocations(cluster.pods), booting, self.policy)
+        plan = plan_scale_up(pending, offers, existing, allocations(cluster.pods), booting, self.policy, now)
         self._batch_first = None
         for name, count in plan.launches.items():
             self._launch(cluster.pools[name], count, plan, now)
 
     def _launch(self, pool: Pool, count: int, plan: ScaleUpPlan, now: float) -> None:
         spec = pool.spec
+        owners = plan.on_new[pool.name]
+        until = now + duration_seconds(spec.provider.boot_delay) + self.settings.reservation_seconds
+        reservation = {names.ANNOTATION_RESERVED_FOR: json.dumps({"owners": sorted(owners), "until": round(until, 3)})}
         try:
-            made = self.providers.launch(pool.name, spec, count)
+            made = self.providers.launch(pool.name, spec, count, reservation)
         except ProviderError as e:
             self._cooldown[pool.name] = now + self.settings.launch_cooldown_seconds
             _post(pool, "Warning", "LaunchFailed",
                   f"could not launch {count} {spec.instance_type} ({spec.capacity_type}): {e}; "
                   f"pool left out for {self.settings.launch_cooldown_seconds:.0f}s")
             return
-        holds = ", ".join(f"{owner} x{n}" for owner, n in sorted(plan.on_new[pool.name].items()))
+        holds = ", ".join(f"{owner} x{n}" for owner, n in sorted(owners.items()))
         _post(pool, "Normal", "ScaleUp",
               f"launched {len(made)} {spec.instance_type} {spec.capacity_type} node(s) "
               f"({', '.join(made)}) for {holds}: +${count * spec.price_per_hour:.2f}/h")

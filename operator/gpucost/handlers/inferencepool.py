@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -169,12 +170,15 @@ def _reconcile(
     ask = ask_for(spec, cluster)
     impossible = never_fits(ask, cluster)
     if plan.create and not impossible:
-        free = FreeMap.of(cluster.nodes, allocations(cluster.pods))
+        owner = names.workload("InferencePool", namespace, meta["name"])
+        now = time.time()
+        nodes = [n for n in cluster.nodes if n.open_to(owner, now)]
+        free = FreeMap.of(nodes, allocations(cluster.pods))
         taints = {n: p.spec.taints for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
         shapes = expected_shapes(cluster, ask, len(plan.create))
         for replica in plan.create:
-            result = place(ask, cluster.nodes, free, policy, shapes)
+            result = place(ask, nodes, free, policy, shapes)
             if isinstance(result, NoFit):
                 unplaced.append(result)
                 continue

@@ -1,0 +1,141 @@
+"""Node autoscaling against the real control plane: KWOK nodes appear, boot, drain and go away."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpucost import names
+from tests.integration.conftest import Cluster, condition
+from tests.integration.test_inferencepool import pool
+
+TOLERATE_ALL = [{"operator": "Exists"}]
+
+
+def pool_nodes(cluster: Cluster, node_pool: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", "nodes", "-l", f"{names.LABEL_NODEPOOL}={node_pool}", "-o", "json").stdout
+    return json.loads(out)["items"]
+
+
+def node_names(cluster: Cluster, node_pool: str) -> set[str]:
+    return {n["metadata"]["name"] for n in pool_nodes(cluster, node_pool)}
+
+
+def all_ready(cluster: Cluster, namespace: str, *pools: str) -> bool:
+    objs = [cluster.get("inferencepool", p, namespace) for p in pools]
+    return all(condition(o, "Ready").get("status") == "True" for o in objs)
+
+
+def pool_events(cluster: Cluster, node_pool: str, reason: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get", "events", "-A", "--field-selector", f"involvedObject.name={node_pool},reason={reason}", "-o", "json"
+    ).stdout
+    return json.loads(out)["items"]
+
+
+def replica_nodes(cluster: Cluster, namespace: str) -> set[str]:
+    return {p["spec"].get("nodeName") for p in cluster.list("pods", namespace) if p["status"].get("phase") == "Running"}
+
+
+def test_unplaced_replicas_get_the_cheapest_fitting_nodes_once(cluster, namespace, gpu_pool):
+    spot = gpu_pool(0, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.4, minNodes=0, maxNodes=4,
+                    idleTimeout="1h", provider={"kind": "kwok", "bootDelay": "3s"})
+    dear = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=4, idleTimeout="1h")
+    cluster.apply(pool("web", namespace, 3, gpu={"memoryMiB": 20000}, capacityTypes=["spot", "on-demand"]))
+    cluster.apply(pool("db", namespace, 2, gpu={"memoryMiB": 20000}))  # on-demand only: never spot
+
+    def booting():
+        obj = cluster.get("gpunodepool", spot)
+        return (obj.get("status") or {}).get("inFlightNodes", 0) > 0
+
+    cluster.wait("spot nodes booting (in flight)", booting, timeout=60)
+    cluster.wait("every replica ready", lambda: all_ready(cluster, namespace, "web", "db"), timeout=120)
+    # One 20 GB slice per 24 GB GPU: web (may use spot) on the cheaper spot pool, db on on-demand.
+    assert len(node_names(cluster, spot)) == 3
+    assert len(node_names(cluster, dear)) == 2
+    assert replica_nodes(cluster, namespace) == node_names(cluster, spot) | node_names(cluster, dear)
+    (event,) = pool_events(cluster, spot, "ScaleUp")  # one batched decision, not one per replica
+    assert "launched 3" in event["message"] and "+$1.20/h" in event["message"]
+    assert sum(int(e["message"].split()[1]) for e in pool_events(cluster, dear, "ScaleUp")) == 2
+    status = cluster.get("gpunodepool", spot)["status"]
+    assert status["inFlightNodes"] == 0 and status["readyNodes"] == 3
+
+
+def test_idle_nodes_go_away_but_a_do_not_disrupt_pod_keeps_its_node(cluster, namespace, gpu_pool):
+    node_pool = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=3, idleTimeout="3s")
+    cluster.apply(pool("web", namespace, 3, gpu={"memoryMiB": 20000}))
+    cluster.wait("3 replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    nodes = sorted(node_names(cluster, node_pool))
+    assert len(nodes) == 3
+    keeper = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "notebook", "namespace": namespace, "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+        "spec": {"nodeName": nodes[0], "tolerations": TOLERATE_ALL, "containers": [{"name": "c", "image": "x"}]},
+    }
+    cluster.apply(keeper)
+    cluster.kubectl("patch", "inferencepool", "web", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":0}}')
+    cluster.wait("idle nodes removed", lambda: node_names(cluster, node_pool) == {nodes[0]}, timeout=90)
+    kept = cluster.get("node", nodes[0])
+    assert names.ANNOTATION_DISRUPTION not in kept["metadata"].get("annotations", {})
+    assert not kept["spec"].get("unschedulable")
+    assert cluster.get("pod", "notebook", namespace)["status"]["phase"] == "Running"
+    removed = pool_events(cluster, node_pool, "NodeRemoved")
+    assert sorted(e["message"].split()[2] for e in removed) == nodes[1:]
+    cluster.wait("status lists the kept node as idle",
+                 lambda: cluster.get("gpunodepool", node_pool)["status"].get("idleNodes") == [nodes[0]])
+
+
+def test_a_spot_interruption_moves_the_work_and_removes_the_node(cluster, namespace, gpu_pool):
+    spot = gpu_pool(0, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.4, minNodes=0, maxNodes=3, idleTimeout="1h")
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot"]))
+    cluster.wait("replica ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    (doomed,) = node_names(cluster, spot)
+    cluster.kubectl("taint", "node", doomed, "gpucost.dev/interruption=reclaim:NoSchedule")
+
+    def moved():
+        return doomed not in node_names(cluster, spot) and all_ready(cluster, namespace, "web") and replica_nodes(cluster, namespace)
+
+    (new_home,) = cluster.wait("work re-placed and the reclaimed node removed", moved, timeout=120)
+    assert new_home != doomed
+    assert pool_events(cluster, spot, "SpotInterruption")
+
+
+def test_a_failing_spot_launch_falls_back_to_on_demand(cluster, namespace, gpu_pool):
+    # The API server rejects this label value on the Node, so every launch in this pool fails.
+    broken = gpu_pool(0, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.1, minNodes=0, maxNodes=3,
+                      labels={"zone": "not a valid label value!"})
+    fallback = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=3)
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot", "on-demand"]))
+    cluster.wait("replica ready on on-demand", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    assert not node_names(cluster, broken) and len(node_names(cluster, fallback)) == 1
+    (failed,) = pool_events(cluster, broken, "LaunchFailed")
+    assert "422" in failed["message"]
+
+
+def test_an_unschedulable_plain_gpu_pod_gets_a_node(cluster, namespace, gpu_pool):
+    node_pool = gpu_pool(0, gpus=4, pricePerHour=8.0, minNodes=0, maxNodes=2, labels={"team": namespace})
+    cluster.apply({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "trainer", "namespace": namespace},
+        "spec": {
+            "nodeSelector": {"team": namespace},
+            "tolerations": TOLERATE_ALL,
+            "containers": [{"name": "c", "image": "x", "resources": {"limits": {names.RESOURCE_GPU: "2"}}}],
+        },
+    })
+    cluster.wait("the pod runs on a new node",
+                 lambda: cluster.get("pod", "trainer", namespace)["status"].get("phase") == "Running", timeout=90)
+    assert cluster.get("pod", "trainer", namespace)["spec"]["nodeName"] in node_names(cluster, node_pool)
+
+
+def test_an_operator_restart_mid_scale_up_makes_no_duplicate_nodes(cluster, operator, namespace, gpu_pool):
+    node_pool = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=6, idleTimeout="1h",
+                         provider={"kind": "kwok", "bootDelay": "6s"})
+    cluster.apply(pool("web", namespace, 2, gpu={"memoryMiB": 20000}))
+    cluster.wait("nodes launched", lambda: len(node_names(cluster, node_pool)) == 2, timeout=60)
+    operator.restart()
+    cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    assert len(node_names(cluster, node_pool)) == 2
+    assert len(pool_events(cluster, node_pool, "ScaleUp")) == 1
