@@ -136,6 +136,13 @@ def _pools_account(cp: ControlPlane) -> bool:
     return held == sum((p.get("status") or {}).get("gpuMemoryAllocatedMiB", -1) for p in _get(cp, "gpunodepools")["items"])
 
 
+def _events(cp: ControlPlane, obj: str, reason: str) -> str:
+    return cp.kubectl(
+        "get", "events", "-A", "--field-selector", f"involvedObject.name={obj},reason={reason}",
+        "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers",
+    ).stdout.strip()
+
+
 def down() -> int:
     ControlPlane(NAME, _workdir()).stop()
     console.print("demo cluster stopped")
@@ -198,6 +205,15 @@ def run(root: Path, keep: bool = False) -> int:
         )
         for line in events.stdout.strip().splitlines()[-4:]:
             console.print(line, overflow="fold")
+
+        console.rule("The autoscaler buys the cheapest nodes that fit")
+        with console.status("Waiting for new spot A10G nodes to boot (bootDelay 30s) and the replicas to run …"):
+            poll("the ScaleUp event", lambda: _events(cp, "a10g-spot", "ScaleUp"), 30, interval=0.5)
+            poll("embeddings Ready", lambda: _ready(_get(cp, "inferencepool", "embeddings", "-n", "default")).get("status") == "True", 120, interval=0.5)
+            poll("GPUNodePool status to count the placements", lambda: _pools_account(cp), 30, interval=0.5)
+        console.print(_events(cp, "a10g-spot", "ScaleUp"), overflow="fold")
+        console.print(_pool_table(cp))
+        console.print(_node_pool_table(cp))
         console.print(f"\n[bold]demo finished[/] in {time.monotonic() - started:.1f}s")
         if keep:
             console.print(
