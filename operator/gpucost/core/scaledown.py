@@ -44,6 +44,11 @@ class NodeState:
     """Tainted or conditioned as being reclaimed by the cloud."""
 
     @property
+    def booting(self) -> bool:
+        """Created, not Ready yet, and not on its way out: capacity in flight."""
+        return not self.ready and self.disruption is None and not self.interrupted
+
+    @property
     def busy(self) -> bool:
         return any(p.uses_gpu and not p.daemon for p in self.pods)
 

@@ -47,11 +47,10 @@ def _rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _post(pool: Pool | None, type_: str, reason: str, message: str) -> None:
-    """A log line always; an Event on the pool when there is one to post it on."""
-    (log.warning if type_ == "Warning" else log.info)("[%s] %s: %s", pool.name if pool else "-", reason, message)
-    if pool is not None:
-        kopf.event(pool.ref, type=type_, reason=reason, message=message)
+def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
+    """Every decision is both a log line and an Event on the pool."""
+    (log.warning if type_ == "Warning" else log.info)("[%s] %s: %s", pool.name, reason, message)
+    kopf.event(pool.ref, type=type_, reason=reason, message=message)
 
 
 def pending_work(kube: Kube, cluster: Cluster, pods: list[dict[str, Any]]) -> list[Pending]:
@@ -177,7 +176,7 @@ class Autoscaler:
         pending = pending_work(self.kube, cluster, pods)
         if not self._batch_ready(pending, now):
             return
-        booting_names = {s.name for s in states if not s.ready and s.disruption is None and not s.interrupted}
+        booting_names = {s.name for s in states if s.booting}
         existing = [n for n in cluster.nodes if n.schedulable]
         booting = [n for n in cluster.nodes if n.name in booting_names]
         offers = [

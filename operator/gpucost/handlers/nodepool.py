@@ -42,7 +42,7 @@ def pool_status(
     ready = sum(n.schedulable for n in mine)
     generation = body["metadata"].get("generation")
     old = GPUNodePoolStatus.model_validate(body.get("status") or {})
-    in_flight = sum(not s.ready and s.disruption is None for s in states)
+    in_flight = sum(s.booting for s in states)
     idle = sorted(s.name for s in states if s.idle_since is not None)
     draining = sorted(s.name for s in states if s.disruption is not None)
     message = f"{ready}/{node_count} nodes ready, {allocated}/{total} MiB GPU memory allocated"
