@@ -113,8 +113,11 @@ def test_slice_larger_than_any_gpu_is_rejected_once_without_a_retry_storm(cluste
 def test_whole_gpu_replicas_and_slices_never_share_a_gpu(cluster, namespace, gpu_pool):
     gpu_pool(nodes=1, gpus=4)
     cluster.apply(pool("big", namespace, 1, gpu={"gpus": 2}))
+    # Placed one after the other: with only 40000 MiB asks known, FGD rightly spreads them over four
+    # GPUs, and "big" would then find no two whole GPUs; this test is about sharing, not arrival order.
+    cluster.wait("big running", lambda: len(running_pods(cluster, namespace)) == 1)
     cluster.apply(pool("small", namespace, 4, gpu={"memoryMiB": 40000}))
-    cluster.wait("6 pods running", lambda: len(running_pods(cluster, namespace)) == 5)
+    cluster.wait("5 pods running", lambda: len(running_pods(cluster, namespace)) == 5)
     big = cluster.get(KIND, "big", namespace)["status"]["placements"][0]
     small = cluster.get(KIND, "small", namespace)["status"]["placements"]
     assert len(big["gpuIndices"]) == 2 and big["memoryMiB"] == 2 * 81920
