@@ -27,7 +27,7 @@ from rich.table import Table
 
 from gpucost import openb
 from gpucost.core.packing.frag import ShapeDistribution
-from gpucost.core.packing.model import NodeSpec, Task
+from gpucost.core.packing.model import NodeSpec
 from gpucost.core.packing.policies import POLICIES, make_policy
 from gpucost.core.packing.replay import LEVELS, inflate, replay_dynamic, replay_static
 

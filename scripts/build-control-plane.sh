@@ -8,6 +8,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+CAPI_VERSION="${CAPI_VERSION:-v1.13.6}"
 CACHE="${GPUCOST_CACHE:-$HOME/.cache/gpu-cost-operator}"
 BIN="$CACHE/$K8S_VERSION/bin"
 WORK="$CACHE/$K8S_VERSION/build"
@@ -93,10 +94,24 @@ copy_kwok_stages() {
   chmod u+w "$BIN"/kwok-stages/*.yaml
 }
 
+# Cluster API's CRDs, as its own module ships them (config/crd/bases), for the clusterAPI provider's
+# tests: the API server validates our MachineDeployment/Machine writes against the real schemas.
+copy_capi_crds() {
+  [[ -s "$BIN/capi-crds/cluster.x-k8s.io_machinedeployments.yaml" ]] && return
+  step "copying Cluster API $CAPI_VERSION CRDs"
+  local dir; dir=$(cd "$WORK" && GOFLAGS= go mod download -json "sigs.k8s.io/cluster-api@$CAPI_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$BIN/capi-crds"; mkdir -p "$BIN/capi-crds"
+  for kind in machinedeployments machinesets machines; do
+    cp "$dir/config/crd/bases/cluster.x-k8s.io_$kind.yaml" "$BIN/capi-crds/"
+  done
+  chmod u+w "$BIN"/capi-crds/*.yaml
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
 copy_kwok_stages
+copy_capi_crds
 build_kubernetes
 step "control plane binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

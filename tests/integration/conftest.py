@@ -68,6 +68,8 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     cp.start()
     try:
         cp.kubectl("apply", "-f", str(ROOT / "crds"))
+        # Server-side: Cluster API's CRDs are too big for client-side apply's last-applied annotation.
+        cp.kubectl("apply", "--server-side", "-f", str(binaries.capi_crds()))
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for example in ("gpunodepool-a100-on-demand.yaml", "gpunodepool-a10g-spot.yaml"):
             create_pool_nodes(cp, yaml.safe_load((ROOT / "examples" / example).read_text()))

@@ -17,13 +17,14 @@ def test_every_example_is_covered_here():
         "inferencepool-embeddings-spot.yaml",
         "inferencepool-whole-gpus.yaml",
         "compressionjob-quantize.yaml",
+        "gpunodepool-l4-clusterapi.yaml",
     }
 
 
 def test_examples_apply_and_inference_pools_become_ready(cluster):
     for path in EXAMPLES:
         cluster.kubectl("apply", "-f", str(path))
-    pools = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
+    pools = [doc for p in EXAMPLES for doc in yaml.safe_load_all(p.read_text())]
     inference = [p for p in pools if p["kind"] == "InferencePool"]
     for pool in inference:
         name, ns = pool["metadata"]["name"], pool["metadata"]["namespace"]
@@ -37,6 +38,9 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     seventy = cluster.get("inferencepool", "llama-70b", "default")["status"]["placements"]
     assert all(len(p["gpuIndices"]) == 2 for p in seventy)
     cluster.wait("compression job stored", lambda: cluster.get("compressionjob", "quantize-classifier", "default"))
+    l4 = cluster.get("gpunodepool", "l4-clusterapi")
+    assert l4["spec"]["provider"]["machineDeployment"] == {"namespace": "default", "name": "gpu-l4"}
+    assert cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0  # nothing pending for L4s
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
     cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])

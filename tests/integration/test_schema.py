@@ -44,6 +44,7 @@ CASES = [
     ("gpunodepool-a10g-spot.yaml", "spec.sharing", "mig", 'Unsupported value: "mig"'),
     ("gpunodepool-a10g-spot.yaml", "spec.gpu.memoryMiB", 0, "should be greater than or equal to 1"),
     ("gpunodepool-a10g-spot.yaml", "spec.pricePerHour", -1, "should be greater than or equal to 0"),
+    ("gpunodepool-a10g-spot.yaml", "spec.provider", {"kind": "clusterAPI"}, "a clusterAPI provider names its machineDeployment"),
     ("compressionjob-quantize.yaml", "spec.method", {"quantize": {}, "prune": {"amount": 0.5}}, "set exactly one of method.quantize"),
     ("compressionjob-quantize.yaml", "spec.method", {"prune": {"amount": 1.5}}, "should be less than 1"),
     ("compressionjob-quantize.yaml", "spec.deadline", "tomorrow", "spec.deadline"),

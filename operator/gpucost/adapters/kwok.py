@@ -74,3 +74,7 @@ class KwokProvider:
 
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
         self.kube.delete_node(node)
+
+    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+        """A kwok launch creates the Node itself: nothing is ever in flight without one."""
+        return 0

@@ -1,6 +1,6 @@
 """Node providers: what creates and deletes a GPUNodePool's nodes (``spec.provider.kind``).
 
-Every provider takes the same two calls so the autoscaler never knows which one it drives. A
+Every provider takes the same three calls so the autoscaler never knows which one it drives. A
 provider that fails to launch raises ProviderError; the autoscaler reads that as the capacity
 being unavailable (spot exhausted, quota) and leaves the pool out for a cool-down.
 """
@@ -11,6 +11,7 @@ from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
 
+from gpucost.adapters.clusterapi import ClusterAPIProvider
 from gpucost.adapters.kube import Kube
 from gpucost.adapters.kwok import KwokProvider
 from gpucost.api.nodepool import GPUNodePoolSpec, ProviderKind
@@ -27,14 +28,23 @@ class NodeProvider(Protocol):
         """``annotations`` go on every new Node (the autoscaler's reservation)."""
         ...
 
-    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None: ...
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
+        """Called again on every tick until the node is gone: must be idempotent."""
+        ...
+
+    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+        """Nodes launched that have no Node object yet: capacity in flight the cluster can't show."""
+        ...
 
 
 class Providers:
     """One provider per kind, with API failures turned into ProviderError."""
 
     def __init__(self, kube: Kube) -> None:
-        self._by_kind: dict[str, NodeProvider] = {ProviderKind.KWOK.value: KwokProvider(kube)}
+        self._by_kind: dict[str, NodeProvider] = {
+            ProviderKind.KWOK.value: KwokProvider(kube),
+            ProviderKind.CLUSTER_API.value: ClusterAPIProvider(kube),
+        }
 
     def supports(self, spec: GPUNodePoolSpec) -> bool:
         return spec.provider.kind in self._by_kind
@@ -48,5 +58,11 @@ class Providers:
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
         try:
             self._by_kind[spec.provider.kind].terminate(node, pool, spec)
+        except ApiException as e:
+            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
+
+    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+        try:
+            return self._by_kind[spec.provider.kind].unregistered(pool, spec, node_labels)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e

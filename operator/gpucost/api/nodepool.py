@@ -51,11 +51,35 @@ class NodeGPU(Wire):
     count: int = Field(ge=1, le=64, description="GPUs per node.")
 
 
+class MachineDeploymentRef(Wire):
+    namespace: str = Field("default", min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
+
+
 class Provider(Wire):
     kind: ProviderKind = Field(ProviderKind.KWOK, description="What creates and deletes this pool's nodes.")
     boot_delay: Duration = Field(
         "0s", description="kwok only: how long a new node stays NotReady, to mimic instance boot."
     )
+    machine_deployment: MachineDeploymentRef | None = Field(
+        None,
+        description="clusterAPI only: the Cluster API MachineDeployment whose replicas are this pool's nodes.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.kind) || self.kind != 'clusterAPI' || has(self.machineDeployment)",
+                 "message": "a clusterAPI provider names its machineDeployment"}
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _needs_deployment(self) -> "Provider":
+        if self.kind == ProviderKind.CLUSTER_API and self.machine_deployment is None:
+            raise ValueError("a clusterAPI provider names its machineDeployment")
+        return self
 
 
 class GPUNodePoolSpec(Wire):

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -113,7 +114,7 @@ class Autoscaler:
         ]
         self._scale_down(cluster, states, now)
         self._drain(cluster, states, on_node)
-        self._scale_up(cluster, states, pods, now)
+        self._scale_up(cluster, states, pods, self._joining(cluster), now)
 
     def _scale_down(self, cluster: Cluster, states: list[NodeState], now: float) -> None:
         limits = {
@@ -172,22 +173,43 @@ class Autoscaler:
         return (now - self._batch_changed >= self.settings.batch_idle_seconds
                 or now - (self._batch_first or now) >= self.settings.batch_max_seconds)
 
-    def _scale_up(self, cluster: Cluster, states: list[NodeState], pods: list[dict[str, Any]], now: float) -> None:
+    def _scale_up(
+        self, cluster: Cluster, states: list[NodeState], pods: list[dict[str, Any]], joining: dict[str, int], now: float
+    ) -> None:
         pending = pending_work(self.kube, cluster, pods)
         if not self._batch_ready(pending, now):
             return
         booting_names = {s.name for s in states if s.booting}
         existing = [n for n in cluster.nodes if n.schedulable]
         booting = [n for n in cluster.nodes if n.name in booting_names]
+        for name, count in joining.items():
+            template = pool_template_node(name, cluster.pools[name].spec)
+            booting += [replace(template, name=f"<{name} node joining #{i}>") for i in range(count)]
         offers = [
-            Offer(name, pool_template_node(name, p.spec), p.spec.max_nodes - cluster.pool_node_counts.get(name, 0))
+            Offer(name, pool_template_node(name, p.spec),
+                  p.spec.max_nodes - cluster.pool_node_counts.get(name, 0) - joining[name])
             for name, p in cluster.pools.items()
-            if self.providers.supports(p.spec) and self._cooldown.get(name, 0.0) <= now
+            if name in joining and self._cooldown.get(name, 0.0) <= now
         ]
         plan = plan_scale_up(pending, offers, existing, allocations(cluster.pods), booting, self.policy, now)
         self._batch_first = None
         for name, count in plan.launches.items():
             self._launch(cluster.pools[name], count, plan, now)
+
+    def _joining(self, cluster: Cluster) -> dict[str, int]:
+        """Per pool the autoscaler can drive: nodes launched that have not joined as Nodes yet
+        (in flight, never bought twice). Every tick, as it is also when a provider labels the nodes
+        that joined. A pool whose provider can't say is left out of scale-up this tick."""
+        labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cluster.raw_nodes}
+        out: dict[str, int] = {}
+        for name, p in cluster.pools.items():
+            if not self.providers.supports(p.spec):
+                continue
+            try:
+                out[name] = self.providers.unregistered(name, p.spec, labels)
+            except ProviderError as e:
+                log.warning("[%s] left out of scale-up: its provider can't report launched nodes: %s", name, e)
+        return out
 
     def _launch(self, pool: Pool, count: int, plan: ScaleUpPlan, now: float) -> None:
         spec = pool.spec
@@ -204,7 +226,7 @@ class Autoscaler:
             return
         holds = ", ".join(f"{owner} x{n}" for owner, n in sorted(owners.items()))
         _post(pool, "Normal", "ScaleUp",
-              f"launched {len(made)} {spec.instance_type} {spec.capacity_type} node(s) "
+              f"launched {count} {spec.instance_type} {spec.capacity_type} node(s) "
               f"({', '.join(made)}) for {holds}: +${count * spec.price_per_hour:.2f}/h")
 
 
