@@ -139,3 +139,22 @@ def test_an_operator_restart_mid_scale_up_makes_no_duplicate_nodes(cluster, oper
     cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
     assert len(node_names(cluster, node_pool)) == 2
     assert len(pool_events(cluster, node_pool, "ScaleUp")) == 1
+
+
+def test_two_half_used_nodes_are_consolidated_into_one(cluster, namespace, gpu_pool):
+    node_pool = gpu_pool(2, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=2,
+                         idleTimeout="1h", consolidateAfter="2s")
+    for name in ("a", "b", "c"):  # three 12000 MiB replicas on two 24000 MiB GPUs: one node holds two
+        cluster.apply(pool(name, namespace, 1, gpu={"memoryMiB": 12000}))
+    cluster.wait("3 replicas ready", lambda: all_ready(cluster, namespace, "a", "b", "c"), timeout=60)
+    homes = {n: cluster.get("pod", f"{n}-0", namespace)["spec"]["nodeName"] for n in "abc"}
+    shared = next(n for n in "abc" if list(homes.values()).count(homes[n]) == 2)
+    cluster.kubectl("delete", "inferencepool", shared, "-n", namespace)
+    # Now each node holds one 12000 MiB replica: one of them fits beside the other.
+    left = sorted(set("abc") - {shared})
+    cluster.wait("consolidated onto one node", lambda: len(node_names(cluster, node_pool)) == 1, timeout=90)
+    cluster.wait("both replicas ready again", lambda: all_ready(cluster, namespace, *left), timeout=60)
+    (kept,) = node_names(cluster, node_pool)
+    assert {cluster.get("pod", f"{n}-0", namespace)["spec"]["nodeName"] for n in left} == {kept}
+    (event,) = pool_events(cluster, node_pool, "Consolidation")
+    assert "fit on the other nodes" in event["message"] and "-$1.00/h" in event["message"]

@@ -24,6 +24,13 @@ class IsolationMode(str, enum.Enum):
     NONE = "none"
 
 
+class ConsolidationPolicy(str, enum.Enum):
+    """Karpenter's names: whether busy nodes whose work fits elsewhere are removed too."""
+
+    WHEN_EMPTY_OR_UNDERUTILIZED = "WhenEmptyOrUnderutilized"
+    WHEN_EMPTY = "WhenEmpty"
+
+
 class ProviderKind(str, enum.Enum):
     KWOK = "kwok"
     CLUSTER_API = "clusterAPI"
@@ -102,6 +109,13 @@ class GPUNodePoolSpec(Wire):
     )
     disruption_budget: int = Field(
         1, ge=0, le=1000, description="At most this many of the pool's nodes are drained for removal at a time; 0 never removes idle nodes."
+    )
+    consolidation_policy: ConsolidationPolicy = Field(
+        ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED,
+        description="WhenEmptyOrUnderutilized also removes a busy node once its pods fit on other nodes; WhenEmpty only idle ones.",
+    )
+    consolidate_after: Duration = Field(
+        "5m", description="How long a busy node's pods must have fit elsewhere before it is consolidated."
     )
     sharing: SharingMode = Field(
         SharingMode.MEMORY_SLICE,

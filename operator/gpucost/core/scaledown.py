@@ -62,6 +62,8 @@ class PoolLimits:
     min_nodes: int
     idle_timeout_s: float
     disruption_budget: int
+    consolidate_after_s: float | None = None
+    """How long a busy node's work must have fit elsewhere before it is consolidated; None never."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The autoscaler loop: one look at the whole cluster per interval, three decisions.
+"""The autoscaler loop: one look at the whole cluster per interval, four decisions.
 
 1. Idle marks and scale-down (``core.scaledown``): cordon and drain nodes idle past their timeout
    or being reclaimed; a drained node is deleted through its provider only once no pod but
@@ -6,7 +6,10 @@
 2. Scale-up (``core.scaleup``): InferencePool replicas the placer could not place and plain pods
    kube-scheduler left Unschedulable for want of GPUs, batched until the set stops changing, are
    packed onto existing and booting nodes first, then onto the cheapest new nodes.
-3. A provider that fails to launch takes its pool out for a cool-down; the next plan falls back
+3. Consolidation (``core.consolidate``), only while nothing is pending, booting or draining: a
+   busy node whose pods fit on the other nodes for the pool's ``consolidateAfter`` is drained the
+   same way, and its InferencePool replicas are re-placed on the room the plan found.
+4. A provider that fails to launch takes its pool out for a cool-down; the next plan falls back
    to the next cheapest pool the work allows (spot exhausted → on-demand, where permitted).
 
 Every decision is logged and posted as an Event on the pool with its reason and $/hour change.
@@ -20,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from collections import defaultdict
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -33,8 +37,11 @@ from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import duration_seconds
 from gpucost.api.inferencepool import InferencePoolSpec
+from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
-from gpucost.core.scaledown import INTERRUPTED, NodeState, PoolLimits, plan_scale_down
+from gpucost.core.consolidate import plan_consolidation
+from gpucost.core.inventory import Ask
+from gpucost.core.scaledown import INTERRUPTED, Disruption, NodeState, PoolLimits, plan_scale_down
 from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
 from gpucost.core.snapshot import allocations, pool_template_node
 from gpucost.handlers.cluster import Cluster, Pool, read_cluster
@@ -54,10 +61,10 @@ def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
     kopf.event(pool.ref, type=type_, reason=reason, message=message)
 
 
-def pending_work(kube: Kube, cluster: Cluster, pods: list[dict[str, Any]]) -> list[Pending]:
+def pending_work(inference_pools: list[dict[str, Any]], cluster: Cluster, pods: list[dict[str, Any]]) -> list[Pending]:
     """Unplaced InferencePool replicas and Unschedulable plain GPU pods, as asks."""
     out: list[Pending] = []
-    for obj in kube.inference_pools():
+    for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
             continue
@@ -89,6 +96,7 @@ class Autoscaler:
         self._batch_changed = 0.0
         self._cooldown: dict[str, float] = {}
         self._kept: dict[str, str] = {}
+        self._underused: dict[str, float] = {}
 
     def maybe_tick(self) -> None:
         """Every pool's timer calls this; one tick per interval runs, the rest return at once."""
@@ -106,36 +114,75 @@ class Autoscaler:
     def tick(self, now: float) -> None:
         cluster = read_cluster(self.kube)
         pods = self.kube.pods()
+        inference_pools = self.kube.inference_pools()
         on_node = nodeview.pods_by_node(pods)
         states = [
             nodeview.node_state(n, on_node.get(n["metadata"]["name"], []))
             for n in cluster.raw_nodes
             if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) in cluster.pools
         ]
-        self._scale_down(cluster, states, now)
-        self._drain(cluster, states, on_node)
-        self._scale_up(cluster, states, pods, self._joining(cluster), now)
-
-    def _scale_down(self, cluster: Cluster, states: list[NodeState], now: float) -> None:
         limits = {
-            name: PoolLimits(p.spec.min_nodes, duration_seconds(p.spec.idle_timeout), p.spec.disruption_budget)
+            name: PoolLimits(
+                p.spec.min_nodes,
+                duration_seconds(p.spec.idle_timeout),
+                p.spec.disruption_budget,
+                duration_seconds(p.spec.consolidate_after)
+                if p.spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value
+                else None,
+            )
             for name, p in cluster.pools.items()
         }
+        pending = pending_work(inference_pools, cluster, pods)
+        joining = self._joining(cluster)
+        draining = self._scale_down(cluster, states, limits, now)
+        calm = not (pending or draining or any(joining.values()) or any(s.booting or s.disruption for s in states))
+        if calm:  # work moves only while nothing else changes: no pending work, nothing booting or draining
+            self._consolidate(cluster, states, inference_pools, limits, now)
+        else:
+            self._underused.clear()
+        self._drain(cluster, states, on_node)
+        self._scale_up(cluster, states, pending, joining, now)
+
+    def _disrupt(self, pool: Pool, d: Disruption) -> None:
+        """Cordon and mark the node; ``_drain`` evicts its pods and removes it once they are gone."""
+        self.kube.patch_node(
+            d.node, {"metadata": {"annotations": {names.ANNOTATION_DISRUPTION: d.reason}}, "spec": {"unschedulable": True}}
+        )
+        _post(pool, "Warning" if d.reason == INTERRUPTED else "Normal", d.reason,
+              f"draining node {d.node} for removal: {d.message}; -${pool.spec.price_per_hour:.2f}/h once removed")
+
+    def _scale_down(self, cluster: Cluster, states: list[NodeState], limits: dict[str, PoolLimits], now: float) -> bool:
+        """True when a drain started."""
         plan = plan_scale_down(states, limits, now)
         for node, since in plan.idle_since.items():
             self.kube.patch_node(node, {"metadata": {"annotations": {names.ANNOTATION_IDLE_SINCE: _rfc3339(since) if since else None}}})
         for d in plan.drain:
-            pool = cluster.pools[d.pool]
-            self.kube.patch_node(
-                d.node, {"metadata": {"annotations": {names.ANNOTATION_DISRUPTION: d.reason}}, "spec": {"unschedulable": True}}
-            )
-            saving = pool.spec.price_per_hour
-            _post(pool, "Warning" if d.reason == INTERRUPTED else "Normal", d.reason,
-                  f"draining node {d.node} for removal: {d.message}; -${saving:.2f}/h once removed")
+            self._disrupt(cluster.pools[d.pool], d)
         for node, why in plan.kept.items():
             if self._kept.get(node) != why:
                 log.info("node %s is idle past its idleTimeout but stays: %s", node, why)
         self._kept = plan.kept
+        return bool(plan.drain)
+
+    def _consolidate(
+        self, cluster: Cluster, states: list[NodeState], inference_pools: list[dict[str, Any]],
+        limits: dict[str, PoolLimits], now: float,
+    ) -> None:
+        specs = {}
+        for obj in inference_pools:
+            try:
+                specs[obj["metadata"]["uid"]] = InferencePoolSpec.model_validate(obj.get("spec") or {})
+            except ValidationError:
+                continue
+        movable: dict[str, list[Ask]] = defaultdict(list)
+        for pod in cluster.pods:
+            if not pod.terminal and not pod.deleting and pod.owner_uid in specs:
+                movable[pod.node].append(ask_for(specs[pod.owner_uid], cluster))
+        plan = plan_consolidation(cluster.nodes, {s.name: s for s in states}, allocations(cluster.pods), movable,
+                                  limits, self._underused, self.policy, now)
+        self._underused = plan.since
+        if plan.drain is not None:
+            self._disrupt(cluster.pools[plan.drain.pool], plan.drain)
 
     def _drain(self, cluster: Cluster, states: list[NodeState], on_node: dict[str, list[dict[str, Any]]]) -> None:
         """Evict what is left on nodes being removed; delete a node once only DaemonSet pods remain."""
@@ -174,9 +221,8 @@ class Autoscaler:
                 or now - (self._batch_first or now) >= self.settings.batch_max_seconds)
 
     def _scale_up(
-        self, cluster: Cluster, states: list[NodeState], pods: list[dict[str, Any]], joining: dict[str, int], now: float
+        self, cluster: Cluster, states: list[NodeState], pending: list[Pending], joining: dict[str, int], now: float
     ) -> None:
-        pending = pending_work(self.kube, cluster, pods)
         if not self._batch_ready(pending, now):
             return
         booting_names = {s.name for s in states if s.booting}
