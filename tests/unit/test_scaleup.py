@@ -81,3 +81,24 @@ def test_a_booting_node_reserved_for_other_work_is_not_counted_on():
     pending = [Pending("web", Ask(memory_mib=20000), 1)]
     assert plan_scale_up(pending, OFFERS, booting=[reserved], now=50.0).launches == {"a10g-od": 1}
     assert plan_scale_up(pending, OFFERS, booting=[reserved], now=150.0).on_existing == {"web": 1}
+
+
+def test_every_ask_is_held_exactly_once_after_redundant_nodes_are_dropped():
+    # A mix where the dropping pass runs more than once (the bench's burst found asks counted twice).
+    pending = [
+        Pending("chat-7b", Ask(memory_mib=16000, capacity_types=BOTH), 20),
+        Pending("embed", Ask(memory_mib=5000, capacity_types=BOTH), 15),
+        Pending("rerank", Ask(memory_mib=8000), 10),
+        Pending("chat-13b", Ask(memory_mib=30000), 10),
+        Pending("asr", Ask(memory_mib=10000), 10),
+        Pending("chat-34b", Ask(memory_mib=40000), 8),
+        Pending("batch", Ask(memory_mib=20000, capacity_types=BOTH), 7),
+        Pending("vision", Ask(memory_mib=12000, capacity_types=BOTH), 10),
+        Pending("ft", Ask(gpus=1, capacity_types=BOTH), 5),
+        Pending("chat-70b", Ask(gpus=2), 5),
+    ]
+    plan = plan_scale_up(pending, OFFERS)
+    held = sum(sum(owners.values()) for owners in plan.on_new.values())
+    assert held == sum(p.count for p in pending) and not plan.unfit
+    for p in pending:
+        assert sum(owners[p.owner] for owners in plan.on_new.values()) == p.count

@@ -1,12 +1,15 @@
-"""Consolidation: remove a busy node whose work fits in the room the other nodes have.
+"""Consolidation: remove a busy node whose work fits elsewhere, or on a cheaper new node.
 
-Idle removal only takes empty nodes; a fleet of half-used nodes costs as much as a full one.
-Like Karpenter's single-node delete consolidation, one node at a time: the busy node whose every
-GPU pod the operator placed (so its ask is known and it will be re-placed by its InferencePool)
-and whose pods all fit, with the configured packing policy, in the free room of the other Ready
-nodes. The dearest such node goes first (the largest saving). A node must stay a candidate for
-its pool's ``consolidateAfter`` before it is drained, so a passing dip in load does not move
-work around; minNodes, the disruption budget and do-not-disrupt pods hold as for idle removal.
+Idle removal only takes empty nodes; a fleet of half-used nodes costs as much as a full one, and
+an 8-GPU node kept alive by one small slice costs twenty times the small node that would hold it.
+Like Karpenter's single-node consolidation, one node at a time: a busy node whose every GPU pod
+the operator placed (so its ask is known and its InferencePool re-places it) is planned away with
+the scale-up planner itself: its pods go onto the free room of the other Ready nodes first, and
+what does not fit onto the cheapest new nodes. If that needs no new node (delete) or new nodes
+that cost less per hour than it does (replace), it is a candidate; the largest saving goes first.
+A node must stay a candidate for its pool's ``consolidateAfter`` before it is drained, so a
+passing dip in load does not move work around; minNodes, the disruption budget and
+do-not-disrupt pods hold as for idle removal.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
-from gpucost.core.placement import NoFit, place
 from gpucost.core.scaledown import Disruption, NodeState, PoolLimits
+from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
 
 CONSOLIDATION = "Consolidation"
 
@@ -27,31 +30,38 @@ class ConsolidationPlan:
     since: dict[str, float] = field(default_factory=dict)
     """Nodes whose work fits elsewhere now, with when that started (carried to the next look)."""
     drain: Disruption | None = None
-
-
-def _fits_elsewhere(asks: Sequence[Ask], others: list[GPUNode], allocations: Sequence[Allocation], policy: str) -> bool:
-    free = FreeMap.of(others, list(allocations))
-    big_first = sorted(asks, key=lambda a: (a.gpus or 0, a.memory_mib or 0), reverse=True)
-    return all(not isinstance(place(a, others, free, policy), NoFit) for a in big_first)
+    replacement: ScaleUpPlan | None = None
+    """New nodes to launch for the drained node's pods (none for a plain delete)."""
 
 
 def plan_consolidation(
     nodes: Sequence[GPUNode],
     states: Mapping[str, NodeState],
     allocations: Sequence[Allocation],
-    movable: Mapping[str, Sequence[Ask]],
+    movable: Mapping[str, Sequence[tuple[str, Ask]]],
     limits: Mapping[str, PoolLimits],
     since: Mapping[str, float],
     policy: str,
     now: float,
+    offers: Sequence[Offer] = (),
 ) -> ConsolidationPlan:
-    """``movable``: per node, the asks of the GPU pods on it that the operator placed."""
+    """``movable``: per node, (owner, ask) of the GPU pods on it that the operator placed;
+    ``offers``: the new nodes a replacement may use (none: delete only)."""
     settled = {n.name: n for n in nodes if n.name in states and states[n.name].ready and n.schedulable
                and states[n.name].disruption is None and not states[n.name].interrupted}
     staying = Counter(s.pool for s in states.values() if s.disruption is None and not s.interrupted)
     draining = Counter(s.pool for s in states.values() if s.disruption is not None or s.interrupted)
+    free = FreeMap.of(list(settled.values()), list(allocations))
+    free_on: Counter[str] = Counter()
+    for (node_name, _), mib in free.free.items():
+        free_on[node_name] += mib
+    used_on = Counter({a.node: 0 for a in allocations})
+    for a in allocations:
+        used_on[a.node] += a.memory_mib
+    room = sum(free_on.values())
+    price = {o.pool: o.price for o in offers}
     plan = ConsolidationPlan()
-    ranked: list[tuple[float, int, str]] = []
+    ranked: list[tuple[float, int, str, ScaleUpPlan]] = []
     for name, node in settled.items():
         state, pool = states[name], limits.get(node.pool)
         asks = movable.get(name, ())
@@ -66,20 +76,29 @@ def plan_consolidation(
             or node.price_per_hour <= 0
         ):
             continue
+        kinds = frozenset.intersection(*(a.capacity_types for _, a in asks)) if asks else frozenset()
+        cheapest_new = min((o.price for o in offers if o.headroom > 0 and o.template.capacity_type in kinds), default=float("inf"))
+        if used_on[name] > room - free_on[name] and cheapest_new >= node.price_per_hour:
+            continue  # neither room elsewhere nor a cheaper node: skip the planning
         others = [n for other, n in settled.items() if other != name]
-        if not _fits_elsewhere(asks, others, allocations, policy):
+        moved = plan_scale_up([Pending(owner, ask) for owner, ask in asks], offers, others, allocations, (), policy, now)
+        saving = node.price_per_hour - sum(price[p] * k for p, k in moved.launches.items())
+        if moved.unfit or saving <= 1e-9:
             continue
         plan.since[name] = since.get(name, now)
         if now - plan.since[name] < pool.consolidate_after_s:
             continue
         if staying[node.pool] <= pool.min_nodes or draining[node.pool] >= pool.disruption_budget:
             continue
-        ranked.append((-node.price_per_hour, len(asks), name))
+        ranked.append((-saving, len(asks), name, moved))
     if ranked:
-        _, moves, name = min(ranked)
+        saving, moves, name, moved = min(ranked, key=lambda r: r[:3])
         node = settled[name]
+        new = ", ".join(f"{k} new {p} node(s)" for p, k in sorted(moved.launches.items()))
         plan.drain = Disruption(
             name, node.pool, CONSOLIDATION,
-            f"its {moves} GPU pod(s) fit on the other nodes (for {now - plan.since[name]:.0f}s)",
+            f"its {moves} GPU pod(s) fit on the other nodes{' and ' + new if new else ''}"
+            f" (for {now - plan.since[name]:.0f}s), saving ${-saving:.2f}/h",
         )
+        plan.replacement = moved if moved.launches else None
     return plan

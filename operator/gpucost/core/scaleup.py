@@ -144,13 +144,14 @@ class _NewNode:
 def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
     """Greedy can open a cheap node for small asks before a big node with room to spare for them;
     drop any new node (dearest first) whose asks all fit in the others' leftover room."""
-    kept = list(opened)
-    for cand in sorted(opened, key=lambda n: -n.offer.price):
-        others = [n for n in kept if n is not cand]
-        trial = [_NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds)) for n in others]
-        if all(_put(trial, owner, ask, policy) for owner, ask in cand.holds):
+    # By node name: a kept node is a copy after a drop, so identity can't tell a candidate apart.
+    kept = {n.node.name: n for n in opened}
+    for name in sorted(kept, key=lambda k: -kept[k].offer.price):
+        cand = kept[name]
+        trial = {k: _NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds)) for k, n in kept.items() if k != name}
+        if all(_put(list(trial.values()), owner, ask, policy) for owner, ask in cand.holds):
             kept = trial
-    return kept
+    return list(kept.values())
 
 
 def _put(nodes: list[_NewNode], owner: str, ask: Ask, policy: str) -> bool:

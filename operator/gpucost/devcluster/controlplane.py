@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -62,6 +62,8 @@ def poll(what: str, check, timeout: float, interval: float = 0.2):
 class ControlPlane:
     name: str
     workdir: Path
+    apiserver_args: dict[str, str] = field(default_factory=dict)
+    """Extra kube-apiserver flags (the autoscaling benchmark's audit log)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -92,7 +94,13 @@ class ControlPlane:
             # Without a default route (an offline CI box) the apiserver cannot pick an address
             # to advertise and exits at once; loopback is the only address it needs here.
             "componentsPatches": [
-                {"name": "kube-apiserver", "extraArgs": [{"key": "advertise-address", "value": "127.0.0.1"}]}
+                {
+                    "name": "kube-apiserver",
+                    "extraArgs": [
+                        {"key": key, "value": value}
+                        for key, value in {"advertise-address": "127.0.0.1", **self.apiserver_args}.items()
+                    ],
+                }
             ],
         }
         path = self.workdir / f"{self.name}-kwokctl.yaml"

@@ -33,6 +33,8 @@ class OperatorProcess:
     kubeconfig: Path
     log: Path
     resync_seconds: float = 2.0
+    autoscale_seconds: float | None = None
+    """The autoscaler's interval; None = the resync interval."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> None:
@@ -40,7 +42,7 @@ class OperatorProcess:
         handle = self.log.open("ab")
         url = f"http://127.0.0.1:{_free_port()}/healthz"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.resync_seconds), "--liveness", url, "--log-routine"],
+            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine"],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -97,6 +97,8 @@ class Autoscaler:
         self._cooldown: dict[str, float] = {}
         self._kept: dict[str, str] = {}
         self._underused: dict[str, float] = {}
+        self._replacing: Disruption | None = None
+        """A node consolidation launched a replacement for, drained once the replacement is up."""
 
     def maybe_tick(self) -> None:
         """Every pool's timer calls this; one tick per interval runs, the rest return at once."""
@@ -136,10 +138,14 @@ class Autoscaler:
         joining = self._joining(cluster)
         draining = self._scale_down(cluster, states, limits, now)
         calm = not (pending or draining or any(joining.values()) or any(s.booting or s.disruption for s in states))
-        if calm:  # work moves only while nothing else changes: no pending work, nothing booting or draining
-            self._consolidate(cluster, states, inference_pools, limits, now)
-        else:
+        if not calm:  # work moves only while nothing else changes: no pending work, nothing booting or draining
             self._underused.clear()
+        elif self._replacing is not None:  # its replacement nodes have booted: now drain it
+            if any(s.name == self._replacing.node and s.disruption is None for s in states):
+                self._disrupt(cluster.pools[self._replacing.pool], self._replacing)
+            self._replacing = None
+        else:
+            self._consolidate(cluster, states, inference_pools, limits, self._offers(cluster, joining, now), now)
         self._drain(cluster, states, on_node)
         self._scale_up(cluster, states, pending, joining, now)
 
@@ -166,23 +172,35 @@ class Autoscaler:
 
     def _consolidate(
         self, cluster: Cluster, states: list[NodeState], inference_pools: list[dict[str, Any]],
-        limits: dict[str, PoolLimits], now: float,
+        limits: dict[str, PoolLimits], offers: list[Offer], now: float,
     ) -> None:
-        specs = {}
+        owners: dict[str, tuple[str, InferencePoolSpec]] = {}
         for obj in inference_pools:
+            meta = obj["metadata"]
             try:
-                specs[obj["metadata"]["uid"]] = InferencePoolSpec.model_validate(obj.get("spec") or {})
+                spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
             except ValidationError:
                 continue
-        movable: dict[str, list[Ask]] = defaultdict(list)
+            owners[meta["uid"]] = (names.workload("InferencePool", meta["namespace"], meta["name"]), spec)
+        movable: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
         for pod in cluster.pods:
-            if not pod.terminal and not pod.deleting and pod.owner_uid in specs:
-                movable[pod.node].append(ask_for(specs[pod.owner_uid], cluster))
+            if not pod.terminal and not pod.deleting and pod.owner_uid in owners:
+                owner, spec = owners[pod.owner_uid]
+                movable[pod.node].append((owner, ask_for(spec, cluster)))
         plan = plan_consolidation(cluster.nodes, {s.name: s for s in states}, allocations(cluster.pods), movable,
-                                  limits, self._underused, self.policy, now)
+                                  limits, self._underused, self.policy, now, offers)
         self._underused = plan.since
-        if plan.drain is not None:
+        if plan.drain is None:
+            return
+        if plan.replacement is None:
             self._disrupt(cluster.pools[plan.drain.pool], plan.drain)
+            return
+        # Replace: launch the new nodes (held for the moved workloads) and drain the old one on the
+        # next calm tick, when they have booted, so the moved replicas never wait for a boot.
+        for name, count in plan.replacement.launches.items():
+            if not self._launch(cluster.pools[name], count, plan.replacement, now):
+                return
+        self._replacing = plan.drain
 
     def _drain(self, cluster: Cluster, states: list[NodeState], on_node: dict[str, list[dict[str, Any]]]) -> None:
         """Evict what is left on nodes being removed; delete a node once only DaemonSet pods remain."""
@@ -231,16 +249,19 @@ class Autoscaler:
         for name, count in joining.items():
             template = pool_template_node(name, cluster.pools[name].spec)
             booting += [replace(template, name=f"<{name} node joining #{i}>") for i in range(count)]
-        offers = [
+        plan = plan_scale_up(pending, self._offers(cluster, joining, now), existing, allocations(cluster.pods), booting, self.policy, now)
+        self._batch_first = None
+        for name, count in plan.launches.items():
+            self._launch(cluster.pools[name], count, plan, now)
+
+    def _offers(self, cluster: Cluster, joining: dict[str, int], now: float) -> list[Offer]:
+        """A new node of each pool a provider can launch now (not cooling down), within maxNodes."""
+        return [
             Offer(name, pool_template_node(name, p.spec),
                   p.spec.max_nodes - cluster.pool_node_counts.get(name, 0) - joining[name])
             for name, p in cluster.pools.items()
             if name in joining and self._cooldown.get(name, 0.0) <= now
         ]
-        plan = plan_scale_up(pending, offers, existing, allocations(cluster.pods), booting, self.policy, now)
-        self._batch_first = None
-        for name, count in plan.launches.items():
-            self._launch(cluster.pools[name], count, plan, now)
 
     def _joining(self, cluster: Cluster) -> dict[str, int]:
         """Per pool the autoscaler can drive: nodes launched that have not joined as Nodes yet
@@ -257,7 +278,7 @@ class Autoscaler:
                 log.warning("[%s] left out of scale-up: its provider can't report launched nodes: %s", name, e)
         return out
 
-    def _launch(self, pool: Pool, count: int, plan: ScaleUpPlan, now: float) -> None:
+    def _launch(self, pool: Pool, count: int, plan: ScaleUpPlan, now: float) -> bool:
         spec = pool.spec
         owners = plan.on_new[pool.name]
         until = now + duration_seconds(spec.provider.boot_delay) + self.settings.reservation_seconds
@@ -269,11 +290,12 @@ class Autoscaler:
             _post(pool, "Warning", "LaunchFailed",
                   f"could not launch {count} {spec.instance_type} ({spec.capacity_type}): {e}; "
                   f"pool left out for {self.settings.launch_cooldown_seconds:.0f}s")
-            return
+            return False
         holds = ", ".join(f"{owner} x{n}" for owner, n in sorted(owners.items()))
         _post(pool, "Normal", "ScaleUp",
               f"launched {count} {spec.instance_type} {spec.capacity_type} node(s) "
               f"({', '.join(made)}) for {holds}: +${count * spec.price_per_hour:.2f}/h")
+        return True
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:

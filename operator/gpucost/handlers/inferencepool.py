@@ -230,22 +230,92 @@ def _create_replica(
         kopf.event(body, type="Normal", reason="Placed", message=message)
 
 
-def _on_pod_event(kube: Kube, event: dict[str, Any], logger: Any, policy: str) -> None:
-    """A replica pod changed: reconcile its pool if the change matters to the pool's status."""
-    pod = event.get("object") or {}
-    meta = pod.get("metadata") or {}
-    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None)
-    if owner is None:
-        return
-    body = kube.get_inference_pool(meta["namespace"], owner["name"])
-    if body is None or body["metadata"]["uid"] != owner["uid"]:
-        return
-    if event.get("type") != "DELETED":
-        seen = {p["pod"]: p for p in (body.get("status") or {}).get("placements") or []}.get(meta["name"])
-        current = snapshot.placed_pod(pod)
-        if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
+class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Log lines that name their pool, like kopf's per-object logger."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{(self.extra or {}).get('pool')}] {msg}", kwargs
+
+
+class PodEvents:
+    """Replica pod changes and nodes turning Ready, coalesced per InferencePool into one
+    reconcile on one worker thread.
+
+    A reconcile reads the whole cluster under the placement lock; run once per pod event, a burst
+    of 1,000 replicas going Running queued 2,000 of them behind each other (measured: 100 pods
+    Running per minute). Coalesced, a burst costs a few reconciles per pool.
+    """
+
+    def __init__(self, kube: Kube, policy: str) -> None:
+        self.kube, self.policy = kube, policy
+        self._dirty: dict[tuple[str, str], str] = {}
+        self._unplaced = False
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def event(self, event: dict[str, Any]) -> None:
+        """From kopf's pod event handler: cheap, never reconciles itself."""
+        pod = event.get("object") or {}
+        meta = pod.get("metadata") or {}
+        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None)
+        if owner is None:
             return
-    reconcile(kube, body, logger, policy)
+        if event.get("type") != "DELETED":
+            body = self.kube.get_inference_pool(meta["namespace"], owner["name"])
+            if body is None or body["metadata"]["uid"] != owner["uid"]:
+                return
+            seen = {p["pod"]: p for p in (body.get("status") or {}).get("placements") or []}.get(meta["name"])
+            current = snapshot.placed_pod(pod)
+            if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
+                return
+        with self._wake:
+            self._dirty[(meta["namespace"], owner["name"])] = owner["uid"]
+            self._wake.notify()
+
+    def node_ready(self) -> None:
+        """A node became Ready: every pool with unplaced replicas gets another try (once per batch)."""
+        with self._wake:
+            self._unplaced = True
+            self._wake.notify()
+
+    def _with_unplaced(self) -> dict[tuple[str, str], str]:
+        return {
+            (o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["uid"]
+            for o in self.kube.inference_pools()
+            if int((o.get("status") or {}).get("unplacedReplicas") or 0) > 0
+        }
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pod-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._dirty or self._unplaced or self._stopping)
+                if self._stopping:
+                    return
+                batch, self._dirty = self._dirty, {}
+                unplaced, self._unplaced = self._unplaced, False
+            try:
+                batch.update(self._with_unplaced() if unplaced else {})
+            except Exception:
+                log.exception("listing InferencePools with unplaced replicas failed")
+            for (namespace, name), uid in batch.items():
+                try:
+                    body = self.kube.get_inference_pool(namespace, name)
+                    if body is not None and body["metadata"]["uid"] == uid:
+                        reconcile(self.kube, body, _Prefixed(log, {"pool": f"{namespace}/{name}"}), self.policy)
+                except Exception:  # the pool's resync timer retries; this thread must not die
+                    log.exception("reconcile of %s/%s after a pod event failed", namespace, name)
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
@@ -261,6 +331,27 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
         *resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync"
     )(on_spec)
 
+    pod_events = PodEvents(kube, settings.placement.policy)
+    kopf.on.startup(registry=registry, id="pod-events-start")(lambda **_: pod_events.start())
+    kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())
+
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)
-    def on_pod(event: kopf.RawEvent, logger: Any, **_: Any) -> None:
-        _on_pod_event(kube, dict(event), logger, settings.placement.policy)
+    def on_pod(event: kopf.RawEvent, **_: Any) -> None:
+        pod_events.event(dict(event))
+
+    ready_nodes: set[str] = set()
+
+    @kopf.on.event("", "v1", "nodes", labels={names.LABEL_NODEPOOL: kopf.PRESENT}, registry=registry)
+    def on_node(event: kopf.RawEvent, **_: Any) -> None:
+        """Unplaced replicas are placed when a node turns Ready, not at the next resync."""
+        node = dict(event.get("object") or {})
+        name = node.get("metadata", {}).get("name", "")
+        ready = (event.get("type") != "DELETED" and not (node.get("spec") or {}).get("unschedulable")
+                 and condition(node.get("status"), "Ready").get("status") == "True")
+        if ready == (name in ready_nodes):
+            return  # heartbeats and label changes: nothing new to place on
+        if ready:
+            ready_nodes.add(name)
+            pod_events.node_ready()
+        else:
+            ready_nodes.discard(name)

@@ -1,0 +1,510 @@
+"""Autoscaling benchmark: the operator on a real control plane, and its decisions on the openb trace.
+
+    python bench/autoscale.py                     # both parts, 1,000 replicas
+    python bench/autoscale.py --replicas 200      # a smaller burst
+    python bench/autoscale.py --no-cluster        # the trace replay only (no control plane)
+    python bench/autoscale.py --json              # one JSON object on stdout
+
+1. Burst: 1,000 pending replicas of mixed sizes (10 InferencePools: slices of 5-40 GB and 1-2
+   whole GPUs, some interruptible) applied at once to an empty cluster with three pools (A10G spot,
+   A10G on-demand, 8 x A100 on-demand; us-east-1 prices from ../shared/data/prices). Reports the
+   seconds from apply to every node created and to every replica Running, the operator's API
+   writes per replica (from the API server's audit log, by user agent), and its peak RSS.
+2. Trace: a dynamic replay of Alibaba's openb trace (pods arrive at creation_time, leave at
+   deletion_time; 150 days replayed in simulated time) through the autoscaler's own decision
+   cores: placement, ``plan_scale_up`` for what does not fit, idle removal after idleTimeout.
+   Best-effort (BE) pods are interruptible, so they may go to spot. A gpu_milli share becomes a
+   memory slice of that share of a 24 GB GPU. Reports $ spent against the naive baseline (a whole
+   on-demand GPU per pod from its arrival, never scaled down), a whole GPU per pod only while it
+   runs, and an offline lower bound (every pod's memory at the cheapest $/MiB-hour it may use,
+   for exactly its lifetime, as if packing were perfect and nodes appeared instantly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from gpucost import openb
+from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
+from gpucost.core.packing.policies import DEFAULT_POLICY
+from gpucost.core.consolidate import plan_consolidation
+from gpucost.core.placement import NoFit, place
+from gpucost.core.scaledown import NodePod, NodeState, PoolLimits
+from gpucost.core.scaleup import Offer, Pending, plan_scale_up
+from gpucost.core.snapshot import pool_template_node
+from gpucost.api.common import duration_seconds
+from gpucost.api.nodepool import GPUNodePoolSpec
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PRICES = SHARED / "prices" / "aws_ec2_gpu_linux_ondemand_spot.csv"
+TRACE = SHARED / "alibaba-gpu-v2023" / "openb_pod_list_default.csv"
+REGION = "us-east-1"
+A10G_MIB = 23028
+OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+"""User agents of the operator's two clients (kopf's aiohttp session, the kubernetes client)."""
+
+
+def prices(path: Path = PRICES) -> dict[str, dict[str, float]]:
+    """On-demand and average spot $/h per instance type in REGION."""
+    out = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["region"] == REGION and row["instance_type"] in ("g5.xlarge", "p4de.24xlarge"):
+                out[row["instance_type"]] = {"on-demand": float(row["ondemand_usd_hr"]), "spot": float(row["spot_avg_usd_hr"])}
+    return out
+
+
+def pool_specs(price: dict[str, dict[str, float]], idle_timeout: str = "10m") -> dict[str, GPUNodePoolSpec]:
+    def spec(instance: str, capacity: str, model: str, mib: int, gpus: int, cpu: str, memory: str) -> GPUNodePoolSpec:
+        return GPUNodePoolSpec.model_validate({
+            "instanceType": instance, "capacityType": capacity, "pricePerHour": price[instance][capacity],
+            "gpu": {"model": model, "memoryMiB": mib, "count": gpus}, "cpu": cpu, "memory": memory,
+            "minNodes": 0, "maxNodes": 2000, "idleTimeout": idle_timeout,
+        })
+
+    return {
+        "a10g-spot": spec("g5.xlarge", "spot", "NVIDIA-A10G", A10G_MIB, 1, "4", "16Gi"),
+        "a10g-on-demand": spec("g5.xlarge", "on-demand", "NVIDIA-A10G", A10G_MIB, 1, "4", "16Gi"),
+        "a100-on-demand": spec("p4de.24xlarge", "on-demand", "NVIDIA-A100-SXM4-80GB", 81920, 8, "96", "1152Gi"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: the openb trace through the decision cores
+
+
+@dataclass
+class SimNode:
+    node: GPUNode
+    launched: float
+    idle_since: float | None = None
+
+
+@dataclass
+class TraceResult:
+    pods: int
+    unplaceable: int
+    launches: int
+    peak_nodes: int
+    consolidations: int
+    dollars: float
+    naive_dollars: float
+    whole_gpu_dollars: float
+    lower_bound_dollars: float
+    spot_share: float
+    seconds: float
+    by_pool: dict[str, float] = field(default_factory=dict)
+
+
+def ask_of(task: openb.TracedTask, qos: str) -> Ask | None:
+    t = task.task
+    if not t.gpus:
+        return None
+    kinds = frozenset({"spot", "on-demand"}) if qos == "BE" else frozenset({"on-demand"})
+    if t.gpu_milli < 1000:
+        return Ask(memory_mib=max(1, t.gpu_milli * A10G_MIB // 1000), capacity_types=kinds)
+    return Ask(gpus=t.gpus, capacity_types=kinds)
+
+
+def _qos(path: Path) -> dict[str, str]:
+    with path.open(newline="") as f:
+        return {row["name"]: row["qos"] for row in csv.DictReader(f)}
+
+
+def _per_gpu_price(specs: dict[str, GPUNodePoolSpec], ask: Ask, kinds: frozenset[str]) -> float:
+    """The cheapest $/GPU-hour of a pool whose node can hold the ask (for the whole-GPU baselines)."""
+    return min(
+        s.price_per_hour / s.gpu.count
+        for s in specs.values()
+        if s.capacity_type in kinds and s.gpu.count >= (ask.gpus or 1) and s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+    )
+
+
+def _lower_bound_rate(specs: dict[str, GPUNodePoolSpec], ask: Ask) -> float:
+    allowed = [s for s in specs.values() if s.capacity_type in ask.capacity_types]
+    if ask.gpus is not None:
+        return ask.gpus * min(s.price_per_hour / s.gpu.count for s in allowed if s.gpu.count >= ask.gpus)
+    return (ask.memory_mib or 0) * min(
+        s.price_per_hour / (s.gpu.count * s.gpu.memory_mi_b) for s in allowed if s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+    )
+
+
+class TraceSim:
+    """The trace through the autoscaler's cores; nodes boot instantly (the trace's time scale is hours)."""
+
+    def __init__(self, specs: dict[str, GPUNodePoolSpec], policy: str, consolidate: bool) -> None:
+        self.specs, self.policy, self.consolidate = specs, policy, consolidate
+        self.templates = {name: pool_template_node(name, s) for name, s in specs.items()}
+        self.timeouts = {name: duration_seconds(s.idle_timeout) for name, s in specs.items()}
+        self.limits = {name: PoolLimits(s.min_nodes, self.timeouts[name], s.disruption_budget,
+                                        duration_seconds(s.consolidate_after)) for name, s in specs.items()}
+        self.nodes: dict[str, SimNode] = {}
+        self.held: dict[int, list[Allocation]] = {}
+        self.asks: dict[int, Ask] = {}
+        self.free = FreeMap()
+        self.spent: dict[str, float] = defaultdict(float)
+        self.launches = self.peak = self.unplaceable = self.consolidations = self.seq = 0
+        self.since: dict[str, float] = {}
+        self.last_look = 0.0
+        self.dirty = False
+        """Pods came or went since the last consolidation look."""
+
+    def _remove(self, name: str, until: float) -> None:
+        n = self.nodes.pop(name)
+        self.spent[n.node.pool] += (until - n.launched) / 3600 * n.node.price_per_hour
+        for g in n.node.gpus:
+            self.free.free.pop((name, g.index), None)
+
+    def _launch(self, pool: str, at: float) -> GPUNode:
+        self.seq += 1
+        node = replace(self.templates[pool], name=f"{pool}-{self.seq}")
+        self.nodes[node.name] = SimNode(node, at)
+        self.free.free.update({(node.name, g.index): g.memory_mib for g in node.gpus})
+        self.launches += 1
+        return node
+
+    def reap_idle(self, at: float) -> None:
+        for name, n in list(self.nodes.items()):
+            if n.idle_since is not None and n.idle_since + self.timeouts[n.node.pool] <= at:
+                self._remove(name, n.idle_since + self.timeouts[n.node.pool])
+
+    def leave(self, i: int, at: float) -> None:
+        self.dirty = True
+        for a in self.held.pop(i, []):
+            self.free.free[(a.node, a.gpu_index)] += a.memory_mib
+            node = self.nodes[a.node]
+            if all(self.free.free[(a.node, g.index)] == g.memory_mib for g in node.node.gpus):
+                node.idle_since = at
+        self.asks.pop(i, None)
+
+    def arrive(self, i: int, ask: Ask, at: float) -> None:
+        self.dirty = True
+        placed = place(ask, [n.node for n in self.nodes.values()], self.free, self.policy)
+        if isinstance(placed, NoFit):
+            offers = [Offer(name, tpl, self.specs[name].max_nodes) for name, tpl in self.templates.items()]
+            plan = plan_scale_up([Pending(str(i), ask)], offers, policy=self.policy, now=at)
+            new = [self._launch(pool, at) for pool, count in plan.launches.items() for _ in range(count)]
+            placed = place(ask, new, self.free, self.policy) if new else placed
+        if isinstance(placed, NoFit):
+            self.unplaceable += 1
+            return
+        taken = placed.memory_mib // len(placed.gpu_indices)
+        self.held[i] = [Allocation(placed.node, g, taken) for g in placed.gpu_indices]
+        self.asks[i] = ask
+        self.nodes[placed.node].idle_since = None
+        self.peak = max(self.peak, len(self.nodes))
+
+    def catch_up(self, at: float) -> None:
+        """Looks between events, when a candidate's consolidateAfter runs out before ``at``."""
+        if self.dirty and self.last_look + 300 < at:  # a look skipped right after a change
+            self.look(self.last_look + 300, force=True)
+        while self.since:
+            due = min(t + self.limits[self.nodes[n].node.pool].consolidate_after_s for n, t in self.since.items()
+                      if n in self.nodes)
+            if due >= at or not self.look(due, force=True):
+                return
+
+    def look(self, at: float, force: bool = False) -> bool:
+        """A consolidation pass (at most one per 5 simulated minutes unless forced); True if it moved work."""
+        if not self.consolidate or (not force and at - self.last_look < 300):
+            return False
+        self.last_look, self.dirty = at, False
+        on: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
+        for i, allocs in self.held.items():
+            on[allocs[0].node].append((str(i), self.asks[i]))
+        states = {name: NodeState(name, n.node.pool, True, tuple(NodePod("t", o, True) for o, _ in on.get(name, ())))
+                  for name, n in self.nodes.items()}
+        offers = [Offer(name, tpl, self.specs[name].max_nodes) for name, tpl in self.templates.items()]
+        held = [a for allocs in self.held.values() for a in allocs]
+        plan = plan_consolidation([n.node for n in self.nodes.values()], states, held, on, self.limits, self.since,
+                                  self.policy, at, offers)
+        self.since = plan.since
+        if plan.drain is None:
+            return False
+        for pool, count in (plan.replacement.launches if plan.replacement else {}).items():
+            for _ in range(count):
+                self._launch(pool, at)
+        moving = [(int(o), a) for o, a in on[plan.drain.node]]
+        for i, _ in moving:
+            self.leave(i, at)
+        self._remove(plan.drain.node, at)
+        for i, ask in moving:
+            self.arrive(i, ask, at)
+        self.consolidations += 1
+        self.since.pop(plan.drain.node, None)
+        return True
+
+    def finish(self, end: float) -> None:
+        for name in list(self.nodes):
+            n = self.nodes[name]
+            self._remove(name, min(end, (n.idle_since or end) + self.timeouts[n.node.pool]))
+
+
+def replay_trace(path: Path, specs: dict[str, GPUNodePoolSpec], policy: str, consolidate: bool = True,
+                 progress: Progress | None = None) -> TraceResult:
+    started = time.perf_counter()
+    qos = _qos(path)
+    pods = [(t, a) for t in openb.read_pods(path) if (a := ask_of(t, qos[t.task.name])) is not None]
+    pods = [(t, a) for t, a in pods if t.created is not None and t.deleted is not None and t.deleted > t.created]
+    events = sorted([(t.created, 1, i) for i, (t, _) in enumerate(pods)] + [(t.deleted, 0, i) for i, (t, _) in enumerate(pods)])
+    end = float(events[-1][0])
+    sim = TraceSim(specs, policy, consolidate)
+    task = progress.add_task(f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
+                             total=len(events)) if progress else None
+    for at, kind, i in events:
+        if progress is not None and task is not None:
+            progress.advance(task)
+        sim.catch_up(float(at))
+        sim.reap_idle(float(at))
+        if kind == 0:
+            sim.leave(i, float(at))
+        else:
+            sim.arrive(i, pods[i][1], float(at))
+        sim.look(float(at))
+    sim.finish(end)
+
+    def lifetime_h(t: openb.TracedTask) -> float:
+        return ((t.deleted or 0) - (t.created or 0)) / 3600
+
+    on_demand = frozenset({"on-demand"})
+    naive = sum((end - (t.created or 0)) / 3600 * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for t, a in pods)
+    whole = sum(lifetime_h(t) * (a.gpus or 1) * _per_gpu_price(specs, a, a.capacity_types) for t, a in pods)
+    lower = sum(lifetime_h(t) * _lower_bound_rate(specs, a) for t, a in pods)
+    total = sum(sim.spent.values())
+    spot = sum(v for k, v in sim.spent.items() if specs[k].capacity_type == "spot")
+    return TraceResult(
+        len(pods), sim.unplaceable, sim.launches, sim.peak, sim.consolidations, total, naive, whole, lower,
+        spot / total if total else 0.0, time.perf_counter() - started, dict(sim.spent),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: a burst of replicas on the real control plane
+
+
+BURST = [  # (name, share of replicas, gpu ask, capacity types)
+    ("chat-7b", 0.20, {"memoryMiB": 16000}, ["spot", "on-demand"]),
+    ("embed", 0.15, {"memoryMiB": 5000}, ["spot", "on-demand"]),
+    ("rerank", 0.10, {"memoryMiB": 8000}, ["on-demand"]),
+    ("chat-13b", 0.10, {"memoryMiB": 30000}, ["on-demand"]),
+    ("vision", 0.10, {"memoryMiB": 12000}, ["spot", "on-demand"]),
+    ("asr", 0.10, {"memoryMiB": 10000}, ["on-demand"]),
+    ("chat-34b", 0.08, {"memoryMiB": 40000}, ["on-demand"]),
+    ("batch-score", 0.07, {"memoryMiB": 20000}, ["spot", "on-demand"]),
+    ("chat-70b", 0.05, {"gpus": 2}, ["on-demand"]),
+    ("finetune-eval", 0.05, {"gpus": 1}, ["spot", "on-demand"]),
+]
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]}, {"level": "None"}],
+}
+
+
+@dataclass
+class BurstResult:
+    replicas: int
+    nodes: int
+    nodes_by_pool: dict[str, int]
+    seconds_to_nodes: float
+    seconds_to_running: float
+    operator_writes: int
+    writes_by_resource: dict[str, int]
+    operator_peak_rss_mib: float
+    dollars_per_hour: float
+    naive_dollars_per_hour: float
+
+
+def _rss_peak_mib(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
+    by: dict[str, int] = defaultdict(int)
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete" or not event.get("userAgent", "").startswith(OPERATOR_AGENTS):
+            continue
+        ref = event.get("objectRef") or {}
+        by[ref.get("resource", "?") + ("/" + ref["subresource"] if ref.get("subresource") else "")] += 1
+    return sum(by.values()), dict(sorted(by.items(), key=lambda kv: -kv[1]))
+
+
+def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None) -> BurstResult:
+    from gpucost.devcluster import binaries
+    from gpucost.devcluster.controlplane import ControlPlane, poll
+    from gpucost.devcluster.operatorproc import OperatorProcess
+
+    binaries.require()
+    root = Path(tempfile.mkdtemp(prefix="gpucost-bench-"))
+    policy = root / "audit-policy.yaml"
+    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+    audit = root / "audit.log"
+    cp = ControlPlane("bench", root, apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)})
+    step = progress.add_task("starting the control plane", total=None)
+    cp.start()
+    operator = OperatorProcess(cp.kubeconfig, root / "operator.log", resync_seconds=30.0, autoscale_seconds=5.0)  # the defaults
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        cp.kubectl("apply", "-f", str(repo / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        for name, spec in specs.items():
+            body = spec.wire() | {"maxNodes": 400, "idleTimeout": "1h"}
+            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+                {"apiVersion": "gpucost.dev/v1alpha1", "kind": "GPUNodePool", "metadata": {"name": name}, "spec": body}))
+        operator.start()
+        cp.kubectl("create", "namespace", "bench")
+        cp.wait_namespace("bench")
+        counts = [round(replicas * share) for _, share, _, _ in BURST]
+        counts[0] += replicas - sum(counts)
+        docs = [
+            {"apiVersion": "gpucost.dev/v1alpha1", "kind": "InferencePool", "metadata": {"name": name, "namespace": "bench"},
+             "spec": {"image": "example/server:1", "replicas": n, "maxReplicas": max(n, 1), "gpu": gpu, "capacityTypes": kinds}}
+            for (name, _, gpu, kinds), n in zip(BURST, counts)
+        ]
+        writes_before = _operator_writes(audit)[0] if audit.exists() else 0
+        progress.update(step, description=f"{replicas} replicas applied; waiting for nodes", total=replicas, completed=0)
+        t0 = time.perf_counter()
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+        def running() -> int:
+            out = cp.kubectl("get", "pods", "-n", "bench", "--field-selector=status.phase=Running", "-o", "name", check=False).stdout
+            return len(out.split())
+
+        def unplaced() -> int:
+            items = json.loads(cp.kubectl("get", "inferencepools", "-n", "bench", "-o", "json").stdout)["items"]
+            return sum(int((o.get("status") or {}).get("unplacedReplicas", 1 if not o.get("status") else 0)) for o in items)
+
+        t_nodes = t_running = None
+        deadline = t0 + 600
+        while time.perf_counter() < deadline:
+            done = running()
+            progress.update(step, completed=done, description=f"replicas Running ({done}/{replicas})")
+            if t_nodes is None and unplaced() == 0:
+                t_nodes = time.perf_counter() - t0
+            if done >= replicas:
+                t_running = time.perf_counter() - t0
+                t_nodes = t_nodes if t_nodes is not None else t_running
+                break
+            time.sleep(0.5)  # a progress poll, not synchronisation: the deadline bounds it
+        if t_running is None:
+            raise RuntimeError(f"only {running()}/{replicas} replicas Running after 600 s; operator log {operator.log}")
+        poll("the audit log to flush", lambda: audit.exists(), 10)
+        writes, by = _operator_writes(audit)
+        writes -= writes_before
+        assert operator.proc is not None
+        rss = _rss_peak_mib(operator.proc.pid)
+        nodes = json.loads(cp.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        pools = [(n["metadata"].get("labels") or {}).get("gpucost.dev/nodepool") for n in nodes]
+        cost = sum(specs[p].price_per_hour for p in pools if p in specs)
+        on_demand = frozenset({"on-demand"})
+        asks = [Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus")) for _, _, gpu, _ in BURST]
+        naive = sum(n * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for a, n in zip(asks, counts))
+        per_pool = {name: pools.count(name) for name in specs}
+        return BurstResult(replicas, sum(per_pool.values()), per_pool, t_nodes, t_running, writes, by, rss, cost, naive)
+    finally:
+        progress.update(step, description="stopping the control plane")
+        operator.stop()
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(operator.log, logs / "operator.log")
+            shutil.copytree(cp.logs, logs / "control-plane", dirs_exist_ok=True)
+        cp.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        progress.remove_task(step)
+
+
+def render(console: Console, report: dict) -> None:
+    if "burst" in report:
+        b = report["burst"]
+        table = Table(title=f"Burst: {b['replicas']} replicas on an empty cluster (3 pools, real control plane)")
+        for col in ("nodes", "to nodes (s)", "to Running (s)", "operator writes / replica", "operator peak RSS (MiB)", "$/h", "$/h naive", "ratio"):
+            table.add_column(col, justify="right")
+        table.add_row(str(b["nodes"]), f"{b['seconds_to_nodes']:.1f}", f"{b['seconds_to_running']:.1f}",
+                      f"{b['writes_per_replica']:.2f}", f"{b['operator_peak_rss_mib']:.0f}",
+                      f"{b['dollars_per_hour']:.2f}", f"{b['naive_dollars_per_hour']:.2f}", f"{b['cost_ratio_to_naive']:.3f}")
+        console.print(table)
+        console.print("nodes by pool: " + ", ".join(f"{k} {v}" for k, v in b["nodes_by_pool"].items()))
+        console.print("operator writes by resource: " + ", ".join(f"{k} {v}" for k, v in b["writes_by_resource"].items()))
+    if "trace" in report:
+        t = report["trace"]
+        table = Table(title=f"openb trace replay ({t['pods']} GPU pods, {t['days']:.0f} days, policy {t['policy']})")
+        for col in ("", "$", "ratio to gpucost"):
+            table.add_column(col, justify="right")
+        for label, key in (("gpucost autoscaler", "dollars"), ("same, consolidation off", "no_consolidation_dollars"), ("naive: whole on-demand GPU per pod, never scaled down", "naive_dollars"),
+                           ("whole GPU per pod while it runs", "whole_gpu_dollars"), ("offline lower bound", "lower_bound_dollars")):
+            table.add_row(label, f"{t[key]:,.0f}", f"{t[key] / t['dollars']:.3f}")
+        console.print(table)
+        console.print(f"launches {t['launches']}, consolidations {t['consolidations']}, peak nodes {t['peak_nodes']}, "
+                      f"unplaceable {t['unplaceable']}, "
+                      f"spot share of $ {t['spot_share']:.1%}, replay {t['seconds']:.1f}s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=1000)
+    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--no-cluster", action="store_true", help="skip the control-plane burst")
+    parser.add_argument("--no-trace", action="store_true", help="skip the trace replay")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--logs", type=Path, help="keep the burst's operator and control-plane logs here")
+    args = parser.parse_args(argv)
+    console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
+    specs = pool_specs(prices())
+    report: dict = {"prices": {k: {"instance": s.instance_type, "capacity": s.capacity_type, "usd_per_hour": s.price_per_hour}
+                               for k, s in specs.items()}}
+    try:
+        with Progress(console=console, transient=True) as progress:
+            if not args.no_trace:
+                r = replay_trace(args.trace, specs, DEFAULT_POLICY, True, progress)
+                plain = replay_trace(args.trace, specs, DEFAULT_POLICY, False, progress)
+                report["trace"] = {
+                    "trace": args.trace.name, "policy": DEFAULT_POLICY, **r.__dict__,
+                    "no_consolidation_dollars": plain.dollars,
+                    "ratio_no_consolidation_to_ours": round(plain.dollars / r.dollars, 3),
+                    "days": 0.0 if not r.pods else _span_days(args.trace),
+                    "ratio_naive_to_ours": round(r.naive_dollars / r.dollars, 3),
+                    "ratio_whole_gpu_to_ours": round(r.whole_gpu_dollars / r.dollars, 3),
+                    "ratio_ours_to_lower_bound": round(r.dollars / r.lower_bound_dollars, 3),
+                }
+            if not args.no_cluster:
+                b = run_burst(args.replicas, specs, progress, args.logs)
+                report["burst"] = {**b.__dict__, "writes_per_replica": round(b.operator_writes / b.replicas, 3),
+                                   "cost_ratio_to_naive": round(b.dollars_per_hour / b.naive_dollars_per_hour, 3)}
+    except (openb.TraceError, RuntimeError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        render(console, report)
+    return 0
+
+
+def _span_days(path: Path) -> float:
+    times = [t for p in openb.read_pods(path) for t in (p.created, p.deleted) if t is not None]
+    return (max(times) - min(times)) / 86400
+
+
+if __name__ == "__main__":
+    sys.exit(main())
