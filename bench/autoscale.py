@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -351,15 +352,19 @@ def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
 
 def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None) -> BurstResult:
     from gpucost.devcluster import binaries
-    from gpucost.devcluster.controlplane import ControlPlane, poll
+    from gpucost.devcluster.controlplane import ControlPlane, poll, reap_orphans
     from gpucost.devcluster.operatorproc import OperatorProcess
 
     binaries.require()
-    root = Path(tempfile.mkdtemp(prefix="gpucost-bench-"))
+    # Beside the test clusters, so a run killed before its teardown is cleaned up by the next.
+    clusters = binaries.cache_root() / "bench-clusters"
+    reap_orphans(clusters)
+    clusters.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="burst-files-", dir=clusters))
     policy = root / "audit-policy.yaml"
     policy.write_text(yaml.safe_dump(AUDIT_POLICY))
     audit = root / "audit.log"
-    cp = ControlPlane("bench", root, apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)})
+    cp = ControlPlane(f"burst-{uuid.uuid4().hex[:6]}", clusters, apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)})
     step = progress.add_task("starting the control plane", total=None)
     cp.start()
     operator = OperatorProcess(cp.kubeconfig, root / "operator.log", resync_seconds=30.0, autoscale_seconds=5.0)  # the defaults

@@ -158,3 +158,23 @@ def test_two_half_used_nodes_are_consolidated_into_one(cluster, namespace, gpu_p
     assert {cluster.get("pod", f"{n}-0", namespace)["spec"]["nodeName"] for n in left} == {kept}
     (event,) = pool_events(cluster, node_pool, "Consolidation")
     assert "fit on the other nodes" in event["message"] and "-$1.00/h" in event["message"]
+
+
+def test_a_dear_node_held_by_one_small_replica_is_replaced_by_a_cheaper_node(cluster, namespace, gpu_pool):
+    dear = gpu_pool(1, gpus=4, memory_mib=81920, pricePerHour=20.0, minNodes=0, maxNodes=1, idleTimeout="1h",
+                    consolidateAfter="2s")
+    cheap = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=2, idleTimeout="1h",
+                     provider={"kind": "kwok", "bootDelay": "2s"})
+    (old,) = node_names(cluster, dear)
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 10000}))
+    cluster.wait("web runs on the only node there is", lambda: replica_nodes(cluster, namespace) == {old}, timeout=60)
+
+    def moved():
+        return (not node_names(cluster, dear) and all_ready(cluster, namespace, "web")
+                and replica_nodes(cluster, namespace) == node_names(cluster, cheap))
+
+    cluster.wait("web moved to a cheap node and the dear one removed", moved, timeout=120)
+    assert len(node_names(cluster, cheap)) == 1
+    (event,) = pool_events(cluster, dear, "Consolidation")
+    assert f"1 new {cheap} node(s)" in event["message"] and "saving $19.00/h" in event["message"]
+    assert len(pool_events(cluster, cheap, "ScaleUp")) == 1
