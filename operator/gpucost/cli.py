@@ -27,12 +27,13 @@ def _operator(args: argparse.Namespace) -> int:
 
     from gpucost.adapters import kube
     from gpucost.handlers import build_registry
-    from gpucost.settings import Autoscaling, Placement, Reconcile, Settings
+    from gpucost.settings import Autoscaling, Placement, Reconcile, Settings, Utilization
 
     settings = Settings(
         reconcile=Reconcile(resync_seconds=args.resync) if args.resync else Reconcile(),
         placement=Placement(policy=args.placement_policy) if args.placement_policy else Placement(),
         autoscaling=Autoscaling(interval_seconds=args.autoscale_interval) if args.autoscale_interval else Autoscaling(),
+        utilization=Utilization(prometheus_url=args.prometheus_url) if args.prometheus_url else Utilization(),
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
     )
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"packing policy for new replicas (default {DEFAULT_POLICY}; env GPUCOST_PLACEMENT_POLICY)",
     )
     op.add_argument("--autoscale-interval", type=float, help="seconds between autoscaler looks (default 5; env GPUCOST_AUTOSCALE_INTERVAL)")
+    op.add_argument("--prometheus-url", help="Prometheus with GPU utilization, for pools with idleUtilizationPercent (env GPUCOST_PROMETHEUS_URL)")
     op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
     op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")

@@ -51,11 +51,26 @@ class Autoscaling:
     """A pool whose provider failed to launch is left out this long (spot capacity exhausted)."""
 
 
+DCGM_UTILIZATION = "max by (Hostname) (max_over_time(DCGM_FI_DEV_GPU_UTIL[{window}]))"
+
+
+@dataclass(frozen=True)
+class Utilization:
+    """Where GPU utilization comes from for utilization-based idleness; no URL = allocation only."""
+
+    prometheus_url: str | None = field(default_factory=lambda: os.environ.get("GPUCOST_PROMETHEUS_URL") or None)
+    query: str = field(default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_QUERY", DCGM_UTILIZATION))
+    """PromQL giving each node's highest GPU utilization (%) over ``{window}`` (the pool's idleTimeout)."""
+    node_label: str = field(default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_NODE_LABEL", "Hostname"))
+    """The result label that holds the node name (DCGM exporter: Hostname)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     reconcile: Reconcile = field(default_factory=Reconcile)
     placement: Placement = field(default_factory=Placement)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
+    utilization: Utilization = field(default_factory=Utilization)
     standalone: bool = True
     """One replica without kopf peering (the chart runs one replica with a Recreate strategy)."""
     liveness_endpoint: str | None = None

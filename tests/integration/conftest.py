@@ -14,12 +14,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from gpucost.api import common
 from gpucost.devcluster import binaries
-from gpucost.devcluster.controlplane import ControlPlane, alive, poll, reap_orphans
+from gpucost.devcluster.controlplane import ControlPlane, alive, free_port, poll, reap_orphans
 from gpucost.devcluster.nodes import create_pool_nodes
 from gpucost.devcluster.operatorproc import OperatorProcess
+from gpucost.devcluster.prometheus import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -85,9 +87,46 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         assert not leftovers, f"control-plane processes left behind: {leftovers}"
 
 
+class GPUExporter:
+    """What DCGM exporter would expose for the fake nodes: tests set each node's GPU utilization."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (%)", ["Hostname", "gpu"], registry=self.registry)
+        self.port = free_port()
+        self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+
+    def set(self, node: str, percent: float, gpu: int = 0) -> None:
+        self.util.labels(Hostname=node, gpu=str(gpu)).set(percent)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
 @pytest.fixture(scope="session")
-def operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0)
+def gpu_exporter() -> Iterator[GPUExporter]:
+    exporter = GPUExporter()
+    yield exporter
+    exporter.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(gpu_exporter: GPUExporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{gpu_exporter.port}"])
+    try:
+        server.start()
+    except binaries.ToolsMissing as e:
+        pytest.fail(str(e), pytrace=False)  # a missing tool fails, it never skips
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0,
+                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url})
     proc.start()
     try:
         yield proc

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from gpucost import names
+from gpucost.adapters.prometheus import UtilizationSource
+from gpucost.settings import Utilization
 from tests.integration.conftest import Cluster, condition
 from tests.integration.test_inferencepool import pool
 
@@ -178,3 +180,25 @@ def test_a_dear_node_held_by_one_small_replica_is_replaced_by_a_cheaper_node(clu
     (event,) = pool_events(cluster, dear, "Consolidation")
     assert f"1 new {cheap} node(s)" in event["message"] and "saving $19.00/h" in event["message"]
     assert len(pool_events(cluster, cheap, "ScaleUp")) == 1
+
+
+def test_a_node_whose_gpus_sat_unused_for_the_idle_timeout_is_drained(cluster, namespace, gpu_pool, gpu_exporter, prometheus):
+    quiet = gpu_pool(1, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=1, idleTimeout="4s",
+                     idleUtilizationPercent=10)
+    (node,) = node_names(cluster, quiet)
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}))
+    cluster.wait("web runs", lambda: replica_nodes(cluster, namespace) == {node}, timeout=60)
+    # What the operator will ask Prometheus is what the exporter exposed (through a real scrape).
+    source = UtilizationSource(Utilization(prometheus_url=prometheus.url))
+    gpu_exporter.set(node, 2.0)
+    cluster.wait("Prometheus scraped the exporter", lambda: (source.peak_percent(4) or {}).get(node) == 2.0, timeout=30)
+    # Long idleTimeout: the new node must not be removed for being empty before web moves onto it.
+    busy = gpu_pool(1, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=1, idleTimeout="1h",
+                    idleUtilizationPercent=10)
+    (other,) = node_names(cluster, busy)
+    gpu_exporter.set(other, 80.0)
+    cluster.wait("the unused node drained and removed, web moved",
+                 lambda: not node_names(cluster, quiet) and replica_nodes(cluster, namespace) == {other}, timeout=90)
+    (event,) = pool_events(cluster, quiet, "Underutilized")
+    assert "peaked at 2%" in event["message"]
+    assert cluster.get("node", other) is not None  # 80 % busy: stays

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpucost.core.scaledown import IDLE, INTERRUPTED, NodePod, NodeState, PoolLimits, plan_scale_down
+from gpucost.core.scaledown import IDLE, INTERRUPTED, UNDERUTILIZED, NodePod, NodeState, PoolLimits, plan_scale_down
 
 LIMITS = {"p": PoolLimits(min_nodes=1, idle_timeout_s=600, disruption_budget=1)}
 NOW = 10_000.0
@@ -51,3 +51,17 @@ def test_reclaimed_spot_nodes_drain_at_once_whatever_the_budget_and_count_agains
 def test_nodes_already_draining_are_not_started_again():
     plan = plan_scale_down([node("a", since=0.0, disruption=IDLE)], {"p": PoolLimits(0, 600, 1)}, NOW)
     assert not plan.drain
+
+
+def test_a_busy_node_under_the_utilization_threshold_for_the_whole_timeout_is_idle_too():
+    limits = {"p": PoolLimits(0, 600, 5, idle_utilization_pct=10)}
+    nodes = [
+        node("quiet", GPU_POD, utilization_pct=3.0),
+        node("working", GPU_POD, utilization_pct=55.0),
+        node("unknown", GPU_POD),  # no series in Prometheus: allocation decides, and it is busy
+    ]
+    plan = plan_scale_down(nodes, limits, NOW)
+    assert [(d.node, d.reason) for d in plan.drain] == [("quiet", UNDERUTILIZED)]
+    assert "peaked at 3%" in plan.drain[0].message and "idleUtilizationPercent 10" in plan.drain[0].message
+    off = plan_scale_down(nodes, {"p": PoolLimits(0, 600, 5)}, NOW)  # the pool did not ask
+    assert not off.drain

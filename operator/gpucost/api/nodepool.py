@@ -107,6 +107,11 @@ class GPUNodePoolSpec(Wire):
     idle_timeout: Duration = Field(
         "10m", description="How long a node may sit idle (no pod using its GPUs) before it is removed."
     )
+    idle_utilization_pct: float | None = Field(
+        None, alias="idleUtilizationPercent", ge=0, le=100,
+        description="Also idle: a busy node whose GPUs stayed under this utilization (%) for idleTimeout, "
+        "per Prometheus (the operator's --prometheus-url). Unset: idle means nothing placed.",
+    )
     disruption_budget: int = Field(
         1, ge=0, le=1000, description="At most this many of the pool's nodes are drained for removal at a time; 0 never removes idle nodes."
     )

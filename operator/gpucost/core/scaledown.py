@@ -1,7 +1,8 @@
 """Scale-down plan: which GPU nodes to take away, and which must stay.
 
 A GPU node is idle when no pod on it uses a GPU (DaemonSet pods never count, like the cluster
-autoscaler). An idle node is removed once it has been idle for its pool's ``idleTimeout``, never
+autoscaler), or, where its pool sets ``idleUtilizationPercent`` and Prometheus knows, when its
+GPUs stayed under that utilization for the whole ``idleTimeout`` although pods hold them. An idle node is removed once it has been idle for its pool's ``idleTimeout``, never
 below ``minNodes`` and at most ``disruptionBudget`` nodes of a pool at a time. A node whose
 remaining pods must not be disrupted (``gpucost.dev/do-not-disrupt``, ``karpenter.sh/do-not-disrupt``,
 ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``) stays. A spot node being reclaimed is
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 IDLE = "Idle"
+UNDERUTILIZED = "Underutilized"
 INTERRUPTED = "SpotInterruption"
 
 
@@ -42,6 +44,8 @@ class NodeState:
     """Why the node is being drained (set when a drain starts); None when it is not."""
     interrupted: bool = False
     """Tainted or conditioned as being reclaimed by the cloud."""
+    utilization_pct: float | None = None
+    """Highest GPU utilization over the pool's idleTimeout (Prometheus); None when unknown."""
 
     @property
     def booting(self) -> bool:
@@ -64,6 +68,8 @@ class PoolLimits:
     disruption_budget: int
     consolidate_after_s: float | None = None
     """How long a busy node's work must have fit elsewhere before it is consolidated; None never."""
+    idle_utilization_pct: float | None = None
+    """A busy node whose GPUs stayed under this utilization for idleTimeout is idle too; None off."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +110,15 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
     for n in candidates:
         limits = pools[n.pool]
         since = plan.idle_since[n.name] if n.name in plan.idle_since else n.idle_since
-        if since is None or now - since < limits.idle_timeout_s:
+        reason = IDLE
+        if since is not None and now - since >= limits.idle_timeout_s:
+            idle_for = f"idle for {now - since:.0f}s (idleTimeout {limits.idle_timeout_s:.0f}s)"
+        elif _underutilized(n, limits):
+            reason = UNDERUTILIZED
+            idle_for = (f"GPU utilization peaked at {n.utilization_pct:.0f}% over the last {limits.idle_timeout_s:.0f}s "
+                        f"(idleUtilizationPercent {limits.idle_utilization_pct:g})")
+        else:
             continue
-        idle_for = f"idle for {now - since:.0f}s (idleTimeout {limits.idle_timeout_s:.0f}s)"
         if n.keepers:
             p = n.keepers[0]
             plan.kept[n.name] = f"pod {p.namespace}/{p.name} has {p.keep}"
@@ -115,7 +127,15 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
         elif draining[n.pool] >= limits.disruption_budget:
             plan.kept[n.name] = f"{draining[n.pool]} node(s) of the pool are being removed (disruptionBudget {limits.disruption_budget})"
         else:
-            plan.drain.append(Disruption(n.name, n.pool, IDLE, idle_for))
+            plan.drain.append(Disruption(n.name, n.pool, reason, idle_for))
             staying[n.pool] -= 1
             draining[n.pool] += 1
     return plan
+
+
+def _underutilized(n: NodeState, limits: PoolLimits) -> bool:
+    """Busy but its GPUs did (almost) nothing for the whole idleTimeout window."""
+    return (
+        n.ready and n.busy and limits.idle_utilization_pct is not None and n.utilization_pct is not None
+        and n.utilization_pct < limits.idle_utilization_pct
+    )

@@ -7,6 +7,7 @@ test needs (API ready, default service account present) and checks nothing is le
 from __future__ import annotations
 
 import os
+import socket
 import signal
 import subprocess
 import time
@@ -41,6 +42,12 @@ def reap_orphans(workdir: Path) -> list[str]:
             ControlPlane(owner.parent.name, workdir).stop()
             reaped.append(owner.parent.name)
     return reaped
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def poll(what: str, check, timeout: float, interval: float = 0.2):

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpucost.devcluster.controlplane import poll
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from gpucost.devcluster.controlplane import free_port, poll
 
 
 def _healthy(url: str) -> bool:
@@ -35,12 +28,13 @@ class OperatorProcess:
     resync_seconds: float = 2.0
     autoscale_seconds: float | None = None
     """The autoscaler's interval; None = the resync interval."""
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         handle = self.log.open("ab")
-        url = f"http://127.0.0.1:{_free_port()}/healthz"
+        url = f"http://127.0.0.1:{free_port()}/healthz"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine"],
             env=env,

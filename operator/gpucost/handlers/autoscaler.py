@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from gpucost import names
 from gpucost.adapters.kube import Kube
+from gpucost.adapters.prometheus import UtilizationSource
 from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import duration_seconds
@@ -41,7 +42,7 @@ from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
 from gpucost.core.consolidate import plan_consolidation
 from gpucost.core.inventory import Ask
-from gpucost.core.scaledown import INTERRUPTED, Disruption, NodeState, PoolLimits, plan_scale_down
+from gpucost.core.scaledown import INTERRUPTED, UNDERUTILIZED, Disruption, NodeState, PoolLimits, plan_scale_down
 from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
 from gpucost.core.snapshot import allocations, pool_template_node
 from gpucost.handlers.cluster import Cluster, Pool, read_cluster
@@ -89,6 +90,7 @@ class Autoscaler:
         self.settings = settings.autoscaling
         self.policy = settings.placement.policy
         self.providers = providers or Providers(kube)
+        self.utilization = UtilizationSource(settings.utilization) if settings.utilization.prometheus_url else None
         self._lock = threading.Lock()
         self._last = 0.0
         self._batch_key: frozenset[tuple[str, int]] = frozenset()
@@ -131,9 +133,11 @@ class Autoscaler:
                 duration_seconds(p.spec.consolidate_after)
                 if p.spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value
                 else None,
+                p.spec.idle_utilization_pct,
             )
             for name, p in cluster.pools.items()
         }
+        states = self._with_utilization(states, limits)
         pending = pending_work(inference_pools, cluster, pods)
         joining = self._joining(cluster)
         draining = self._scale_down(cluster, states, limits, now)
@@ -149,12 +153,29 @@ class Autoscaler:
         self._drain(cluster, states, on_node)
         self._scale_up(cluster, states, pending, joining, now)
 
+    def _with_utilization(self, states: list[NodeState], limits: dict[str, PoolLimits]) -> list[NodeState]:
+        """Each node's peak GPU utilization over its pool's idleTimeout, where the pool asks for it."""
+        if self.utilization is None:
+            return states
+        peaks: dict[float, dict[str, float] | None] = {}
+        out = []
+        for s in states:
+            pool = limits.get(s.pool)
+            if pool is None or pool.idle_utilization_pct is None:
+                out.append(s)
+                continue
+            if pool.idle_timeout_s not in peaks:
+                peaks[pool.idle_timeout_s] = self.utilization.peak_percent(pool.idle_timeout_s)
+            peak = (peaks[pool.idle_timeout_s] or {}).get(s.name)
+            out.append(replace(s, utilization_pct=peak))
+        return out
+
     def _disrupt(self, pool: Pool, d: Disruption) -> None:
         """Cordon and mark the node; ``_drain`` evicts its pods and removes it once they are gone."""
         self.kube.patch_node(
             d.node, {"metadata": {"annotations": {names.ANNOTATION_DISRUPTION: d.reason}}, "spec": {"unschedulable": True}}
         )
-        _post(pool, "Warning" if d.reason == INTERRUPTED else "Normal", d.reason,
+        _post(pool, "Warning" if d.reason in (INTERRUPTED, UNDERUTILIZED) else "Normal", d.reason,
               f"draining node {d.node} for removal: {d.message}; -${pool.spec.price_per_hour:.2f}/h once removed")
 
     def _scale_down(self, cluster: Cluster, states: list[NodeState], limits: dict[str, PoolLimits], now: float) -> bool:
