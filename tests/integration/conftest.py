@@ -133,6 +133,10 @@ def operator(
     finally:
         proc.stop()
         assert proc.proc is not None and proc.proc.poll() is not None
+        # A handler that failed (kopf retries it) or a worker thread that caught an exception both
+        # log a traceback: the session fails on any, so a swallowed error can't pass unnoticed.
+        tracebacks = proc.log.read_text(errors="replace").count("Traceback (most recent call last)")
+        assert tracebacks == 0, f"{tracebacks} traceback(s) in the operator log {proc.log}"
 
 
 @pytest.fixture

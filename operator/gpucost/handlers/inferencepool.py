@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -270,12 +271,14 @@ class PodEvents:
             if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
                 return
         with self._wake:
+            self._start_once()
             self._dirty[(meta["namespace"], owner["name"])] = owner["uid"]
             self._wake.notify()
 
     def node_ready(self) -> None:
         """A node became Ready: every pool with unplaced replicas gets another try (once per batch)."""
         with self._wake:
+            self._start_once()
             self._unplaced = True
             self._wake.notify()
 
@@ -286,9 +289,13 @@ class PodEvents:
             if int((o.get("status") or {}).get("unplacedReplicas") or 0) > 0
         }
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pod-events", daemon=True)
-        self._thread.start()
+    def _start_once(self) -> None:
+        """Called from kopf's event handlers: the worker runs in a copy of a handler's context,
+        which kopf.event (Placed events) needs and a bare thread would not have."""
+        if self._thread is None:
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._run,), name="pod-events", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
         with self._wake:
@@ -332,7 +339,6 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     )(on_spec)
 
     pod_events = PodEvents(kube, settings.placement.policy)
-    kopf.on.startup(registry=registry, id="pod-events-start")(lambda **_: pod_events.start())
     kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)
