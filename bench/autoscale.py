@@ -350,7 +350,8 @@ def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
     return sum(by.values()), dict(sorted(by.items(), key=lambda kv: -kv[1]))
 
 
-def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None) -> BurstResult:
+def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None,
+              reservation: float | None = None) -> BurstResult:
     from gpucost.devcluster import binaries
     from gpucost.devcluster.controlplane import ControlPlane, poll, reap_orphans
     from gpucost.devcluster.operatorproc import OperatorProcess
@@ -367,7 +368,8 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
     cp = ControlPlane(f"burst-{uuid.uuid4().hex[:6]}", clusters, apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)})
     step = progress.add_task("starting the control plane", total=None)
     cp.start()
-    operator = OperatorProcess(cp.kubeconfig, root / "operator.log", resync_seconds=30.0, autoscale_seconds=5.0)  # the defaults
+    operator = OperatorProcess(cp.kubeconfig, root / "operator.log", resync_seconds=30.0, autoscale_seconds=5.0,  # the defaults
+                               env={"GPUCOST_RESERVATION_SECONDS": str(reservation)} if reservation else {})
     try:
         repo = Path(__file__).resolve().parents[1]
         cp.kubectl("apply", "-f", str(repo / "crds"))
@@ -471,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-cluster", action="store_true", help="skip the control-plane burst")
     parser.add_argument("--no-trace", action="store_true", help="skip the trace replay")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--reservation", type=float, help="the operator's GPUCOST_RESERVATION_SECONDS (default its own)")
     parser.add_argument("--logs", type=Path, help="keep the burst's operator and control-plane logs here")
     args = parser.parse_args(argv)
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
@@ -492,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ratio_ours_to_lower_bound": round(r.dollars / r.lower_bound_dollars, 3),
                 }
             if not args.no_cluster:
-                b = run_burst(args.replicas, specs, progress, args.logs)
+                b = run_burst(args.replicas, specs, progress, args.logs, args.reservation)
                 report["burst"] = {**b.__dict__, "writes_per_replica": round(b.operator_writes / b.replicas, 3),
                                    "cost_ratio_to_naive": round(b.dollars_per_hour / b.naive_dollars_per_hour, 3)}
     except (openb.TraceError, RuntimeError) as e:

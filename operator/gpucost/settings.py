@@ -45,7 +45,7 @@ class Autoscaling:
     batch_max_seconds: float = 10.0
     """Pending work is provisioned for once it has stopped changing for batch_idle, or after
     batch_max at the latest (Karpenter's defaults): 100 new replicas make one decision."""
-    reservation_seconds: float = 30.0
+    reservation_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_RESERVATION_SECONDS", 30.0))
     """A launched node is held for the work it was bought for until it has booted and this long more."""
     launch_cooldown_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_LAUNCH_COOLDOWN", 300.0))
     """A pool whose provider failed to launch is left out this long (spot capacity exhausted)."""

@@ -178,8 +178,14 @@ def _reconcile(
         taints = {n: p.spec.taints for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
         shapes = expected_shapes(cluster, ask, len(plan.create))
+        # Nodes the autoscaler bought for this pool are filled the way its plan packed them (the
+        # planner packs each new node for the asks alone); the cluster-wide shapes would spread
+        # the replicas over GPUs the plan gave to other pools, and buy more nodes.
+        bought = [n for n in nodes if owner in n.reserved_for and now < n.reserved_until]
         for replica in plan.create:
-            result = place(ask, nodes, free, policy, shapes)
+            result = place(ask, bought, free, policy) if bought else None
+            if not isinstance(result, Placement):
+                result = place(ask, nodes, free, policy, shapes)
             if isinstance(result, NoFit):
                 unplaced.append(result)
                 continue
