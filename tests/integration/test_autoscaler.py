@@ -202,3 +202,29 @@ def test_a_node_whose_gpus_sat_unused_for_the_idle_timeout_is_drained(cluster, n
     (event,) = pool_events(cluster, quiet, "Underutilized")
     assert "peaked at 2%" in event["message"]
     assert cluster.get("node", other) is not None  # 80 % busy: stays
+
+
+def test_a_pod_disruption_budget_holds_the_drain_until_it_allows_the_eviction(cluster, operator, namespace, gpu_pool):
+    spot = gpu_pool(1, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.4, minNodes=0, maxNodes=1,
+                    idleTimeout="1h")
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot"]))
+    cluster.wait("replica ready", lambda: all_ready(cluster, namespace, "web"), timeout=60)
+    uid = cluster.get("inferencepool", "web", namespace)["metadata"]["uid"]
+    cluster.apply({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {names.LABEL_OWNER_UID: uid}}},
+    })
+    cluster.wait("the budget sees the replica", lambda: (cluster.get("pdb", "web", namespace) or {}).get("status", {}).get(
+        "currentHealthy") == 1, timeout=30)
+    (doomed,) = node_names(cluster, spot)
+    cluster.kubectl("taint", "node", doomed, "gpucost.dev/interruption=reclaim:NoSchedule")
+    cluster.wait("the node is cordoned for removal",
+                 lambda: names.ANNOTATION_DISRUPTION in (cluster.get("node", doomed)["metadata"].get("annotations") or {}))
+    # The budget refuses the eviction (429): the replica keeps running and the node is not deleted.
+    refused = f"eviction of {namespace}/web-0 refused by a PodDisruptionBudget"
+    cluster.wait("an eviction refused", lambda: refused in operator.log.read_text(errors="replace"), timeout=30)
+    assert cluster.get("node", doomed) is not None and cluster.get("pod", "web-0", namespace)["status"]["phase"] == "Running"
+    cluster.kubectl("delete", "pdb", "web", "-n", namespace)
+    cluster.wait("drained and removed once the budget is gone", lambda: cluster.get("node", doomed) is None, timeout=60)
