@@ -22,6 +22,8 @@ def _env_float(name: str, default: float) -> float:
 class Reconcile:
     resync_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_RESYNC_SECONDS", 30.0))
     """Every object is reconciled at least this often, so unplaced replicas retry without a retry storm."""
+    cost_write_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_COST_WRITE_SECONDS", 60.0))
+    """While a cost rate holds, the accumulated cost in a status is brought up to date this often."""
 
 
 def _env_policy() -> str:

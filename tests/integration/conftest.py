@@ -126,7 +126,7 @@ def operator(
     control_plane: ControlPlane, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0,
-                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url})
+                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1"})
     proc.start()
     try:
         yield proc

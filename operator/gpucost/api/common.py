@@ -141,3 +141,25 @@ def set_condition(
     if old is None:
         return [*conditions, new]
     return [new if c.type == type else c for c in conditions]
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch(text: str | None) -> float | None:
+    """None for a missing or hand-mangled time: the caller starts over rather than fails."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class Costed(Wire):
+    """Running cost kept in a status, so an operator restart keeps counting from it."""
+
+    cost_per_hour: float = Field(0.0, ge=0, description="USD per hour right now.")
+    cost_accumulated: float = Field(0.0, ge=0, description="USD since the operator started accounting this object.")
+    cost_accounted_at: str | None = Field(None, description="RFC 3339 time costAccumulated is accounted up to.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from gpucost.api.common import CapacityType, Condition, GPUAsk, Quantity, Wire
+from gpucost.api.common import CapacityType, Condition, Costed, GPUAsk, Quantity, Wire
 
 
 class EnvVar(Wire):
@@ -84,7 +84,7 @@ class ReplicaPlacement(Wire):
     ready: bool = Field(False, description="The pod's Ready condition.")
 
 
-class InferencePoolStatus(Wire):
+class InferencePoolStatus(Costed):
     replicas: int = Field(0, ge=0, description="Replicas placed (pods that exist).")
     ready_replicas: int = Field(0, ge=0, description="Replicas whose pod is Ready.")
     unplaced_replicas: int = Field(0, ge=0, description="Replicas that fit on no GPU right now.")

@@ -7,7 +7,7 @@ import enum
 from pydantic import ConfigDict, Field, model_validator
 
 from gpucost import names
-from gpucost.api.common import CapacityType, Condition, Duration, Quantity, Wire
+from gpucost.api.common import CapacityType, Condition, Costed, Duration, Quantity, Wire
 
 
 class SharingMode(str, enum.Enum):
@@ -160,7 +160,7 @@ class GPUNodePoolSpec(Wire):
         return self
 
 
-class GPUNodePoolStatus(Wire):
+class GPUNodePoolStatus(Costed):
     nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
     ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
     in_flight_nodes: int = Field(0, ge=0, description="Created and not Ready yet (booting): counted as capacity, never provisioned twice.")
@@ -168,7 +168,8 @@ class GPUNodePoolStatus(Wire):
     draining_nodes: list[str] = Field(default_factory=list, description="Nodes cordoned and being drained for removal.")
     gpu_memory_allocated_mi_b: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
     gpu_memory_total_mi_b: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
-    cost_per_hour: float = Field(0.0, ge=0, description="USD per hour for the nodes that exist now.")
+    idle_cost_per_hour: float = Field(0.0, ge=0, description="USD per hour of GPU memory no workload holds.")
+    idle_cost_accumulated: float = Field(0.0, ge=0, description="USD of idle capacity, accounted with costAccumulated.")
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

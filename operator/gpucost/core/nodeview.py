@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from gpucost import names
-from gpucost.api.common import CapacityType, condition
+from gpucost.api.common import CapacityType, condition, epoch
 from gpucost.core.inventory import Ask
 from gpucost.core.scaledown import NodePod, NodeState
 
@@ -66,15 +65,6 @@ def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
     return out
 
 
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None  # a hand-edited mark restarts the idle clock rather than stopping the loop
-
-
 def interrupted(node: Obj) -> bool:
     taints = (node.get("spec") or {}).get("taints") or []
     return any(t.get("key") in names.INTERRUPTION_TAINTS for t in taints)
@@ -88,7 +78,7 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         pool=(meta.get("labels") or {}).get(names.LABEL_NODEPOOL, ""),
         ready=condition(node.get("status"), "Ready").get("status") == "True",
         pods=tuple(node_pod(p) for p in pods),
-        idle_since=_epoch(ann.get(names.ANNOTATION_IDLE_SINCE)),
+        idle_since=epoch(ann.get(names.ANNOTATION_IDLE_SINCE)),
         disruption=ann.get(names.ANNOTATION_DISRUPTION),
         interrupted=interrupted(node),
     )

@@ -25,7 +25,6 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 import kopf
@@ -36,7 +35,7 @@ from gpucost.adapters.kube import Kube
 from gpucost.adapters.prometheus import UtilizationSource
 from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import duration_seconds
+from gpucost.api.common import duration_seconds, rfc3339
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
@@ -50,10 +49,6 @@ from gpucost.handlers.inferencepool import ask_for
 from gpucost.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
@@ -182,7 +177,7 @@ class Autoscaler:
         """True when a drain started."""
         plan = plan_scale_down(states, limits, now)
         for node, since in plan.idle_since.items():
-            self.kube.patch_node(node, {"metadata": {"annotations": {names.ANNOTATION_IDLE_SINCE: _rfc3339(since) if since else None}}})
+            self.kube.patch_node(node, {"metadata": {"annotations": {names.ANNOTATION_IDLE_SINCE: rfc3339(since) if since else None}}})
         for d in plan.drain:
             self._disrupt(cluster.pools[d.pool], d)
         for node, why in plan.kept.items():

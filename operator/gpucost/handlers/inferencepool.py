@@ -14,16 +14,17 @@ from pydantic import ValidationError
 from gpucost import manifests, names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import Condition, ConditionStatus, condition, set_condition
+from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.core import replicas, snapshot
+from gpucost.core.cost import Account, Holding, advance, cost_rates
 from gpucost.core.inventory import Ask, FreeMap
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.packing.frag import ShapeDistribution
 from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fits_ever, place
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.handlers.cluster import Cluster, read_cluster
-from gpucost.handlers.status import invalid_spec, write_if_changed
+from gpucost.handlers.status import account_of, invalid_spec, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
@@ -98,6 +99,7 @@ def build_status(
     mine: list[PlacedPod],
     unplaced: list[NoFit],
     impossible: str | None,
+    cost: Account = Account(),
 ) -> dict[str, Any]:
     generation = body["metadata"].get("generation")
     old = InferencePoolStatus.model_validate(body.get("status") or {})
@@ -133,11 +135,21 @@ def build_status(
         placements=[_placement_status(p) for p in live],
         observed_generation=generation,
         conditions=conditions,
+        cost_per_hour=round(cost.rate, 6),
+        cost_accumulated=round(cost.total, 6),
+        cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
     ).wire()
 
 
+def workload_cost(cluster: Cluster, workload: str, pods: list[PlacedPod]) -> float:
+    """$/hour of the GPU memory the workload's live pods hold."""
+    holdings = [Holding(workload, p.node, i, p.mib_per_gpu) for p in pods if not p.terminal for i in p.gpu_indices]
+    return cost_rates(cluster.nodes, holdings).workloads.get(workload, 0.0)
+
+
 def reconcile(
-    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str = DEFAULT_POLICY
+    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str = DEFAULT_POLICY,
+    cost_every: float = 60.0,
 ) -> None:
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
     each with its own copy of the body; under the lock we re-read the object and decide once."""
@@ -146,11 +158,11 @@ def reconcile(
         fresh = kube.get_inference_pool(meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return  # gone, replaced, or going: the garbage collector removes the owned pods
-        _reconcile(kube, fresh, logger, policy)
+        _reconcile(kube, fresh, logger, policy, cost_every)
 
 
 def _reconcile(
-    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str
+    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str, cost_every: float
 ) -> None:
     meta = body["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
@@ -192,7 +204,10 @@ def _reconcile(
             _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
-    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible)
+    old = InferencePoolStatus.model_validate(body.get("status") or {})
+    rate = workload_cost(cluster, names.workload("InferencePool", namespace, meta["name"]), mine)
+    cost = advance(account_of(old), rate, time.time(), cost_every)
+    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost)
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
 
@@ -253,8 +268,8 @@ class PodEvents:
     Running per minute). Coalesced, a burst costs a few reconciles per pool.
     """
 
-    def __init__(self, kube: Kube, policy: str) -> None:
-        self.kube, self.policy = kube, policy
+    def __init__(self, kube: Kube, policy: str, cost_every: float) -> None:
+        self.kube, self.policy, self.cost_every = kube, policy, cost_every
         self._dirty: dict[tuple[str, str], str] = {}
         self._unplaced = False
         self._wake = threading.Condition()
@@ -326,7 +341,7 @@ class PodEvents:
                 try:
                     body = self.kube.get_inference_pool(namespace, name)
                     if body is not None and body["metadata"]["uid"] == uid:
-                        reconcile(self.kube, body, _Prefixed(log, {"pool": f"{namespace}/{name}"}), self.policy)
+                        reconcile(self.kube, body, _Prefixed(log, {"pool": f"{namespace}/{name}"}), self.policy, self.cost_every)
                 except Exception:  # the pool's resync timer retries; this thread must not die
                     log.exception("reconcile of %s/%s after a pod event failed", namespace, name)
 
@@ -335,7 +350,7 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     resource = (GROUP, VERSION, PLURAL)
 
     def on_spec(body: kopf.Body, logger: Any, **_: Any) -> None:
-        reconcile(kube, dict(body), logger, settings.placement.policy)
+        reconcile(kube, dict(body), logger, settings.placement.policy, settings.reconcile.cost_write_seconds)
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="reconcile")(on_spec)
@@ -344,7 +359,7 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
         *resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync"
     )(on_spec)
 
-    pod_events = PodEvents(kube, settings.placement.policy)
+    pod_events = PodEvents(kube, settings.placement.policy, settings.reconcile.cost_write_seconds)
     kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())
 
     @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)

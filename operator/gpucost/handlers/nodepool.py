@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
@@ -10,14 +11,15 @@ from pydantic import ValidationError
 from gpucost import names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import ConditionStatus, set_condition
+from gpucost.api.common import ConditionStatus, epoch, rfc3339, set_condition
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 from gpucost.core import nodeview
+from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.cluster import read_cluster
-from gpucost.handlers.status import invalid_spec, write_if_changed
+from gpucost.handlers.status import account_of, invalid_spec, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "gpunodepools"
@@ -32,9 +34,13 @@ def pool_status(
     held: list[Allocation],
     states: list[NodeState],
     body: dict[str, Any],
+    idle_per_hour: float = 0.0,
+    now: float = 0.0,
+    cost_every: float = 60.0,
 ) -> dict[str, Any]:
     """``node_count`` counts every node labelled for the pool; ``nodes`` only the GPU nodes read;
-    ``states`` are the pool's nodes as the autoscaler sees them."""
+    ``states`` are the pool's nodes as the autoscaler sees them; ``idle_per_hour`` what its
+    unheld GPU memory costs. Both running totals move on together, from the status they find."""
     mine = [n for n in nodes if n.pool == name]
     names_ = {n.name for n in mine}
     total = sum(g.memory_mib for n in mine for g in n.gpus)
@@ -56,6 +62,14 @@ def pool_status(
         message=message,
         generation=generation,
     )
+    rate = node_count * spec.price_per_hour
+    cost = advance(account_of(old), rate, now, cost_every)
+    idle_total = old.idle_cost_accumulated
+    if cost.at != epoch(old.cost_accounted_at):
+        idle_total = accrue(idle_total, epoch(old.cost_accounted_at), old.idle_cost_per_hour, now)
+        idle_rate = idle_per_hour
+    else:
+        idle_rate = old.idle_cost_per_hour
     return GPUNodePoolStatus(
         nodes=node_count,
         ready_nodes=ready,
@@ -64,13 +78,17 @@ def pool_status(
         draining_nodes=draining,
         gpu_memory_allocated_mi_b=allocated,
         gpu_memory_total_mi_b=total,
-        cost_per_hour=round(node_count * spec.price_per_hour, 6),
+        cost_per_hour=round(cost.rate, 6),
+        cost_accumulated=round(cost.total, 6),
+        cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
+        idle_cost_per_hour=round(idle_rate, 6),
+        idle_cost_accumulated=round(idle_total, 6),
         observed_generation=generation,
         conditions=conditions,
     ).wire()
 
 
-def reconcile(kube: Kube, body: dict[str, Any]) -> None:
+def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> None:
     name = body["metadata"]["name"]
     try:
         spec = GPUNodePoolSpec.model_validate(body.get("spec") or {})
@@ -78,12 +96,18 @@ def reconcile(kube: Kube, body: dict[str, Any]) -> None:
         write_if_changed(kube, PLURAL, body, invalid_spec(body, e))
         return
     cluster = read_cluster(kube)
+    held = allocations(cluster.pods)
+    rates = cost_rates(cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held])
+    unread = cluster.pool_node_counts.get(name, 0) - sum(n.pool == name for n in cluster.nodes)
     status = pool_status(
         name=name,
         spec=spec,
         node_count=cluster.pool_node_counts.get(name, 0),
         nodes=cluster.nodes,
-        held=allocations(cluster.pods),
+        held=held,
+        idle_per_hour=rates.pool_idle.get(name, 0.0) + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
+        now=time.time(),
+        cost_every=cost_every,
         states=[nodeview.node_state(n, []) for n in cluster.raw_nodes if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name],
         body=body,
     )
@@ -94,7 +118,7 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     resource = (GROUP, VERSION, PLURAL)
 
     def handler(body: kopf.Body, **_: Any) -> None:
-        reconcile(kube, dict(body))
+        reconcile(kube, dict(body), settings.reconcile.cost_write_seconds)
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="status")(handler)

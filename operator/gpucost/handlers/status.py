@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from gpucost.adapters.kube import Kube
-from gpucost.api.common import Condition, ConditionStatus, set_condition
+from gpucost.api.common import Condition, ConditionStatus, Costed, epoch, set_condition
+from gpucost.core.cost import Account
 
 
 def write_if_changed(
@@ -35,3 +36,8 @@ def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]
         generation=generation,
     )
     return {"conditions": [c.wire() for c in conditions], "observedGeneration": generation}
+
+
+def account_of(status: Costed) -> Account:
+    """The running cost a status carries (what a restarted operator continues from)."""
+    return Account(status.cost_per_hour, status.cost_accumulated, epoch(status.cost_accounted_at))

@@ -1,0 +1,31 @@
+"""Cost in status: a shared GPU split by memory, idle cost on the pool, totals that survive a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpucost.api.common import epoch
+from tests.integration.test_inferencepool import pool
+
+
+def test_cost_per_hour_splits_the_gpu_and_accumulates_across_a_restart(cluster, operator, namespace, gpu_pool):
+    node_pool = gpu_pool(1, gpus=1, memory_mib=81920, pricePerHour=3.6)
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20480}))  # a quarter of the GPU
+
+    def status(kind: str, name: str, ns: str | None = None) -> dict:
+        return (cluster.get(kind, name, ns) or {}).get("status") or {}
+
+    cluster.wait("web charged its quarter", lambda: status("inferencepool", "web", namespace).get("costPerHour") == 0.9)
+    cluster.wait("the pool's idle three quarters",
+                 lambda: status("gpunodepool", node_pool).get("idleCostPerHour") == pytest.approx(2.7))
+    assert status("gpunodepool", node_pool)["costPerHour"] == 3.6
+    before = cluster.wait("some cost accumulated",
+                          lambda: (s := status("inferencepool", "web", namespace)).get("costAccumulated", 0) > 0 and s)
+    operator.restart()
+    after = cluster.wait(
+        "accounted again after the restart",
+        lambda: epoch((s := status("inferencepool", "web", namespace)).get("costAccountedAt")) > epoch(before["costAccountedAt"]) + 1 and s,
+    )
+    # The total went on from the stored one at the same rate, across the time the operator was down.
+    elapsed_h = (epoch(after["costAccountedAt"]) - epoch(before["costAccountedAt"])) / 3600
+    assert after["costAccumulated"] == pytest.approx(before["costAccumulated"] + 0.9 * elapsed_h, abs=1e-5)
