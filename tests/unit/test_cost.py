@@ -50,3 +50,6 @@ def test_an_account_moves_on_when_the_rate_changes_or_a_minute_passed():
     assert later == Account(3.6, pytest.approx(0.06), 1060.0)
     changed = advance(later, 7.2, 1070.0)  # the old rate is charged up to the change
     assert changed.rate == 7.2 and changed.total == pytest.approx(0.07) and changed.at == 1070.0
+
+    idle = advance(Account(), 0.0, 1000.0)
+    assert advance(idle, 0.0, 99_000.0) is idle  # a zero rate accrues nothing: no write, ever
