@@ -38,6 +38,10 @@ def _operator(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     kube.configure()
+    if args.metrics_port:
+        from gpucost.adapters import metrics
+
+        metrics.serve(args.metrics_port)
     registry = build_registry(kube.Kube(), settings)
     # kopf's formatter prefixes each object's lines with [namespace/name].
     kopf.configure(log_format=kopf.LogFormat.FULL, log_prefix=True)
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     op.add_argument("--autoscale-interval", type=float, help="seconds between autoscaler looks (default 5; env GPUCOST_AUTOSCALE_INTERVAL)")
     op.add_argument("--prometheus-url", help="Prometheus with GPU utilization, for pools with idleUtilizationPercent (env GPUCOST_PROMETHEUS_URL)")
+    op.add_argument("--metrics-port", type=int, default=8000, help="port of /metrics (default 8000; 0 turns it off)")
     op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
     op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")

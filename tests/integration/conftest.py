@@ -111,8 +111,17 @@ def gpu_exporter() -> Iterator[GPUExporter]:
 
 
 @pytest.fixture(scope="session")
-def prometheus(gpu_exporter: GPUExporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{gpu_exporter.port}"])
+def operator_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    gpu_exporter: GPUExporter, operator_metrics_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    """Scrapes the DCGM-style exporter and the operator's own /metrics."""
+    targets = [f"127.0.0.1:{gpu_exporter.port}", f"127.0.0.1:{operator_metrics_port}"]
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets)
     try:
         server.start()
     except binaries.ToolsMissing as e:
@@ -123,10 +132,12 @@ def prometheus(gpu_exporter: GPUExporter, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, prometheus: PrometheusServer, operator_metrics_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0,
-                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1"})
+                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1"},
+                           metrics_port=operator_metrics_port)
     proc.start()
     try:
         yield proc

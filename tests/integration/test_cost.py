@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_api_client import PrometheusConnect
 
 from gpucost.api.common import epoch
 from tests.integration.test_inferencepool import pool
@@ -29,3 +30,20 @@ def test_cost_per_hour_splits_the_gpu_and_accumulates_across_a_restart(cluster, 
     # The total went on from the stored one at the same rate, across the time the operator was down.
     elapsed_h = (epoch(after["costAccountedAt"]) - epoch(before["costAccountedAt"])) / 3600
     assert after["costAccumulated"] == pytest.approx(before["costAccumulated"] + 0.9 * elapsed_h, abs=1e-5)
+
+
+def test_prometheus_scrapes_the_cost_the_status_shows(cluster, namespace, gpu_pool, prometheus):
+    node_pool = gpu_pool(1, gpus=2, memory_mib=81920, pricePerHour=8.0)
+    cluster.apply(pool("chat", namespace, 2, gpu={"gpus": 1}))  # a whole GPU each: the node's full $8/h
+    client = PrometheusConnect(url=prometheus.url, disable_ssl=True)
+
+    def scraped(query: str) -> float | None:
+        result = client.custom_query(query)
+        return float(result[0]["value"][1]) if result else None
+
+    workload = f'gpucost_workload_cost_per_hour{{kind="InferencePool",namespace="{namespace}",name="chat"}}'
+    cluster.wait("the operator's /metrics scraped", lambda: scraped(workload) == 8.0, timeout=60)
+    assert cluster.get("inferencepool", "chat", namespace)["status"]["costPerHour"] == 8.0
+    cluster.wait("the pool's idle cost is zero", lambda: scraped(f'gpucost_pool_idle_cost_per_hour{{pool="{node_pool}"}}') == 0.0)
+    assert scraped(f'sum by (namespace) (gpucost_workload_cost_per_hour{{namespace="{namespace}"}})') == 8.0
+    assert (scraped('sum(gpucost_placements_total{result="placed"})') or 0) >= 2

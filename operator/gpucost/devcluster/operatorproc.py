@@ -29,6 +29,7 @@ class OperatorProcess:
     autoscale_seconds: float | None = None
     """The autoscaler's interval; None = the resync interval."""
     env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, timeout: float = 60) -> None:
@@ -36,7 +37,8 @@ class OperatorProcess:
         handle = self.log.open("ab")
         url = f"http://127.0.0.1:{free_port()}/healthz"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine"],
+            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine",
+             "--metrics-port", str(self.metrics_port)],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,

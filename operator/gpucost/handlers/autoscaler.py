@@ -31,6 +31,7 @@ import kopf
 from pydantic import ValidationError
 
 from gpucost import names
+from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.adapters.prometheus import UtilizationSource
 from gpucost.adapters.provider import ProviderError, Providers
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
     """Every decision is both a log line and an Event on the pool."""
     (log.warning if type_ == "Warning" else log.info)("[%s] %s: %s", pool.name, reason, message)
+    metrics.decisions.labels(pool.name, reason).inc()
     kopf.event(pool.ref, type=type_, reason=reason, message=message)
 
 

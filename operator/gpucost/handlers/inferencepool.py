@@ -12,6 +12,7 @@ import kopf
 from pydantic import ValidationError
 
 from gpucost import manifests, names
+from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
@@ -154,9 +155,10 @@ def reconcile(
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
     each with its own copy of the body; under the lock we re-read the object and decide once."""
     meta = body["metadata"]
-    with PLACEMENT_LOCK:
+    with PLACEMENT_LOCK, metrics.reconciling("InferencePool"):
         fresh = kube.get_inference_pool(meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+            metrics.forget_workload("InferencePool", meta["namespace"], meta["name"])
             return  # gone, replaced, or going: the garbage collector removes the owned pods
         _reconcile(kube, fresh, logger, policy, cost_every)
 
@@ -198,6 +200,7 @@ def _reconcile(
             result = place(ask, bought, free, policy) if bought else None
             if not isinstance(result, Placement):
                 result = place(ask, nodes, free, policy, shapes)
+            metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
             if isinstance(result, NoFit):
                 unplaced.append(result)
                 continue
@@ -208,6 +211,8 @@ def _reconcile(
     rate = workload_cost(cluster, names.workload("InferencePool", namespace, meta["name"]), mine)
     cost = advance(account_of(old), rate, time.time(), cost_every)
     status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost)
+    metrics.workload_cost_per_hour.labels("InferencePool", namespace, meta["name"]).set(cost.rate)
+    metrics.workload_cost.labels("InferencePool", namespace, meta["name"]).set(cost.total)
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
 
@@ -358,6 +363,10 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     kopf.timer(
         *resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync"
     )(on_spec)
+
+    @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
+    def on_delete(meta: kopf.Meta, **_: Any) -> None:
+        metrics.forget_workload("InferencePool", meta["namespace"], meta["name"])
 
     pod_events = PodEvents(kube, settings.placement.policy, settings.reconcile.cost_write_seconds)
     kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())

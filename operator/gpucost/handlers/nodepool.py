@@ -9,6 +9,7 @@ import kopf
 from pydantic import ValidationError
 
 from gpucost import names
+from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, epoch, rfc3339, set_condition
@@ -112,13 +113,23 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
         body=body,
     )
     write_if_changed(kube, PLURAL, body, status)
+    for gauge, key in ((metrics.pool_cost_per_hour, "costPerHour"), (metrics.pool_idle_cost_per_hour, "idleCostPerHour"),
+                       (metrics.pool_cost, "costAccumulated"), (metrics.pool_idle_cost, "idleCostAccumulated"),
+                       (metrics.gpu_memory_allocated, "gpuMemoryAllocatedMiB"), (metrics.gpu_memory_total, "gpuMemoryTotalMiB"),
+                       (metrics.pool_nodes, "nodes")):
+        gauge.labels(name).set(status.get(key, 0))
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
     resource = (GROUP, VERSION, PLURAL)
 
     def handler(body: kopf.Body, **_: Any) -> None:
-        reconcile(kube, dict(body), settings.reconcile.cost_write_seconds)
+        with metrics.reconciling("GPUNodePool"):
+            reconcile(kube, dict(body), settings.reconcile.cost_write_seconds)
+
+    @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
+    def on_delete(meta: kopf.Meta, **_: Any) -> None:
+        metrics.forget_pool(meta["name"])
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="status")(handler)

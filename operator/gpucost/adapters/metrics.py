@@ -1,0 +1,62 @@
+"""The operator's /metrics (prometheus-client): cost, allocation, placements, decisions, reconciles.
+
+Names and labels are documented in README ("Metrics"). Cost per workload is labelled by kind,
+namespace and name; sum by (namespace) gives a team's bill. Series of deleted objects are removed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+WORKLOAD = ["kind", "namespace", "name"]
+
+workload_cost_per_hour = Gauge("gpucost_workload_cost_per_hour", "USD per hour of the GPU memory a workload holds", WORKLOAD)
+workload_cost = Gauge("gpucost_workload_cost_dollars", "USD accumulated by a workload (as in its status)", WORKLOAD)
+pool_cost_per_hour = Gauge("gpucost_pool_cost_per_hour", "USD per hour of a GPUNodePool's nodes", ["pool"])
+pool_idle_cost_per_hour = Gauge("gpucost_pool_idle_cost_per_hour", "USD per hour of GPU memory nobody holds", ["pool"])
+pool_cost = Gauge("gpucost_pool_cost_dollars", "USD accumulated by a pool's nodes", ["pool"])
+pool_idle_cost = Gauge("gpucost_pool_idle_cost_dollars", "USD accumulated by idle GPU memory", ["pool"])
+gpu_memory_allocated = Gauge("gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", ["pool"])
+gpu_memory_total = Gauge("gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", ["pool"])
+pool_nodes = Gauge("gpucost_pool_nodes", "Nodes of the pool", ["pool"])
+placements = Counter("gpucost_placements_total", "Replica placement attempts", ["result"])
+decisions = Counter("gpucost_autoscaler_decisions_total", "Autoscaler decisions (the Event reasons)", ["pool", "reason"])
+reconcile_seconds = Histogram("gpucost_reconcile_duration_seconds", "Reconcile wall time", ["kind"])
+reconcile_errors = Counter("gpucost_reconcile_errors_total", "Reconciles that raised", ["kind"])
+
+
+@contextmanager
+def reconciling(kind: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception:
+        reconcile_errors.labels(kind).inc()
+        raise
+    finally:
+        reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
+
+
+def forget_workload(kind: str, namespace: str, name: str) -> None:
+    for gauge in (workload_cost_per_hour, workload_cost):
+        try:
+            gauge.remove(kind, namespace, name)
+        except KeyError:
+            pass
+
+
+def forget_pool(pool: str) -> None:
+    for gauge in (pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
+                  gpu_memory_total, pool_nodes):
+        try:
+            gauge.remove(pool)
+        except KeyError:
+            pass
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=address)
