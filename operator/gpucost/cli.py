@@ -22,6 +22,22 @@ class _RoutineKopfLines(logging.Filter):
         return not (record.name == "kopf.objects" and record.getMessage().endswith("succeeded."))
 
 
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from gpucost import report
+    from gpucost.adapters import kube
+
+    kube.configure()
+    k = kube.Kube()
+    result = report.build(k.inference_pools(), k.node_pools())
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        report.render(Console(), result)
+    return 0
+
+
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
@@ -119,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted")
     crds.add_argument("--root", default=".", help="repository root (default: .)")
     crds.set_defaults(func=_crds)
+
+    rep = sub.add_parser("report", help="cost by namespace, workload and pool (from $KUBECONFIG's cluster)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    rep.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="local control plane + fake GPU nodes + operator + examples")
     demo.add_argument("--root", default=".", help="repository root holding crds/ and examples/")

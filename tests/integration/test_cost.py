@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from prometheus_api_client import PrometheusConnect
 
@@ -47,3 +52,20 @@ def test_prometheus_scrapes_the_cost_the_status_shows(cluster, namespace, gpu_po
     cluster.wait("the pool's idle cost is zero", lambda: scraped(f'gpucost_pool_idle_cost_per_hour{{pool="{node_pool}"}}') == 0.0)
     assert scraped(f'sum by (namespace) (gpucost_workload_cost_per_hour{{namespace="{namespace}"}})') == 8.0
     assert (scraped('sum(gpucost_placements_total{result="placed"})') or 0) >= 2
+
+
+def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool):
+    gpu_pool(1, gpus=1, memory_mib=81920, pricePerHour=2.0)
+    cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 40960}))  # half the GPU: $1/h
+    cluster.wait("charged", lambda: ((cluster.get("inferencepool", "web", namespace) or {}).get("status") or {}).get("costPerHour") == 1.0)
+    env = {**os.environ, "KUBECONFIG": str(cluster.cp.kubeconfig)}
+    out = subprocess.run([sys.executable, "-m", "gpucost", "report", "--json"], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    report = json.loads(out.stdout)
+    (row,) = [w for w in report["workloads"] if w["namespace"] == namespace]
+    assert row["name"] == "web" and row["per_hour"] == 1.0 and row["naive_per_hour"] is not None
+    assert report["namespaces"][namespace]["per_hour"] == 1.0
+    assert report["totals"]["per_hour"] >= 2.0
+    table = subprocess.run([sys.executable, "-m", "gpucost", "report"], env=env, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert namespace in table and "by GPUNodePool" in table and "saving $" in table

@@ -1,0 +1,136 @@
+"""``gpucost report``: what GPUs cost, by namespace, workload and pool, read from the statuses.
+
+The savings column compares with the naive way to run the same replicas: a whole on-demand GPU
+each (k whole GPUs for a k-GPU replica) at the cheapest on-demand pool's $/GPU-hour whose GPU can
+hold the ask, with nothing shared and nothing on spot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus
+from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
+
+
+@dataclass(frozen=True)
+class WorkloadRow:
+    namespace: str
+    name: str
+    replicas: int
+    per_hour: float
+    accumulated: float
+    naive_per_hour: float | None
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    name: str
+    capacity_type: str
+    nodes: int
+    per_hour: float
+    idle_per_hour: float
+    accumulated: float
+    idle_accumulated: float
+
+
+@dataclass
+class Report:
+    workloads: list[WorkloadRow] = field(default_factory=list)
+    pools: list[PoolRow] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> dict[str, tuple[float, float]]:
+        out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for w in self.workloads:
+            out[w.namespace][0] += w.per_hour
+            out[w.namespace][1] += w.accumulated
+        return {ns: (v[0], v[1]) for ns, v in sorted(out.items())}
+
+    def totals(self) -> dict[str, float]:
+        naive = sum(w.naive_per_hour or 0.0 for w in self.workloads)
+        spend = sum(p.per_hour for p in self.pools)
+        return {
+            "per_hour": spend,
+            "idle_per_hour": sum(p.idle_per_hour for p in self.pools),
+            "accumulated": sum(p.accumulated for p in self.pools),
+            "naive_per_hour": naive,
+            "savings_per_hour": naive - spend,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workloads": [asdict(w) for w in self.workloads],
+            "namespaces": {ns: {"per_hour": h, "accumulated": a} for ns, (h, a) in self.namespaces.items()},
+            "pools": [asdict(p) for p in self.pools],
+            "totals": self.totals(),
+        }
+
+
+def naive_rate(spec: InferencePoolSpec, pools: list[GPUNodePoolSpec]) -> float | None:
+    gpus = spec.gpu.gpus or 1
+    fits = [
+        p.price_per_hour / p.gpu.count
+        for p in pools
+        if p.capacity_type == "on-demand" and p.gpu.count >= gpus and p.gpu.memory_mi_b >= (spec.gpu.memory_mi_b or 0)
+    ]
+    return min(fits) * gpus * spec.replicas if fits else None
+
+
+def build(inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]]) -> Report:
+    report = Report()
+    specs: list[GPUNodePoolSpec] = []
+    for obj in node_pools:
+        try:
+            spec = GPUNodePoolSpec.model_validate(obj.get("spec") or {})
+            status = GPUNodePoolStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            continue  # its own status says why; a report skips it
+        specs.append(spec)
+        report.pools.append(PoolRow(obj["metadata"]["name"], spec.capacity_type, status.nodes, status.cost_per_hour,
+                                    status.idle_cost_per_hour, status.cost_accumulated, status.idle_cost_accumulated))
+    for obj in inference_pools:
+        try:
+            spec_ip = InferencePoolSpec.model_validate(obj.get("spec") or {})
+            status_ip = InferencePoolStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            continue
+        meta = obj["metadata"]
+        report.workloads.append(WorkloadRow(meta["namespace"], meta["name"], status_ip.replicas, status_ip.cost_per_hour,
+                                            status_ip.cost_accumulated, naive_rate(spec_ip, specs)))
+    report.workloads.sort(key=lambda w: (w.namespace, w.name))
+    report.pools.sort(key=lambda p: p.name)
+    return report
+
+
+def render(console: Console, report: Report) -> None:
+    table = Table(title="GPU cost by workload")
+    for col in ("namespace", "workload", "replicas", "$/h", "$ so far", "$/h naive"):
+        table.add_column(col, justify="left" if col in ("namespace", "workload") else "right")
+    for w in report.workloads:
+        naive = f"{w.naive_per_hour:,.2f}" if w.naive_per_hour is not None else "-"
+        table.add_row(w.namespace, w.name, str(w.replicas), f"{w.per_hour:,.4f}", f"{w.accumulated:,.4f}", naive)
+    console.print(table)
+    ns = Table(title="by namespace")
+    for col in ("namespace", "$/h", "$ so far"):
+        ns.add_column(col, justify="left" if col == "namespace" else "right")
+    for name, (per_hour, total) in report.namespaces.items():
+        ns.add_row(name, f"{per_hour:,.4f}", f"{total:,.4f}")
+    console.print(ns)
+    pools = Table(title="by GPUNodePool")
+    for col in ("pool", "capacity", "nodes", "$/h", "idle $/h", "$ so far", "idle $ so far"):
+        pools.add_column(col, justify="left" if col in ("pool", "capacity") else "right")
+    for p in report.pools:
+        pools.add_row(p.name, p.capacity_type, str(p.nodes), f"{p.per_hour:,.2f}", f"{p.idle_per_hour:,.2f}",
+                      f"{p.accumulated:,.4f}", f"{p.idle_accumulated:,.4f}")
+    console.print(pools)
+    t = report.totals()
+    console.print(f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), ${t['accumulated']:,.2f} so far; "
+                  f"naive (a whole on-demand GPU per replica) ${t['naive_per_hour']:,.2f}/h: "
+                  f"saving ${t['savings_per_hour']:,.2f}/h")

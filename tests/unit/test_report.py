@@ -1,0 +1,40 @@
+"""gpucost report: rows, namespace sums and the naive baseline from statuses alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpucost.report import build
+
+
+def node_pool(name: str, capacity: str, price: float, gpus: int, mib: int, status: dict) -> dict:
+    spec = {"instanceType": "x", "capacityType": capacity, "pricePerHour": price, "cpu": "8", "memory": "64Gi",
+            "gpu": {"model": "G", "memoryMiB": mib, "count": gpus}}
+    return {"metadata": {"name": name}, "spec": spec, "status": status}
+
+
+def inference_pool(ns: str, name: str, replicas: int, gpu: dict, per_hour: float, total: float) -> dict:
+    return {"metadata": {"namespace": ns, "name": name},
+            "spec": {"image": "x", "replicas": replicas, "gpu": gpu},
+            "status": {"replicas": replicas, "costPerHour": per_hour, "costAccumulated": total}}
+
+
+def test_rows_namespaces_and_savings_against_a_whole_on_demand_gpu_per_replica():
+    pools = [
+        node_pool("a100", "on-demand", 32.0, 8, 81920, {"nodes": 1, "costPerHour": 32.0, "idleCostPerHour": 20.0,
+                                                         "costAccumulated": 64.0, "idleCostAccumulated": 40.0}),
+        node_pool("l4", "on-demand", 1.0, 1, 23034, {"nodes": 0}),
+        node_pool("l4-spot", "spot", 0.3, 1, 23034, {"nodes": 0}),  # spot never sets the naive price
+    ]
+    workloads = [
+        inference_pool("team-a", "embed", 4, {"memoryMiB": 10000}, 4.0, 8.0),    # naive: 4 x L4 $1 = 4
+        inference_pool("team-a", "chat", 2, {"memoryMiB": 40000}, 8.0, 16.0),    # too big for an L4: 2 x $4 = 8
+        inference_pool("team-b", "llm", 1, {"gpus": 2}, 0.0, 0.0),              # 2 GPUs on one node: 2 x $4 = 8
+    ]
+    report = build(workloads, pools)
+    assert [(w.namespace, w.name, w.naive_per_hour) for w in report.workloads] == [
+        ("team-a", "chat", 8.0), ("team-a", "embed", 4.0), ("team-b", "llm", 8.0)]
+    assert report.namespaces == {"team-a": (12.0, 24.0), "team-b": (0.0, 0.0)}
+    totals = report.totals()
+    assert totals["per_hour"] == 32.0 and totals["idle_per_hour"] == 20.0 and totals["accumulated"] == 64.0
+    assert totals["naive_per_hour"] == pytest.approx(20.0) and totals["savings_per_hour"] == pytest.approx(-12.0)
