@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from prometheus_client.metrics import MetricWrapperBase
+
+from gpucost.adapters import metrics
 from gpucost.devcluster import binaries
 from gpucost.devcluster.operatorproc import OperatorProcess
 from tests.integration.conftest import ROOT, condition
@@ -107,3 +111,32 @@ def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster,
     finally:
         scoped.stop()
         operator.start()
+
+
+def test_monitoring_objects_render_and_the_alerts_pass_promtool(tmp_path):
+    rendered = helm("template", RELEASE, str(CHART), "-n", NS,
+                    "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true")
+    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
+    assert {"ServiceMonitor", "PrometheusRule", "Service"} <= set(docs)
+    assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert docs["PrometheusRule"]["spec"]["groups"] == alerts["groups"]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": docs["PrometheusRule"]["spec"]["groups"]}))
+    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 4 rules found" in checked.stdout
+
+
+def test_dashboard_and_alerts_only_use_metrics_the_operator_exports():
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exported = {
+        family.name + suffix
+        for metric in vars(metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+        for family in metric.describe()
+        for suffix in suffixes[family.type]
+    }
+    text = (CHART / "files" / "dashboard.json").read_text() + (CHART / "files" / "alerts.yaml").read_text()
+    used = set(re.findall(r"gpucost_[a-z_]+", text))
+    assert used and used <= exported, used - exported

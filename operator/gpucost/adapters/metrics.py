@@ -13,16 +13,17 @@ from contextlib import contextmanager
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 WORKLOAD = ["kind", "namespace", "name"]
+POOL = ["pool", "capacity_type"]
 
 workload_cost_per_hour = Gauge("gpucost_workload_cost_per_hour", "USD per hour of the GPU memory a workload holds", WORKLOAD)
 workload_cost = Gauge("gpucost_workload_cost_dollars", "USD accumulated by a workload (as in its status)", WORKLOAD)
-pool_cost_per_hour = Gauge("gpucost_pool_cost_per_hour", "USD per hour of a GPUNodePool's nodes", ["pool"])
-pool_idle_cost_per_hour = Gauge("gpucost_pool_idle_cost_per_hour", "USD per hour of GPU memory nobody holds", ["pool"])
-pool_cost = Gauge("gpucost_pool_cost_dollars", "USD accumulated by a pool's nodes", ["pool"])
-pool_idle_cost = Gauge("gpucost_pool_idle_cost_dollars", "USD accumulated by idle GPU memory", ["pool"])
-gpu_memory_allocated = Gauge("gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", ["pool"])
-gpu_memory_total = Gauge("gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", ["pool"])
-pool_nodes = Gauge("gpucost_pool_nodes", "Nodes of the pool", ["pool"])
+pool_cost_per_hour = Gauge("gpucost_pool_cost_per_hour", "USD per hour of a GPUNodePool's nodes", POOL)
+pool_idle_cost_per_hour = Gauge("gpucost_pool_idle_cost_per_hour", "USD per hour of GPU memory nobody holds", POOL)
+pool_cost = Gauge("gpucost_pool_cost_dollars", "USD accumulated by a pool's nodes", POOL)
+pool_idle_cost = Gauge("gpucost_pool_idle_cost_dollars", "USD accumulated by idle GPU memory", POOL)
+gpu_memory_allocated = Gauge("gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", POOL)
+gpu_memory_total = Gauge("gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", POOL)
+pool_nodes = Gauge("gpucost_pool_nodes", "Nodes of the pool", POOL)
 placements = Counter("gpucost_placements_total", "Replica placement attempts", ["result"])
 decisions = Counter("gpucost_autoscaler_decisions_total", "Autoscaler decisions (the Event reasons)", ["pool", "reason"])
 reconcile_seconds = Histogram("gpucost_reconcile_duration_seconds", "Reconcile wall time", ["kind"])
@@ -49,11 +50,11 @@ def forget_workload(kind: str, namespace: str, name: str) -> None:
             pass
 
 
-def forget_pool(pool: str) -> None:
+def forget_pool(pool: str, capacity_type: str) -> None:
     for gauge in (pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
                   gpu_memory_total, pool_nodes):
         try:
-            gauge.remove(pool)
+            gauge.remove(pool, capacity_type)
         except KeyError:
             pass
 

@@ -117,7 +117,7 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
                        (metrics.pool_cost, "costAccumulated"), (metrics.pool_idle_cost, "idleCostAccumulated"),
                        (metrics.gpu_memory_allocated, "gpuMemoryAllocatedMiB"), (metrics.gpu_memory_total, "gpuMemoryTotalMiB"),
                        (metrics.pool_nodes, "nodes")):
-        gauge.labels(name).set(status.get(key, 0))
+        gauge.labels(name, spec.capacity_type).set(status.get(key, 0))
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
@@ -128,8 +128,8 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
             reconcile(kube, dict(body), settings.reconcile.cost_write_seconds)
 
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
-    def on_delete(meta: kopf.Meta, **_: Any) -> None:
-        metrics.forget_pool(meta["name"])
+    def on_delete(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> None:
+        metrics.forget_pool(meta["name"], str(spec.get("capacityType", "")))
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="status")(handler)
