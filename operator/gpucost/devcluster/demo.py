@@ -151,7 +151,11 @@ def down() -> int:
 
 def run(root: Path, keep: bool = False) -> int:
     examples = sorted((root / "examples").glob("*.yaml"))
-    docs = [yaml.safe_load(p.read_text()) for p in examples]
+    # The demo runs no Cluster API: the clusterAPI pool example and its MachineDeployment stay out.
+    docs = [
+        d for p in examples for d in yaml.safe_load_all(p.read_text())
+        if d["apiVersion"].startswith("gpucost.dev/") and (d.get("spec") or {}).get("provider", {}).get("kind") != "clusterAPI"
+    ]
     cp = ControlPlane(NAME, _workdir())
     operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0)
     started = time.monotonic()
