@@ -53,6 +53,12 @@ class Autoscaling:
     """A pool whose provider failed to launch is left out this long (spot capacity exhausted)."""
 
 
+@dataclass(frozen=True)
+class Budgets:
+    interval_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_BUDGET_INTERVAL", 30.0))
+    """How often budgets account spend; a threshold fires at most this late."""
+
+
 DCGM_UTILIZATION = "max by (Hostname) (max_over_time(DCGM_FI_DEV_GPU_UTIL[{window}]))"
 
 
@@ -73,6 +79,7 @@ class Settings:
     placement: Placement = field(default_factory=Placement)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     utilization: Utilization = field(default_factory=Utilization)
+    budgets: Budgets = field(default_factory=Budgets)
     standalone: bool = True
     """One replica without kopf peering (the chart runs one replica with a Recreate strategy)."""
     liveness_endpoint: str | None = None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -136,7 +138,8 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0,
-                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1"},
+                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1",
+                                "GPUCOST_BUDGET_INTERVAL": "1"},
                            metrics_port=operator_metrics_port)
     proc.start()
     try:
@@ -148,6 +151,42 @@ def operator(
         # log a traceback: the session fails on any, so a swallowed error can't pass unnoticed.
         tracebacks = proc.log.read_text(errors="replace").count("Traceback (most recent call last)")
         assert tracebacks == 0, f"{tracebacks} traceback(s) in the operator log {proc.log}"
+
+
+class WebhookReceiver:
+    """An HTTP endpoint on 127.0.0.1 that records each POSTed JSON body; it can refuse the first
+    ``fail_first`` with HTTP 503, as an Alertmanager that is restarting does."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        self.refused = 0
+        self.fail_first = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.refused < receiver.fail_first:
+                    receiver.refused += 1
+                    self.send_response(503)
+                else:
+                    receiver.bodies.append(body)
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.server.shutdown()
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ def test_every_example_is_covered_here():
         "inferencepool-whole-gpus.yaml",
         "compressionjob-quantize.yaml",
         "gpunodepool-l4-clusterapi.yaml",
+        "costbudget-team.yaml",
+        "clustercostbudget-ml.yaml",
     }
 
 
@@ -37,10 +39,21 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {"a10g-spot"}  # spot-only pool, A10G only
     seventy = cluster.get("inferencepool", "llama-70b", "default")["status"]["placements"]
     assert all(len(p["gpuIndices"]) == 2 for p in seventy)
-    cluster.wait("compression job stored", lambda: cluster.get("compressionjob", "quantize-classifier", "default"))
+    job = cluster.wait("compression job admitted", lambda: (j := cluster.get("compressionjob", "quantize-classifier", "default"))
+                       and condition(j, "Suspended").get("reason") == "WithinBudget" and j)
+    assert job["status"]["phase"] == "Pending"  # the team budget is far from its limit
+    team = cluster.wait("team budget accounting", lambda: (b := cluster.get("costbudget", "team-budget", "default"))
+                        and condition(b, "Ready").get("status") == "True" and b)
+    assert team["status"]["namespaces"] == ["default"] and team["status"]["daily"]["limit"] == 300
+    assert condition(team, "Exceeded")["status"] == "False" and team["status"]["monthly"]["limit"] == 6000
+    org = cluster.wait("ml-org budget accounting", lambda: (b := cluster.get("clustercostbudget", "ml-org"))
+                       and condition(b, "Ready").get("status") == "True" and b)
+    assert org["status"].get("namespaces", []) == [] and org["status"]["monthly"]["limit"] == 50000
     l4 = cluster.get("gpunodepool", "l4-clusterapi")
     assert l4["spec"]["provider"]["machineDeployment"] == {"namespace": "default", "name": "gpu-l4"}
     assert cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0  # nothing pending for L4s
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
     cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])
+    for kind, name in (("costbudget", "team-budget"), ("clustercostbudget", "ml-org"), ("compressionjob", "quantize-classifier")):
+        cluster.kubectl("delete", kind, name, *(["-n", "default"] if kind != "clustercostbudget" else []))

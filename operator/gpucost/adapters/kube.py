@@ -77,6 +77,21 @@ class Kube:
     def node_pools(self) -> list[Obj]:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "gpunodepools")["items"]
 
+    def compression_jobs(self) -> list[Obj]:
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, "compressionjobs")["items"]
+
+    def budgets(self, namespace: str | None = None) -> list[Obj]:
+        """The CostBudgets of a namespace (every namespace when None) and every ClusterCostBudget."""
+        if namespace is None:
+            namespaced = self.custom.list_cluster_custom_object(GROUP, VERSION, "costbudgets")["items"]
+        else:
+            namespaced = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "costbudgets")["items"]
+        return namespaced + self.custom.list_cluster_custom_object(GROUP, VERSION, "clustercostbudgets")["items"]
+
+    def namespaces(self, label_selector: str = "") -> list[str]:
+        resp = self.core.list_namespace(label_selector=label_selector, _preload_content=False)
+        return sorted(o["metadata"]["name"] for o in _json(resp)["items"])
+
     def placed_pods(self, owner_uid: str | None = None) -> list[Obj]:
         """Pods the operator placed, cluster-wide (GPU allocation spans namespaces)."""
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
@@ -103,8 +118,14 @@ class Kube:
                 raise
 
     def get_inference_pool(self, namespace: str, name: str) -> Obj | None:
+        return self.get_object("inferencepools", name, namespace)
+
+    def get_object(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
+        """One of our objects, or None when it is gone."""
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "inferencepools", name)
+            if namespace is None:
+                return self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
         except ApiException as e:
             if e.status == 404:
                 return None

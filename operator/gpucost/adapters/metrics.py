@@ -24,6 +24,9 @@ pool_idle_cost = Gauge("gpucost_pool_idle_cost_dollars", "USD accumulated by idl
 gpu_memory_allocated = Gauge("gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", POOL)
 gpu_memory_total = Gauge("gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", POOL)
 pool_nodes = Gauge("gpucost_pool_nodes", "Nodes of the pool", POOL)
+BUDGET = ["kind", "namespace", "name", "window"]
+budget_spent = Gauge("gpucost_budget_spent_dollars", "USD spent in a CostBudget's current period", BUDGET)
+budget_limit = Gauge("gpucost_budget_limit_dollars", "A CostBudget's limit for its period", BUDGET)
 placements = Counter("gpucost_placements_total", "Replica placement attempts", ["result"])
 decisions = Counter("gpucost_autoscaler_decisions_total", "Autoscaler decisions (the Event reasons)", ["pool", "reason"])
 reconcile_seconds = Histogram("gpucost_reconcile_duration_seconds", "Reconcile wall time", ["kind"])
@@ -42,21 +45,25 @@ def reconciling(kind: str) -> Iterator[None]:
         reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
 
 
-def forget_workload(kind: str, namespace: str, name: str) -> None:
-    for gauge in (workload_cost_per_hour, workload_cost):
+def _remove(gauges: tuple[Gauge, ...], *labels: str) -> None:
+    for gauge in gauges:
         try:
-            gauge.remove(kind, namespace, name)
+            gauge.remove(*labels)
         except KeyError:
             pass
+
+
+def forget_workload(kind: str, namespace: str, name: str) -> None:
+    _remove((workload_cost_per_hour, workload_cost), kind, namespace, name)
 
 
 def forget_pool(pool: str, capacity_type: str) -> None:
-    for gauge in (pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
-                  gpu_memory_total, pool_nodes):
-        try:
-            gauge.remove(pool, capacity_type)
-        except KeyError:
-            pass
+    _remove((pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
+             gpu_memory_total, pool_nodes), pool, capacity_type)
+
+
+def forget_budget(kind: str, namespace: str, name: str, window: str) -> None:
+    _remove((budget_spent, budget_limit), kind, namespace, name, window)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -69,7 +69,7 @@ class CompressionJobSpec(Wire):
 
 
 class CompressionJobStatus(Wire):
-    phase: str = Field("Pending")
+    phase: str = Field("Pending", description="Pending, Suspended (an enforcing CostBudget is over its limit), Running, Succeeded or Failed.")
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from gpucost.api import GROUP, VERSION
+from gpucost.api.budget import ClusterCostBudget, CostBudget
 from gpucost.api.compressionjob import CompressionJob
 from gpucost.api.inferencepool import InferencePool
 from gpucost.api.nodepool import GPUNodePool
@@ -75,6 +76,14 @@ class Kind:
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_BUDGET_COLUMNS = [
+    {"name": "Daily", "type": "number", "jsonPath": ".spec.daily"},
+    {"name": "Daily-%", "type": "number", "jsonPath": ".status.daily.percent"},
+    {"name": "Monthly", "type": "number", "jsonPath": ".spec.monthly"},
+    {"name": "Monthly-%", "type": "number", "jsonPath": ".status.monthly.percent"},
+    {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
+    {"name": "Exceeded", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Exceeded")].status'},
+]
 _READY = {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
 
 KINDS: list[Kind] = [
@@ -126,6 +135,24 @@ KINDS: list[Kind] = [
             {"name": "Interruptible", "type": "boolean", "jsonPath": ".spec.interruptible"},
             _AGE,
         ],
+    ),
+    Kind(
+        CostBudget,
+        "CostBudget",
+        "costbudgets",
+        ["cbudget"],
+        "Namespaced",
+        "A daily and/or monthly GPU spending limit for this namespace: alerts at thresholds, enforcement at 100 %.",
+        [*_BUDGET_COLUMNS, _AGE],
+    ),
+    Kind(
+        ClusterCostBudget,
+        "ClusterCostBudget",
+        "clustercostbudgets",
+        ["ccbudget"],
+        "Cluster",
+        "A daily and/or monthly GPU spending limit for the namespaces a selector picks.",
+        [*_BUDGET_COLUMNS, _AGE],
     ),
 ]
 

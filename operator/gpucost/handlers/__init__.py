@@ -9,7 +9,7 @@ from __future__ import annotations
 import kopf
 
 from gpucost.adapters.kube import Kube
-from gpucost.handlers import autoscaler, inferencepool, nodepool
+from gpucost.handlers import autoscaler, budget, compressionjob, inferencepool, nodepool
 from gpucost.settings import Settings
 
 
@@ -20,4 +20,6 @@ def build_registry(kube: Kube, settings: Settings) -> kopf.OperatorRegistry:
     inferencepool.register(registry, kube, settings)
     nodepool.register(registry, kube, settings)
     autoscaler.register(registry, kube, settings)
+    budget.register(registry, kube, settings)
+    compressionjob.register(registry, kube, settings)
     return registry

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from gpucost import manifests, names
 from gpucost.adapters import metrics
@@ -24,8 +23,9 @@ from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.packing.frag import ShapeDistribution
 from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fits_ever, place
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
+from gpucost.handlers.budget import enforcing
 from gpucost.handlers.cluster import Cluster, read_cluster
-from gpucost.handlers.status import account_of, invalid_spec, write_if_changed
+from gpucost.handlers.status import account_of, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
@@ -101,10 +101,23 @@ def build_status(
     unplaced: list[NoFit],
     impossible: str | None,
     cost: Account = Account(),
+    capped_by: str | None = None,
 ) -> dict[str, Any]:
     generation = body["metadata"].get("generation")
     old = InferencePoolStatus.model_validate(body.get("status") or {})
     conditions: list[Condition] = old.conditions
+    want = budget_cap(spec) if capped_by else spec.replicas
+    if capped_by:
+        conditions = set_condition(
+            conditions, type="BudgetCapped", status=ConditionStatus.TRUE, reason="BudgetExceeded",
+            message=f"{want} of {spec.replicas} replicas (minReplicas) until {capped_by} resets or is raised",
+            generation=generation,
+        )
+    elif any(c.type == "BudgetCapped" for c in conditions):
+        conditions = set_condition(
+            conditions, type="BudgetCapped", status=ConditionStatus.FALSE, reason="WithinBudget",
+            message="no enforcing CostBudget is over its limit", generation=generation,
+        )
     live = sorted((p for p in mine if not p.terminal and not p.deleting), key=lambda p: p.replica)
     ready = sum(p.ready for p in live)
     if impossible:
@@ -113,7 +126,7 @@ def build_status(
         placed = (
             ConditionStatus.FALSE,
             unplaced[0].reason,
-            f"{len(unplaced)} of {spec.replicas} replicas unplaced: {unplaced[0].message}",
+            f"{len(unplaced)} of {want} replicas unplaced: {unplaced[0].message}",
         )
     else:
         placed = (ConditionStatus.TRUE, "AllReplicasPlaced", f"{len(live)} replicas placed on GPUs")
@@ -122,17 +135,17 @@ def build_status(
     )
     if placed[0] == ConditionStatus.FALSE:
         readiness = (ConditionStatus.FALSE, placed[1], placed[2])
-    elif ready < spec.replicas or len(live) != spec.replicas:
-        readiness = (ConditionStatus.FALSE, "ReplicasNotReady", f"{ready} of {spec.replicas} replicas ready")
+    elif ready < want or len(live) != want:
+        readiness = (ConditionStatus.FALSE, "ReplicasNotReady", f"{ready} of {want} replicas ready")
     else:
-        readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {spec.replicas} replicas ready")
+        readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {want} replicas ready")
     conditions = set_condition(
         conditions, type="Ready", status=readiness[0], reason=readiness[1], message=readiness[2], generation=generation
     )
     return InferencePoolStatus(
         replicas=len(live),
         ready_replicas=ready,
-        unplaced_replicas=len(unplaced) if not impossible else max(spec.replicas - len(live), 0),
+        unplaced_replicas=len(unplaced) if not impossible else max(want - len(live), 0),
         placements=[_placement_status(p) for p in live],
         observed_generation=generation,
         conditions=conditions,
@@ -140,6 +153,11 @@ def build_status(
         cost_accumulated=round(cost.total, 6),
         cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
     ).wire()
+
+
+def budget_cap(spec: InferencePoolSpec) -> int:
+    """Replicas an InferencePool keeps while an enforcing budget is exceeded: its floor."""
+    return min(spec.replicas, spec.min_replicas or 0)
 
 
 def workload_cost(cluster: Cluster, workload: str, pods: list[PlacedPod]) -> float:
@@ -168,17 +186,14 @@ def _reconcile(
 ) -> None:
     meta = body["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
-    try:
-        spec = InferencePoolSpec.model_validate(body.get("spec") or {})
-    except ValidationError as e:
-        status = invalid_spec(body, e)
-        if write_if_changed(kube, PLURAL, body, status):
-            kopf.warn(body, reason="InvalidSpec", message=condition(status, "Ready")["message"])
+    spec = spec_or_report(kube, PLURAL, body, InferencePoolSpec)
+    if spec is None:
         return
     unplaced: list[NoFit] = []
     cluster = read_cluster(kube)
     mine = [p for p in cluster.pods if p.owner_uid == uid]
-    plan = replicas.plan(spec.replicas, mine)
+    capped_by = enforcing(kube, namespace, "capInferencePools")
+    plan = replicas.plan(budget_cap(spec) if capped_by else spec.replicas, mine)
     for pod_name in plan.delete:
         kube.delete_pod(namespace, pod_name)
         logger.info("deleted replica pod %s", pod_name)
@@ -210,7 +225,8 @@ def _reconcile(
     old = InferencePoolStatus.model_validate(body.get("status") or {})
     rate = workload_cost(cluster, names.workload("InferencePool", namespace, meta["name"]), mine)
     cost = advance(account_of(old), rate, time.time(), cost_every)
-    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost)
+    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost,
+                          capped_by=capped_by)
     metrics.workload_cost_per_hour.labels("InferencePool", namespace, meta["name"]).set(cost.rate)
     metrics.workload_cost.labels("InferencePool", namespace, meta["name"]).set(cost.total)
     write_if_changed(kube, PLURAL, body, status)
@@ -218,7 +234,13 @@ def _reconcile(
 
 
 def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
-    """One Warning event (and log line) when the pool becomes unplaceable or why changes; never per reconcile."""
+    """One Event (and log line) when the pool becomes unplaceable or why changes, or a budget caps
+    or frees it; never per reconcile."""
+    capped, was = condition(status, "BudgetCapped"), condition(body.get("status"), "BudgetCapped")
+    if capped and capped["status"] != was.get("status"):
+        log.info("[%s/%s] %s", body["metadata"]["namespace"], body["metadata"]["name"], capped["message"])
+        kopf.event(body, type="Warning" if capped["status"] == "True" else "Normal", reason=capped["reason"],
+                   message=capped["message"])
     new, old = condition(status, "Ready"), condition(body.get("status"), "Ready")
     if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU"}:
         return

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from gpucost import names
 from gpucost.adapters import metrics
@@ -20,7 +19,7 @@ from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.cluster import read_cluster
-from gpucost.handlers.status import account_of, invalid_spec, write_if_changed
+from gpucost.handlers.status import account_of, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "gpunodepools"
@@ -91,10 +90,8 @@ def pool_status(
 
 def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> None:
     name = body["metadata"]["name"]
-    try:
-        spec = GPUNodePoolSpec.model_validate(body.get("spec") or {})
-    except ValidationError as e:
-        write_if_changed(kube, PLURAL, body, invalid_spec(body, e))
+    spec = spec_or_report(kube, PLURAL, body, GPUNodePoolSpec)
+    if spec is None:
         return
     cluster = read_cluster(kube)
     held = allocations(cluster.pods)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+import kopf
+from pydantic import BaseModel, ValidationError
 
 from gpucost.adapters.kube import Kube
-from gpucost.api.common import Condition, ConditionStatus, Costed, epoch, set_condition
+from gpucost.api.common import Condition, ConditionStatus, Costed, condition, epoch, set_condition
 from gpucost.core.cost import Account
 
 
@@ -36,6 +37,21 @@ def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]
         generation=generation,
     )
     return {"conditions": [c.wire() for c in conditions], "observedGeneration": generation}
+
+
+Spec = TypeVar("Spec", bound=BaseModel)
+
+
+def spec_or_report(kube: Kube, plural: str, body: dict[str, Any], model: type[Spec]) -> Spec | None:
+    """The spec as ``model``; None when it is invalid, after saying why on the object
+    (Ready=False, InvalidSpec, and one Warning event when that status is new)."""
+    try:
+        return model.model_validate(body.get("spec") or {})
+    except ValidationError as e:
+        status = invalid_spec(body, e)
+        if write_if_changed(kube, plural, body, status):
+            kopf.warn(body, reason="InvalidSpec", message=condition(status, "Ready")["message"])
+        return None
 
 
 def account_of(status: Costed) -> Account:
