@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,19 +23,38 @@ class _RoutineKopfLines(logging.Filter):
         return not (record.name == "kopf.objects" and record.getMessage().endswith("succeeded."))
 
 
+def _period(text: str) -> str:
+    from gpucost.api.common import duration_seconds
+
+    try:
+        duration_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _report(args: argparse.Namespace) -> int:
     import json
 
     from gpucost import report
     from gpucost.adapters import kube
+    from gpucost.adapters.prometheus import CostHistory
 
     kube.configure()
     k = kube.Kube()
     result = report.build(k.inference_pools(), k.node_pools())
+    past = report.history(CostHistory(args.prometheus_url), args.period) if args.prometheus_url else None
+    if args.png and past is not None:
+        report.plot(past, args.png)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=1))
-    else:
-        report.render(Console(), result)
+        print(json.dumps({**result.as_dict(), **({"history": past.as_dict()} if past else {})}, indent=1))
+        return 0
+    console = Console()
+    report.render(console, result)
+    if past is not None:
+        report.render_history(console, past)
+    if args.png:
+        console.print(f"wrote {args.png}")
     return 0
 
 
@@ -138,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rep = sub.add_parser("report", help="cost by namespace, workload and pool (from $KUBECONFIG's cluster)")
     rep.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    rep.add_argument("--prometheus-url", default=os.environ.get("GPUCOST_PROMETHEUS_URL"),
+                     help="a Prometheus that scrapes the operator: adds cost over --period (default $GPUCOST_PROMETHEUS_URL)")
+    rep.add_argument("--period", type=_period, default="24h", help="how far back, as a duration like 90m, 24h, 720h")
+    rep.add_argument("--png", type=Path, help="plot cost per hour by namespace over the period (needs --prometheus-url and matplotlib)")
     rep.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="local control plane + fake GPU nodes + operator + examples")
@@ -147,4 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
+    if getattr(args, "png", None) and not args.prometheus_url:
+        rep.error("--png plots what Prometheus recorded: give --prometheus-url (or set GPUCOST_PROMETHEUS_URL)")
     return int(args.func(args))

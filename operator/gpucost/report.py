@@ -1,4 +1,5 @@
-"""``gpucost report``: what GPUs cost, by namespace, workload and pool, read from the statuses.
+"""``gpucost report``: what GPUs cost, by namespace, workload and pool: now and in total from the
+statuses, and over a past period from Prometheus (``--prometheus-url``, ``--period``, ``--png``).
 
 The savings column compares with the naive way to run the same replicas: a whole on-demand GPU
 each (k whole GPUs for a k-GPU replica) at the cheapest on-demand pool's $/GPU-hour whose GPU can
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gpucost.adapters.prometheus import CostHistory
+from gpucost.api.common import duration_seconds
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 
@@ -134,3 +139,90 @@ def render(console: Console, report: Report) -> None:
     console.print(f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), ${t['accumulated']:,.2f} so far; "
                   f"naive (a whole on-demand GPU per replica) ${t['naive_per_hour']:,.2f}/h: "
                   f"saving ${t['savings_per_hour']:,.2f}/h")
+
+
+@dataclass
+class History:
+    """Cost over a past period as Prometheus recorded the operator's /metrics: workloads deleted
+    during the period count, which the statuses (only what exists now) can't show."""
+
+    period: str
+    workloads: dict[tuple[str, str, str], float]
+    """(kind, namespace, name) → USD in the period."""
+    pools: dict[str, tuple[float, float]]
+    """pool → (USD, idle USD) in the period."""
+    timeline: dict[str, list[tuple[float, float]]]
+    """namespace (and IDLE) → [(epoch seconds, USD/hour)]."""
+
+    @property
+    def namespaces(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for (_, namespace, _), usd in self.workloads.items():
+            out[namespace] += usd
+        return dict(sorted(out.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "workloads": [{"kind": k, "namespace": ns, "name": n, "spent": usd}
+                          for (k, ns, n), usd in sorted(self.workloads.items())],
+            "namespaces": self.namespaces,
+            "pools": {name: {"spent": usd, "idle": idle} for name, (usd, idle) in sorted(self.pools.items())},
+            "total": sum(usd for usd, _ in self.pools.values()),
+        }
+
+
+IDLE = "idle GPU memory"
+
+
+def history(source: CostHistory, period: str) -> History:
+    seconds = duration_seconds(period)
+    total = source.spent("gpucost_pool_cost_per_hour", "pool", seconds)
+    idle = source.spent("gpucost_pool_idle_cost_per_hour", "pool", seconds)
+    timeline = source.timeline("gpucost_workload_cost_per_hour", "namespace", seconds)
+    timeline[IDLE] = source.timeline("gpucost_pool_idle_cost_per_hour", "", seconds).get("", [])
+    return History(
+        period,
+        source.spent("gpucost_workload_cost_per_hour", "kind, namespace, name", seconds),  # type: ignore[arg-type]
+        {pool: (usd, idle.get((pool,), 0.0)) for (pool,), usd in total.items()},
+        timeline,
+    )
+
+
+def render_history(console: Console, past: History) -> None:
+    table = Table(title=f"GPU cost over the last {past.period} (Prometheus)")
+    for col in ("namespace", "workload", "$"):
+        table.add_column(col, justify="right" if col == "$" else "left")
+    for (kind, namespace, name), usd in sorted(past.workloads.items()):
+        table.add_row(namespace, f"{kind} {name}", f"{usd:,.4f}")
+    for namespace, usd in past.namespaces.items():
+        table.add_row(f"[bold]{namespace}[/]", "all", f"[bold]{usd:,.4f}[/]")
+    console.print(table)
+    spent = sum(usd for usd, _ in past.pools.values())
+    idle = sum(i for _, i in past.pools.values())
+    console.print(f"[bold]last {past.period}[/] ${spent:,.2f} on GPU nodes, of which ${idle:,.2f} idle GPU memory")
+
+
+def plot(past: History, path: Path) -> None:
+    """Cost per hour by namespace, stacked, with idle GPU memory on top."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--png needs matplotlib: pip install 'gpu-cost-operator[report]'") from None
+    times = sorted({t for series in past.timeline.values() for t, _ in series})
+    names = [n for n in sorted(past.timeline) if n != IDLE] + ([IDLE] if past.timeline.get(IDLE) else [])
+    rows = [[dict(past.timeline[n]).get(t, 0.0) for t in times] for n in names]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    if times:
+        ax.stackplot([datetime.fromtimestamp(t, timezone.utc) for t in times], rows, labels=names, alpha=0.85)
+        ax.legend(loc="upper left", fontsize="small")
+    ax.set_title(f"GPU cost per hour by namespace, last {past.period}")
+    ax.set_ylabel("USD / hour")
+    ax.set_xlabel("UTC")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -54,7 +54,7 @@ def test_prometheus_scrapes_the_cost_the_status_shows(cluster, namespace, gpu_po
     assert (scraped('sum(gpucost_placements_total{result="placed"})') or 0) >= 2
 
 
-def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool):
+def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool, prometheus, tmp_path):
     gpu_pool(1, gpus=1, memory_mib=81920, pricePerHour=2.0)
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 40960}))  # half the GPU: $1/h
     cluster.wait("charged", lambda: ((cluster.get("inferencepool", "web", namespace) or {}).get("status") or {}).get("costPerHour") == 1.0)
@@ -69,3 +69,22 @@ def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool):
     table = subprocess.run([sys.executable, "-m", "gpucost", "report"], env=env, capture_output=True, text=True,
                            timeout=60, check=True).stdout
     assert namespace in table and "by GPUNodePool" in table and "saving $" in table
+
+    # Over a period, from what Prometheus scraped: the same dollars the status accumulated, counted
+    # another way (the $/h gauge integrated at the scrape interval, not the operator's own sum).
+    status = cluster.wait("some cost accumulated", lambda: (s := cluster.get("inferencepool", "web", namespace)["status"])
+                          .get("costAccumulated", 0) > 0.002 and s, timeout=60)
+    png = tmp_path / "cost.png"
+    out = subprocess.run([sys.executable, "-m", "gpucost", "report", "--json", "--prometheus-url", prometheus.url,
+                          "--period", "10m", "--png", str(png)], env=env, capture_output=True, text=True, timeout=60, check=True)
+    past = json.loads(out.stdout)["history"]
+    (row,) = [w for w in past["workloads"] if w["namespace"] == namespace]
+    assert (row["kind"], row["name"]) == ("InferencePool", "web")
+    after = cluster.get("inferencepool", "web", namespace)["status"]
+    # At $1/h a second of scrape or status-write lag is $0.00028: within 5 s of the statuses either side.
+    assert status["costAccumulated"] - 0.0014 <= row["spent"] <= after["costAccumulated"] + 0.0014
+    assert past["namespaces"][namespace] == row["spent"] and past["total"] >= row["spent"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    refused = subprocess.run([sys.executable, "-m", "gpucost", "report", "--png", str(png)],
+                             env={**env, "GPUCOST_PROMETHEUS_URL": ""}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "give --prometheus-url" in refused.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpucost.report import build
+from gpucost.report import IDLE, History, build, plot
 
 
 def node_pool(name: str, capacity: str, price: float, gpus: int, mib: int, status: dict) -> dict:
@@ -38,3 +38,18 @@ def test_rows_namespaces_and_savings_against_a_whole_on_demand_gpu_per_replica()
     totals = report.totals()
     assert totals["per_hour"] == 32.0 and totals["idle_per_hour"] == 20.0 and totals["accumulated"] == 64.0
     assert totals["naive_per_hour"] == pytest.approx(20.0) and totals["savings_per_hour"] == pytest.approx(-12.0)
+
+
+def test_history_sums_namespaces_and_plots_every_namespace_over_idle(tmp_path):
+    t0 = 1_780_000_000.0
+    past = History(
+        "1h",
+        {("InferencePool", "team-a", "chat"): 2.0, ("InferencePool", "team-a", "embed"): 0.5,
+         ("InferencePool", "team-b", "llm"): 3.0},
+        {"a100": (7.0, 1.5)},
+        {"team-a": [(t0, 2.5), (t0 + 60, 2.5)], "team-b": [(t0 + 60, 3.0)], IDLE: [(t0, 1.5), (t0 + 60, 1.5)]},
+    )
+    assert past.namespaces == {"team-a": 2.5, "team-b": 3.0}
+    assert past.as_dict()["total"] == 7.0 and past.as_dict()["pools"] == {"a100": {"spent": 7.0, "idle": 1.5}}
+    plot(past, tmp_path / "cost.png")
+    assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,12 +1,13 @@
-"""GPU utilization from Prometheus (prometheus-api-client): DCGM exporter's or the node agent's.
+"""Prometheus (prometheus-api-client): GPU utilization for idleness, and cost history for reports.
 
-One instant query per idle window: the PromQL in the settings returns each node's highest GPU
-utilization over the window, so "under the threshold for idleTimeout" is one comparison.
+Utilization is one instant query per idle window: the PromQL in the settings returns each node's
+highest GPU utilization over the window, so "under the threshold for idleTimeout" is one comparison.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from requests.exceptions import RequestException
@@ -37,3 +38,36 @@ class UtilizationSource:
             if node:
                 out[node] = max(out.get(node, 0.0), float(series["value"][1]))
         return out
+
+
+class CostHistory:
+    """What the operator's own /metrics recorded: cost over a past period, from any Prometheus that
+    scraped it (the chart's ServiceMonitor, or the tests' server)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = PrometheusConnect(url=url, disable_ssl=True)
+
+    def spent(self, metric: str, by: str, period_seconds: float) -> dict[tuple[str, ...], float]:
+        """USD per label tuple over the period: the $/hour gauge integrated over a subquery at
+        ``step_seconds(period)``, so workloads deleted during the period are counted too."""
+        step = step_seconds(period_seconds)
+        query = f"sum by ({by}) (sum_over_time({metric}[{int(period_seconds)}s:{step}s])) * {step} / 3600"
+        labels = [label.strip() for label in by.split(",")]
+        return {
+            tuple(series["metric"].get(label, "") for label in labels): float(series["value"][1])
+            for series in self.client.custom_query(query)
+        }
+
+    def timeline(self, query: str, by: str, period_seconds: float) -> dict[str, list[tuple[float, float]]]:
+        """``query`` summed by one label, sampled over the period (for a plot)."""
+        end = datetime.now(timezone.utc)
+        step = max(step_seconds(period_seconds), int(period_seconds // 500))
+        result = self.client.custom_query_range(
+            f"sum by ({by}) ({query})", start_time=end - timedelta(seconds=period_seconds), end_time=end, step=f"{step}s"
+        )
+        return {series["metric"].get(by, ""): [(float(t), float(v)) for t, v in series["values"]] for series in result}
+
+
+def step_seconds(period_seconds: float) -> int:
+    """Fine enough to see a short test period, coarse enough for a month (43,200 samples a series)."""
+    return int(min(max(period_seconds / 720, 1), 60))
