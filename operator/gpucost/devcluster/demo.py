@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from gpucost import names
+from gpucost import names, report
 from gpucost.api.common import condition
 from gpucost.core import snapshot
 from gpucost.devcluster import binaries
@@ -86,14 +86,15 @@ def _pool_table(cp: ControlPlane) -> Table:
         spec, status = pool["spec"], pool.get("status") or {}
         ask = f"{spec['gpu']['memoryMiB']} MiB" if "memoryMiB" in spec["gpu"] else f"{spec['gpu']['gpus']} GPUs"
         ready = _ready(pool)
+        capped = condition(status, "BudgetCapped").get("status") == "True"
         table.add_row(
             pool["metadata"]["name"],
-            str(spec["replicas"]),
+            f"{spec['replicas']} → {min(spec['replicas'], spec.get('minReplicas', 0))}" if capped else str(spec["replicas"]),
             str(status.get("replicas", 0)),
             str(status.get("readyReplicas", 0)),
             ask,
             ready.get("status", "?"),
-            ready.get("reason", ""),
+            "BudgetCapped" if capped else ready.get("reason", ""),
         )
         if ready.get("status") == "False":
             table.caption = f"{pool['metadata']['name']}: {ready.get('message', '')}"
@@ -149,6 +150,22 @@ def down() -> int:
     return 0
 
 
+def _budget_act(cp: ControlPlane) -> None:
+    """The bill so far, then a budget the team has overspent: its pools drop to minReplicas."""
+    console.rule("What it costs (gpucost report), and a budget that holds spend back")
+    report.render(console, report.build(_get(cp, "inferencepools", "-A")["items"], _get(cp, "gpunodepools")["items"]))
+    console.print("kubectl patch costbudget team-budget --type=merge -p '{\"spec\":{\"daily\":0.05}}'")
+    cp.kubectl("patch", "costbudget", "team-budget", "-n", "default", "--type=merge", "-p", '{"spec":{"daily":0.05}}')
+    with console.status("Waiting for the budget to pass 100 % and the pools to be capped …"):
+        over = poll("team-budget Exceeded", lambda: (b := _get(cp, "costbudget", "team-budget", "-n", "default"))
+                    and condition(b.get("status"), "Exceeded").get("status") == "True" and b, 60, interval=0.5)
+        poll("llama-8b capped at minReplicas", lambda: (_get(cp, "inferencepool", "llama-8b", "-n", "default").get("status") or {})
+             .get("replicas") == 2, 60, interval=0.5)
+    console.print(f"CostBudget team-budget Exceeded: {condition(over['status'], 'Exceeded')['message']}", overflow="fold")
+    console.print(_events(cp, "team-budget", "BudgetExceeded"), overflow="fold")
+    console.print(_pool_table(cp))
+
+
 def run(root: Path, keep: bool = False) -> int:
     examples = sorted((root / "examples").glob("*.yaml"))
     # The demo runs no Cluster API: the clusterAPI pool example and its MachineDeployment stay out.
@@ -157,7 +174,8 @@ def run(root: Path, keep: bool = False) -> int:
         if d["apiVersion"].startswith("gpucost.dev/") and (d.get("spec") or {}).get("provider", {}).get("kind") != "clusterAPI"
     ]
     cp = ControlPlane(NAME, _workdir())
-    operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0)
+    operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0,
+                               env={"GPUCOST_BUDGET_INTERVAL": "2", "GPUCOST_COST_WRITE_SECONDS": "2"})
     started = time.monotonic()
     try:
         with console.status("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1 …"):
@@ -218,6 +236,7 @@ def run(root: Path, keep: bool = False) -> int:
         console.print(_events(cp, "a10g-spot", "ScaleUp"), overflow="fold")
         console.print(_pool_table(cp))
         console.print(_node_pool_table(cp))
+        _budget_act(cp)
         console.print(f"\n[bold]demo finished[/] in {time.monotonic() - started:.1f}s")
         if keep:
             console.print(

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -226,9 +227,9 @@ def _conditions(
     )
     over = [p for p, (s, limit) in windows.items() if exceeded(s, limit)]
     if over:
-        reset = max(period_bounds(p, now, tz)[1] for p in over)
+        reset = datetime.fromtimestamp(max(period_bounds(p, now, tz)[1] for p in over), tz)
         actions = _actions(spec)
-        message = f"{summary}; {actions or 'alerting only (no enforce)'} until {rfc3339(reset)}"
+        message = f"{summary}; {actions or 'alerting only (no enforce)'} until {reset:%Y-%m-%d %H:%M} {spec.time_zone}"
         return set_condition(conditions, type="Exceeded", status=ConditionStatus.TRUE, reason="LimitReached",
                              message=message, generation=generation)
     return set_condition(conditions, type="Exceeded", status=ConditionStatus.FALSE, reason="WithinLimit",
