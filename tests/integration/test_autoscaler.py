@@ -59,8 +59,9 @@ def test_unplaced_replicas_get_the_cheapest_fitting_nodes_once(cluster, namespac
     (event,) = pool_events(cluster, spot, "ScaleUp")  # one batched decision, not one per replica
     assert "launched 3" in event["message"] and "+$1.20/h" in event["message"]
     assert sum(int(e["message"].split()[1]) for e in pool_events(cluster, dear, "ScaleUp")) == 2
-    status = cluster.get("gpunodepool", spot)["status"]
-    assert status["inFlightNodes"] == 0 and status["readyNodes"] == 3
+    # The pool's status is refreshed on its resync timer, so it may trail the replicas by a tick.
+    cluster.wait("the spot pool's status: 3 ready, none in flight", lambda: (
+        (s := cluster.get("gpunodepool", spot)["status"])["inFlightNodes"] == 0 and s["readyNodes"] == 3))
 
 
 def test_idle_nodes_go_away_but_a_do_not_disrupt_pod_keeps_its_node(cluster, namespace, gpu_pool):
