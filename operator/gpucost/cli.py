@@ -106,6 +106,31 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from gpucost import agent
+    from gpucost.adapters import kube, nvml
+    from gpucost.adapters.metrics import serve
+
+    if not args.node:
+        raise SystemExit("gpucost agent needs --node (or NODE_NAME from the downward API)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kube.configure()
+    if args.metrics_port:
+        serve(args.metrics_port)
+    settings = agent.AgentSettings(
+        node=args.node, interval_seconds=args.interval, grace_seconds=args.grace, soft_limit_fraction=args.soft_limit,
+        proc_root=args.proc_root, mps_pipe_dir=args.mps_pipe_dir,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.run(agent.Agent(kube.Kube(), nvml.NVML(nvml.load(args.nvml, args.fake_nvml_state)), settings), stop)
+    return 0
+
+
 def _crds(args: argparse.Namespace) -> int:
     from gpucost import crdfiles
 
@@ -150,6 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
     op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")
     op.set_defaults(func=_operator)
+
+    ag = sub.add_parser("agent", help="node agent: GPU discovery through NVML, slice enforcement, GPU metrics")
+    ag.add_argument("--node", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
+    ag.add_argument("--nvml", choices=["real", "fake"], default="real",
+                    help="real: nvidia-ml-py; fake: the in-memory NVML (machines without a GPU, tests)")
+    ag.add_argument("--fake-nvml-state", type=Path, help="JSON state of the fake NVML (see devcluster/fakenvml.py)")
+    ag.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
+    ag.add_argument("--grace", type=float, default=30.0, help="watch-evict: seconds over the slice before eviction (default 30)")
+    ag.add_argument("--soft-limit", type=float, default=0.9, help="nvml-limit: soft limit as a fraction of the slice")
+    ag.add_argument("--proc-root", type=Path, default=Path("/proc"), help="the host's /proc (the pod runs with hostPID)")
+    ag.add_argument("--mps-pipe-dir", type=Path, default=Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")))
+    ag.add_argument("--metrics-port", type=int, default=9400, help="/metrics port, 0 for none (default 9400)")
+    ag.set_defaults(func=_agent)
 
     crds = sub.add_parser("crds", help="generate crds/*.yaml and the chart's copy from the models")
     crds.add_argument("--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted")

@@ -6,7 +6,7 @@ from typing import Any
 
 from gpucost import names
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.api.nodepool import Taint
+from gpucost.api.nodepool import GPUNodePoolSpec, IsolationMode, Taint
 from gpucost.core.placement import Placement
 
 
@@ -24,6 +24,15 @@ def tolerations(taints: list[Taint]) -> list[dict[str, str]]:
     ]
 
 
+def mps_env(gpus: int, mib_per_gpu: int, gpu_mib: int) -> list[dict[str, str]]:
+    """MPS limits for ``isolation: mps`` pools: memory pinned per device as the container numbers
+    them (0..n-1 behind NVIDIA_VISIBLE_DEVICES), and a share of the SMs in proportion to the slice."""
+    return [
+        {"name": "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "value": ",".join(f"{i}={mib_per_gpu}M" for i in range(gpus))},
+        {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(max(1, min(100, round(100 * mib_per_gpu / gpu_mib))))},
+    ]
+
+
 def replica_pod(
     *,
     pool: str,
@@ -32,15 +41,17 @@ def replica_pod(
     spec: InferencePoolSpec,
     replica: int,
     placement: Placement,
-    pool_taints: list[Taint],
+    node_pool: GPUNodePoolSpec,
 ) -> dict[str, Any]:
-    """One serving replica pinned to the GPU(s) the placement chose."""
+    """One serving replica pinned to the GPU(s) the placement chose, tolerating its pool's taints."""
     devices = ",".join(placement.gpu_uuids) or ",".join(str(i) for i in placement.gpu_indices)
     env = [{"name": e.name, "value": e.value} for e in spec.env]
     env += [{"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES]
     if spec.model_uri:
         env.append({"name": "MODEL_URI", "value": spec.model_uri})
     mib_per_gpu = placement.memory_mib // len(placement.gpu_indices)
+    if node_pool.isolation == IsolationMode.MPS.value:
+        env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mi_b)
     requests: dict[str, str] = {names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)}
     limits: dict[str, str] = {names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)}
     if spec.resources.cpu:
@@ -101,7 +112,7 @@ def replica_pod(
                     }
                 }
             },
-            "tolerations": tolerations(pool_taints),
+            "tolerations": tolerations(node_pool.taints),
             "restartPolicy": "Always",
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,

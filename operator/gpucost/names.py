@@ -12,7 +12,9 @@ LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
 LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
-# Node annotation: JSON list of {"index", "uuid", "model", "memoryMiB"} published by the node agent.
+LABEL_DRIVER_VERSION = "nvidia.com/cuda.driver-version.full"
+# Node annotation: JSON list of {"index", "uuid", "model", "memoryMiB"} published by the node agent,
+# with "mig": true for a GPU in MIG mode and "healthy": false plus a "reason" for one that is lost.
 ANNOTATION_GPUS = f"{DOMAIN}/gpus"
 
 # Node annotation the kwok provider sets (a Go duration, e.g. "30s"): KWOK keeps the node NotReady

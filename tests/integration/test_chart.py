@@ -12,7 +12,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gpucost.adapters import metrics
 from gpucost.devcluster import binaries
-from gpucost.devcluster.operatorproc import OperatorProcess
+from gpucost.devcluster.operatorproc import AgentProcess, OperatorProcess
+from tests.integration.test_agent import FakeNode
 from tests.integration.conftest import ROOT, condition
 
 CHART = ROOT / "charts" / "gpu-cost-operator"
@@ -41,9 +42,9 @@ def can(cluster, verb: str, resource: str) -> bool:
     return out.stdout.strip() == "yes"
 
 
-def token_kubeconfig(cluster, path: Path) -> Path:
+def token_kubeconfig(cluster, path: Path, account: str = f"{RELEASE}-gpu-cost-operator") -> Path:
     admin = yaml.safe_load(cluster.cp.kubeconfig.read_text())
-    token = cluster.kubectl("create", "token", f"{RELEASE}-gpu-cost-operator", "-n", NS).stdout.strip()
+    token = cluster.kubectl("create", "token", account, "-n", NS).stdout.strip()
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -141,3 +142,32 @@ def test_dashboard_and_alerts_only_use_metrics_the_operator_exports():
     text = (CHART / "files" / "dashboard.json").read_text() + (CHART / "files" / "alerts.yaml").read_text()
     used = set(re.findall(r"gpucost_[a-z_]+", text))
     assert used and used <= exported, used - exported
+
+
+def test_the_agent_daemonset_runs_on_its_own_rbac_alone(cluster, namespace, gpu_pool, tmp_path):
+    rendered = helm("template", RELEASE, str(CHART), "-n", NS)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+    agent = f"{RELEASE}-gpu-cost-operator-agent"
+    pod_spec = docs[("DaemonSet", agent)]["spec"]["template"]["spec"]
+    assert pod_spec["hostPID"] is True and pod_spec["serviceAccountName"] == agent
+    env = {e["name"]: e for e in pod_spec["containers"][0]["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=rendered)
+    who = f"system:serviceaccount:{NS}:{agent}"
+    assert not cluster.kubectl("auth", "can-i", "delete", "nodes", "--as", who, check=False).stdout.strip() == "yes"
+    assert not cluster.kubectl("auth", "can-i", "create", "pods", "--as", who, "-A", check=False).stdout.strip() == "yes"
+
+    node = f"{gpu_pool(1, gpus=1, isolation='watch-evict')}-0"
+    fake = FakeNode(tmp_path, 1)
+    proc = AgentProcess(token_kubeconfig(cluster, tmp_path / "agent.kubeconfig", agent), tmp_path / "agent.log",
+                        node=node, nvml_state=fake.state_path, proc_root=fake.proc)
+    proc.start()
+    try:
+        cluster.wait("the agent's conditions under its own RBAC",
+                     lambda: condition(cluster.get("node", node), "GPUCostIsolation").get("reason") == "WatchEvict")
+        assert condition(cluster.get("node", node), "GPUCostNVMLReady")["status"] == "True"
+        refused = [line for line in proc.log.read_text().splitlines() if "Forbidden" in line or " 403" in line]
+        assert not refused, "\n".join(refused[:5])
+    finally:
+        proc.stop()

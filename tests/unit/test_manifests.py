@@ -1,11 +1,20 @@
 from gpucost import manifests, names
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.api.nodepool import Taint
+from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core.placement import Placement
 from tests.builders import inference_pool_spec
 
 
-def build(placement, **spec):
+def node_pool(**spec) -> GPUNodePoolSpec:
+    return GPUNodePoolSpec.model_validate({
+        "instanceType": "p4d", "capacityType": "on-demand", "pricePerHour": 32.0, "cpu": "96", "memory": "1152Gi",
+        "gpu": {"model": "NVIDIA-A100-SXM4-80GB", "memoryMiB": 81920, "count": 8},
+        "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}, {"key": "spot", "effect": "NoExecute"}],
+        **spec,
+    })
+
+
+def build(placement, isolation="nvml-limit", **spec):
     return manifests.replica_pod(
         pool="web",
         namespace="ns",
@@ -13,7 +22,7 @@ def build(placement, **spec):
         spec=InferencePoolSpec.model_validate(inference_pool_spec(**spec)),
         replica=3,
         placement=placement,
-        pool_taints=[Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule"), Taint(key="spot", effect="NoExecute")],
+        node_pool=node_pool(isolation=isolation),
     )
 
 
@@ -39,3 +48,13 @@ def test_whole_gpus_without_uuids_fall_back_to_indices_and_split_memory_per_gpu(
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "4,5"
     assert pod["metadata"]["annotations"][names.ANNOTATION_GPU_MEMORY] == "81920"
+
+
+def test_an_mps_pool_pins_each_replicas_memory_and_sm_share_in_its_environment():
+    pod = build(Placement("node-a", (2,), ("GPU-abc",), 20480), isolation="mps")
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=20480M"  # device 0 as the container sees it
+    assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"  # a quarter of an 80 GiB GPU
+    two = build(Placement("node-a", (4, 5), (), 163840), isolation="mps", gpu={"gpus": 2})
+    env = {e["name"]: e["value"] for e in two["spec"]["containers"][0]["env"]}
+    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=81920M,1=81920M" and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"

@@ -7,6 +7,7 @@ the wire names stay the ones in the Kubernetes docs.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import kubernetes
@@ -55,6 +56,32 @@ class Kube:
         """Merge patch (a None value removes an annotation)."""
         self.core.patch_node(name, patch, _preload_content=False)
 
+    def patch_node_status(self, name: str, patch: Obj) -> None:
+        """Strategic merge: conditions merge by type, so the kubelet's own stay as they are."""
+        self.core.patch_node_status(name, patch, _preload_content=False)
+
+    def get_node(self, name: str) -> Obj | None:
+        try:
+            return _json(self.core.read_node(name, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def post_event(self, obj: Obj, type: str, reason: str, message: str, component: str) -> None:
+        """A core/v1 Event on ``obj``, from a process that is not a kopf operator (the node agent)."""
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        event = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj["kind"], "name": meta["name"],
+                               "uid": meta.get("uid"), **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
+            "type": type, "reason": reason, "message": message[:1024],
+            "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        self.core.create_namespaced_event(namespace, event, _preload_content=False)
+
     def pods(self) -> list[Obj]:
         """Every pod in the cluster: what runs on each node, and what is pending anywhere."""
         return _json(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
@@ -92,12 +119,14 @@ class Kube:
         resp = self.core.list_namespace(label_selector=label_selector, _preload_content=False)
         return sorted(o["metadata"]["name"] for o in _json(resp)["items"])
 
-    def placed_pods(self, owner_uid: str | None = None) -> list[Obj]:
-        """Pods the operator placed, cluster-wide (GPU allocation spans namespaces)."""
+    def placed_pods(self, owner_uid: str | None = None, node: str | None = None) -> list[Obj]:
+        """Pods the operator placed, cluster-wide (GPU allocation spans namespaces), or on one node."""
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
         if owner_uid:
             selector += f",{names.LABEL_OWNER_UID}={owner_uid}"
-        resp = self.core.list_pod_for_all_namespaces(label_selector=selector, _preload_content=False)
+        resp = self.core.list_pod_for_all_namespaces(
+            label_selector=selector, field_selector=f"spec.nodeName={node}" if node else None, _preload_content=False
+        )
         return _json(resp)["items"]
 
     def create_pod(self, pod: Obj) -> bool:

@@ -45,7 +45,8 @@ def reconciling(kind: str) -> Iterator[None]:
         reconcile_seconds.labels(kind).observe(time.perf_counter() - started)
 
 
-def _remove(gauges: tuple[Gauge, ...], *labels: str) -> None:
+def remove_series(gauges: tuple[Gauge, ...], *labels: str) -> None:
+    """Drop the series of an object that is gone (a gauge that never had them is fine)."""
     for gauge in gauges:
         try:
             gauge.remove(*labels)
@@ -54,16 +55,16 @@ def _remove(gauges: tuple[Gauge, ...], *labels: str) -> None:
 
 
 def forget_workload(kind: str, namespace: str, name: str) -> None:
-    _remove((workload_cost_per_hour, workload_cost), kind, namespace, name)
+    remove_series((workload_cost_per_hour, workload_cost), kind, namespace, name)
 
 
 def forget_pool(pool: str, capacity_type: str) -> None:
-    _remove((pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
+    remove_series((pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
              gpu_memory_total, pool_nodes), pool, capacity_type)
 
 
 def forget_budget(kind: str, namespace: str, name: str, window: str) -> None:
-    _remove((budget_spent, budget_limit), kind, namespace, name, window)
+    remove_series((budget_spent, budget_limit), kind, namespace, name, window)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

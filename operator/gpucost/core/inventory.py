@@ -11,6 +11,8 @@ class GPU:
     model: str
     memory_mib: int
     uuid: str | None = None
+    healthy: bool = True
+    """False when the node agent saw it lost or a fatal Xid: nothing new is placed on it."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class FreeMap:
 
     @classmethod
     def of(cls, nodes: list[GPUNode], allocations: list[Allocation]) -> "FreeMap":
-        free = {(n.name, g.index): g.memory_mib for n in nodes for g in n.gpus}
+        free = {(n.name, g.index): g.memory_mib if g.healthy else 0 for n in nodes for g in n.gpus}
         for a in allocations:
             key = (a.node, a.gpu_index)
             if key in free:

@@ -29,7 +29,7 @@ def node_gpus(node: dict[str, Any], pool: GPUNodePoolSpec | None) -> tuple[GPU, 
     if raw:
         try:
             return tuple(
-                GPU(int(g["index"]), str(g["model"]), int(g["memoryMiB"]), g.get("uuid"))
+                GPU(int(g["index"]), str(g["model"]), int(g["memoryMiB"]), g.get("uuid"), bool(g.get("healthy", True)))
                 for g in json.loads(raw)
             )
         except (ValueError, KeyError, TypeError):

@@ -1,4 +1,5 @@
-"""Run ``gpucost operator`` as a real child process against a dev cluster, logs to a file."""
+"""Run ``gpucost operator`` and ``gpucost agent`` as real child processes against a dev cluster,
+logs to a file."""
 
 from __future__ import annotations
 
@@ -22,33 +23,27 @@ def _healthy(url: str) -> bool:
 
 
 @dataclass
-class OperatorProcess:
+class _Child:
     kubeconfig: Path
     log: Path
-    resync_seconds: float = 2.0
-    autoscale_seconds: float | None = None
-    """The autoscaler's interval; None = the resync interval."""
     env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def start(self, timeout: float = 60) -> None:
+    def _launch(self, args: list[str], ready_url: str, timeout: float) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         handle = self.log.open("ab")
-        url = f"http://127.0.0.1:{free_port()}/healthz"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucost", "operator", "--resync", str(self.resync_seconds), "--autoscale-interval", str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine",
-             "--metrics-port", str(self.metrics_port)],
+            [sys.executable, "-m", "gpucost", *args, "--metrics-port", str(self.metrics_port)],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         handle.close()
-        # Objects created before the watches start are still seen: each watch begins with a list.
-        poll("the operator's liveness endpoint", lambda: self._crashed() or _healthy(url), timeout)
+        poll(f"gpucost {args[0]} to answer {ready_url}", lambda: self._crashed() or _healthy(ready_url), timeout)
         if self._crashed():
-            raise RuntimeError(f"operator exited with {self.proc.returncode}; log: {self.log}\n{self.tail()}")
+            raise RuntimeError(f"gpucost {args[0]} exited with {self.proc.returncode}; log: {self.log}\n{self.tail()}")
 
     def _crashed(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -66,6 +61,37 @@ class OperatorProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+
+
+@dataclass
+class OperatorProcess(_Child):
+    resync_seconds: float = 2.0
+    autoscale_seconds: float | None = None
+    """The autoscaler's interval; None = the resync interval."""
+
+    def start(self, timeout: float = 60) -> None:
+        # Objects created before the watches start are still seen: each watch begins with a list.
+        url = f"http://127.0.0.1:{free_port()}/healthz"
+        self._launch(["operator", "--resync", str(self.resync_seconds), "--autoscale-interval",
+                      str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine"], url, timeout)
+
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+@dataclass
+class AgentProcess(_Child):
+    """The node agent for one (KWOK) node, on the fake NVML whose state file the caller edits."""
+
+    node: str = ""
+    nvml_state: Path | None = None
+    proc_root: Path | None = None
+    interval_seconds: float = 0.5
+    grace_seconds: float = 2.0
+
+    def start(self, timeout: float = 60) -> None:
+        self._launch(["agent", "--node", self.node, "--nvml", "fake", "--fake-nvml-state", str(self.nvml_state),
+                      "--proc-root", str(self.proc_root), "--interval", str(self.interval_seconds),
+                      "--grace", str(self.grace_seconds), "--mps-pipe-dir", str(self.proc_root / "no-mps")],
+                     f"http://127.0.0.1:{self.metrics_port}/metrics", timeout)

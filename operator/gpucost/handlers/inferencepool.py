@@ -16,6 +16,7 @@ from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
+from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import replicas, snapshot
 from gpucost.core.cost import Account, Holding, advance, cost_rates
 from gpucost.core.inventory import Ask, FreeMap
@@ -204,7 +205,7 @@ def _reconcile(
         now = time.time()
         nodes = [n for n in cluster.nodes if n.open_to(owner, now)]
         free = FreeMap.of(nodes, allocations(cluster.pods))
-        taints = {n: p.spec.taints for n, p in cluster.pools.items()}
+        pool_specs = {n: p.spec for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
         shapes = expected_shapes(cluster, ask, len(plan.create))
         # Nodes the autoscaler bought for this pool are filled the way its plan packed them (the
@@ -219,7 +220,7 @@ def _reconcile(
             if isinstance(result, NoFit):
                 unplaced.append(result)
                 continue
-            _create_replica(kube, body, spec, replica, result, taints[pool_of[result.node]], logger)
+            _create_replica(kube, body, spec, replica, result, pool_specs[pool_of[result.node]], logger)
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     old = InferencePoolStatus.model_validate(body.get("status") or {})
@@ -258,7 +259,7 @@ def _create_replica(
     spec: InferencePoolSpec,
     replica: int,
     placement: Placement,
-    taints: list[Any],
+    node_pool: GPUNodePoolSpec,
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> None:
     meta = body["metadata"]
@@ -269,7 +270,7 @@ def _create_replica(
         spec=spec,
         replica=replica,
         placement=placement,
-        pool_taints=taints,
+        node_pool=node_pool,
     )
     if kube.create_pod(pod):
         where = f"node {placement.node} GPU {','.join(map(str, placement.gpu_indices))}"
