@@ -42,7 +42,7 @@ def _report(args: argparse.Namespace) -> int:
 
     kube.configure()
     k = kube.Kube()
-    result = report.build(k.inference_pools(), k.node_pools())
+    result = report.build(k.inference_pools(), k.node_pools(), k.compression_jobs())
     past = report.history(CostHistory(args.prometheus_url), args.period) if args.prometheus_url else None
     if args.png and past is not None:
         report.plot(past, args.png)

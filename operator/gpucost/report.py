@@ -9,6 +9,7 @@ hold the ask, with nothing shared and nothing on spot.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +20,15 @@ from rich.console import Console
 from rich.table import Table
 
 from gpucost.adapters.prometheus import CostHistory
-from gpucost.api.common import duration_seconds
+from gpucost.api.common import GPUAsk, duration_seconds
+from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 
 
 @dataclass(frozen=True)
 class WorkloadRow:
+    kind: str
     namespace: str
     name: str
     replicas: int
@@ -78,17 +81,19 @@ class Report:
         }
 
 
-def naive_rate(spec: InferencePoolSpec, pools: list[GPUNodePoolSpec]) -> float | None:
-    gpus = spec.gpu.gpus or 1
+def naive_rate(gpu: GPUAsk, replicas: int, pools: list[GPUNodePoolSpec]) -> float | None:
+    gpus = gpu.gpus or 1
     fits = [
         p.price_per_hour / p.gpu.count
         for p in pools
-        if p.capacity_type == "on-demand" and p.gpu.count >= gpus and p.gpu.memory_mi_b >= (spec.gpu.memory_mi_b or 0)
+        if p.capacity_type == "on-demand" and p.gpu.count >= gpus and p.gpu.memory_mi_b >= (gpu.memory_mi_b or 0)
     ]
-    return min(fits) * gpus * spec.replicas if fits else None
+    return min(fits) * gpus * replicas if fits else None
 
 
-def build(inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]]) -> Report:
+def build(
+    inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]], compression_jobs: Sequence[dict[str, Any]] = ()
+) -> Report:
     report = Report()
     specs: list[GPUNodePoolSpec] = []
     for obj in node_pools:
@@ -107,20 +112,32 @@ def build(inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]
         except ValidationError:
             continue
         meta = obj["metadata"]
-        report.workloads.append(WorkloadRow(meta["namespace"], meta["name"], status_ip.replicas, status_ip.cost_per_hour,
-                                            status_ip.cost_accumulated, naive_rate(spec_ip, specs)))
-    report.workloads.sort(key=lambda w: (w.namespace, w.name))
+        report.workloads.append(WorkloadRow("InferencePool", meta["namespace"], meta["name"], status_ip.replicas,
+                                            status_ip.cost_per_hour, status_ip.cost_accumulated,
+                                            naive_rate(spec_ip.gpu, spec_ip.replicas, specs)))
+    for obj in compression_jobs:
+        try:
+            spec_cj = CompressionJobSpec.model_validate(obj.get("spec") or {})
+            status_cj = CompressionJobStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            continue
+        meta = obj["metadata"]
+        running = int(status_cj.phase == "Running")  # naive: a whole GPU while the job runs
+        report.workloads.append(WorkloadRow("CompressionJob", meta["namespace"], meta["name"], running,
+                                            status_cj.cost_per_hour, status_cj.cost_accumulated,
+                                            naive_rate(spec_cj.gpu, running, specs)))
+    report.workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
     report.pools.sort(key=lambda p: p.name)
     return report
 
 
 def render(console: Console, report: Report) -> None:
     table = Table(title="GPU cost by workload")
-    for col in ("namespace", "workload", "replicas", "$/h", "$ so far", "$/h naive"):
-        table.add_column(col, justify="left" if col in ("namespace", "workload") else "right")
+    for col in ("namespace", "kind", "workload", "replicas", "$/h", "$ so far", "$/h naive"):
+        table.add_column(col, justify="left" if col in ("namespace", "kind", "workload") else "right")
     for w in report.workloads:
         naive = f"{w.naive_per_hour:,.2f}" if w.naive_per_hour is not None else "-"
-        table.add_row(w.namespace, w.name, str(w.replicas), f"{w.per_hour:,.4f}", f"{w.accumulated:,.4f}", naive)
+        table.add_row(w.namespace, w.kind, w.name, str(w.replicas), f"{w.per_hour:,.4f}", f"{w.accumulated:,.4f}", naive)
     console.print(table)
     ns = Table(title="by namespace")
     for col in ("namespace", "$/h", "$ so far"):

@@ -31,13 +31,23 @@ def test_rows_namespaces_and_savings_against_a_whole_on_demand_gpu_per_replica()
         inference_pool("team-a", "chat", 2, {"memoryMiB": 40000}, 8.0, 16.0),    # too big for an L4: 2 x $4 = 8
         inference_pool("team-b", "llm", 1, {"gpus": 2}, 0.0, 0.0),              # 2 GPUs on one node: 2 x $4 = 8
     ]
-    report = build(workloads, pools)
-    assert [(w.namespace, w.name, w.naive_per_hour) for w in report.workloads] == [
-        ("team-a", "chat", 8.0), ("team-a", "embed", 4.0), ("team-b", "llm", 8.0)]
-    assert report.namespaces == {"team-a": (12.0, 24.0), "team-b": (0.0, 0.0)}
+    jobs = [
+        {"metadata": {"namespace": "team-a", "name": "shrink"},
+         "spec": {"modelUri": "m", "method": {"quantize": {}}, "dataset": "d", "outputUri": "o", "gpu": {"gpus": 1}},
+         "status": {"phase": "Running", "costPerHour": 4.0, "costAccumulated": 1.0}},
+        {"metadata": {"namespace": "team-b", "name": "waiting"},  # not running: nothing naive either
+         "spec": {"modelUri": "m", "method": {"quantize": {}}, "dataset": "d", "outputUri": "o", "gpu": {"gpus": 1}},
+         "status": {"phase": "Suspended"}},
+    ]
+    report = build(workloads, pools, jobs)
+    assert [(w.kind, w.namespace, w.name, w.naive_per_hour) for w in report.workloads] == [
+        ("CompressionJob", "team-a", "shrink", 1.0), ("InferencePool", "team-a", "chat", 8.0),  # an L4 would do
+        ("InferencePool", "team-a", "embed", 4.0), ("CompressionJob", "team-b", "waiting", 0.0),
+        ("InferencePool", "team-b", "llm", 8.0)]
+    assert report.namespaces == {"team-a": (16.0, 25.0), "team-b": (0.0, 0.0)}
     totals = report.totals()
     assert totals["per_hour"] == 32.0 and totals["idle_per_hour"] == 20.0 and totals["accumulated"] == 64.0
-    assert totals["naive_per_hour"] == pytest.approx(20.0) and totals["savings_per_hour"] == pytest.approx(-12.0)
+    assert totals["naive_per_hour"] == pytest.approx(21.0) and totals["savings_per_hour"] == pytest.approx(-11.0)
 
 
 def test_history_sums_namespaces_and_plots_every_namespace_over_idle(tmp_path):

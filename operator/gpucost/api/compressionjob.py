@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import ConfigDict, Field, model_validator
 
-from gpucost.api.common import Condition, GPUAsk, Wire
+from gpucost.api.common import Condition, Costed, GPUAsk, Wire
 
 
 class QuantizeDType(str, enum.Enum):
@@ -68,7 +68,7 @@ class CompressionJobSpec(Wire):
     max_cost: float | None = Field(None, gt=0, description="Stop the job once its GPU cost in USD reaches this.")
 
 
-class CompressionJobStatus(Wire):
+class CompressionJobStatus(Costed):
     phase: str = Field("Pending", description="Pending, Suspended (an enforcing CostBudget is over its limit), Running, Succeeded or Failed.")
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)

@@ -133,6 +133,7 @@ KINDS: list[Kind] = [
         [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Interruptible", "type": "boolean", "jsonPath": ".spec.interruptible"},
+            {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
             _AGE,
         ],
     ),

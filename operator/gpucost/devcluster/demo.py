@@ -153,7 +153,8 @@ def down() -> int:
 def _budget_act(cp: ControlPlane) -> None:
     """The bill so far, then a budget the team has overspent: its pools drop to minReplicas."""
     console.rule("What it costs (gpucost report), and a budget that holds spend back")
-    report.render(console, report.build(_get(cp, "inferencepools", "-A")["items"], _get(cp, "gpunodepools")["items"]))
+    report.render(console, report.build(_get(cp, "inferencepools", "-A")["items"], _get(cp, "gpunodepools")["items"],
+                                        _get(cp, "compressionjobs", "-A")["items"]))
     console.print("kubectl patch costbudget team-budget --type=merge -p '{\"spec\":{\"daily\":0.05}}'")
     cp.kubectl("patch", "costbudget", "team-budget", "-n", "default", "--type=merge", "-p", '{"spec":{"daily":0.05}}')
     with console.status("Waiting for the budget to pass 100 % and the pools to be capped …"):

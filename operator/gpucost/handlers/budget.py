@@ -61,7 +61,7 @@ def spend_rate(kube: Kube, namespaces: list[str]) -> float:
     covered = set(namespaces)
     return sum(
         float((o.get("status") or {}).get("costPerHour") or 0.0)
-        for o in kube.inference_pools()
+        for o in kube.inference_pools() + kube.compression_jobs()
         if o["metadata"]["namespace"] in covered
     )
 

@@ -18,7 +18,7 @@ from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, s
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import replicas, snapshot
-from gpucost.core.cost import Account, Holding, advance, cost_rates
+from gpucost.core.cost import Account
 from gpucost.core.inventory import Ask, FreeMap
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.packing.frag import ShapeDistribution
@@ -26,7 +26,7 @@ from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fi
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.handlers.budget import enforcing
 from gpucost.handlers.cluster import Cluster, read_cluster
-from gpucost.handlers.status import account_of, spec_or_report, write_if_changed
+from gpucost.handlers.status import account_workload, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
@@ -161,12 +161,6 @@ def budget_cap(spec: InferencePoolSpec) -> int:
     return min(spec.replicas, spec.min_replicas or 0)
 
 
-def workload_cost(cluster: Cluster, workload: str, pods: list[PlacedPod]) -> float:
-    """$/hour of the GPU memory the workload's live pods hold."""
-    holdings = [Holding(workload, p.node, i, p.mib_per_gpu) for p in pods if not p.terminal for i in p.gpu_indices]
-    return cost_rates(cluster.nodes, holdings).workloads.get(workload, 0.0)
-
-
 def reconcile(
     kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str = DEFAULT_POLICY,
     cost_every: float = 60.0,
@@ -224,12 +218,9 @@ def _reconcile(
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     old = InferencePoolStatus.model_validate(body.get("status") or {})
-    rate = workload_cost(cluster, names.workload("InferencePool", namespace, meta["name"]), mine)
-    cost = advance(account_of(old), rate, time.time(), cost_every)
+    cost = account_workload("InferencePool", body, cluster, mine, old, cost_every)
     status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost,
                           capped_by=capped_by)
-    metrics.workload_cost_per_hour.labels("InferencePool", namespace, meta["name"]).set(cost.rate)
-    metrics.workload_cost.labels("InferencePool", namespace, meta["name"]).set(cost.total)
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
 import kopf
 from pydantic import BaseModel, ValidationError
 
+from gpucost import names
+from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.api.common import Condition, ConditionStatus, Costed, condition, epoch, set_condition
-from gpucost.core.cost import Account
+from gpucost.core.cost import Account, Holding, advance, cost_rates
+from gpucost.core.snapshot import PlacedPod
+from gpucost.handlers.cluster import Cluster
 
 
 def write_if_changed(
@@ -52,6 +57,24 @@ def spec_or_report(kube: Kube, plural: str, body: dict[str, Any], model: type[Sp
         if write_if_changed(kube, plural, body, status):
             kopf.warn(body, reason="InvalidSpec", message=condition(status, "Ready")["message"])
         return None
+
+
+def workload_cost(cluster: Cluster, workload: str, pods: list[PlacedPod]) -> float:
+    """$/hour of the GPU memory the workload's live pods hold."""
+    holdings = [Holding(workload, p.node, i, p.mib_per_gpu) for p in pods if not p.terminal for i in p.gpu_indices]
+    return cost_rates(cluster.nodes, holdings).workloads.get(workload, 0.0)
+
+
+def account_workload(
+    kind: str, body: dict[str, Any], cluster: Cluster, pods: list[PlacedPod], old: Costed, every: float
+) -> Account:
+    """A workload's running cost brought up to now from its status, and exported on /metrics."""
+    meta = body["metadata"]
+    rate = workload_cost(cluster, names.workload(kind, meta["namespace"], meta["name"]), pods)
+    cost = advance(account_of(old), rate, time.time(), every)
+    metrics.workload_cost_per_hour.labels(kind, meta["namespace"], meta["name"]).set(cost.rate)
+    metrics.workload_cost.labels(kind, meta["namespace"], meta["name"]).set(cost.total)
+    return cost
 
 
 def account_of(status: Costed) -> Account:
