@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gpucost import names
+from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec, IsolationMode, Taint
 from gpucost.core.placement import Placement
@@ -44,59 +46,77 @@ def replica_pod(
     node_pool: GPUNodePoolSpec,
 ) -> dict[str, Any]:
     """One serving replica pinned to the GPU(s) the placement chose, tolerating its pool's taints."""
-    devices = ",".join(placement.gpu_uuids) or ",".join(str(i) for i in placement.gpu_indices)
     env = [{"name": e.name, "value": e.value} for e in spec.env]
-    env += [{"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES]
     if spec.model_uri:
         env.append({"name": "MODEL_URI", "value": spec.model_uri})
-    mib_per_gpu = placement.memory_mib // len(placement.gpu_indices)
-    if node_pool.isolation == IsolationMode.MPS.value:
-        env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mi_b)
-    requests: dict[str, str] = {names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)}
-    limits: dict[str, str] = {names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)}
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
     if spec.resources.cpu:
         requests["cpu"] = spec.resources.cpu
     if spec.resources.memory:
         requests["memory"] = limits["memory"] = spec.resources.memory
-    container: dict[str, Any] = {
-        "name": "server",
-        "image": spec.image,
-        "env": env,
-        "resources": {"requests": requests, "limits": limits},
-    }
+    container: dict[str, Any] = {"name": "server", "image": spec.image, "env": env,
+                                 "resources": {"requests": requests, "limits": limits}}
     if spec.command:
         container["command"] = spec.command
     if spec.args:
         container["args"] = spec.args
     if spec.port:
         container["ports"] = [{"name": "http", "containerPort": spec.port}]
+    pod = placed_pod(
+        owner=("InferencePool", pool, uid), namespace=namespace, container=container, placement=placement,
+        node_pool=node_pool, restart_policy="Always",
+    )
+    pod["metadata"]["name"] = replica_pod_name(pool, replica)
+    pod["metadata"]["labels"][names.LABEL_REPLICA] = str(replica)
+    return pod
+
+
+def placed_pod(
+    *,
+    owner: tuple[str, str, str],
+    namespace: str,
+    container: dict[str, Any],
+    placement: Placement,
+    node_pool: GPUNodePoolSpec,
+    restart_policy: str,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A pod (or a Job's pod template) pinned to the GPUs a placement chose, owned by ``owner``
+    (kind, name, uid): the annotations the operator and the agent read back, the visible devices,
+    the gpu-memory resource, MPS limits on an mps pool, and the pool's tolerations."""
+    kind, name, uid = owner
+    devices = ",".join(placement.gpu_uuids) or ",".join(str(i) for i in placement.gpu_indices)
+    mib_per_gpu = placement.memory_mib // len(placement.gpu_indices)
+    env = list(container.get("env", [])) + [{"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES]
+    if node_pool.isolation == IsolationMode.MPS.value:
+        env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mi_b)
+    resources = container.get("resources") or {}
+    container = {
+        **container,
+        "env": env,
+        "resources": {
+            "requests": {**resources.get("requests", {}), names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)},
+            "limits": {**resources.get("limits", {}), names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)},
+        },
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": replica_pod_name(pool, replica),
             "namespace": namespace,
-            "labels": {
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
-                names.LABEL_OWNER_UID: uid,
-                names.LABEL_REPLICA: str(replica),
-            },
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_OWNER_UID: uid},
             "annotations": {
-                names.ANNOTATION_OWNER: pool,
+                **(annotations or {}),
+                names.ANNOTATION_OWNER: name,
                 names.ANNOTATION_NODE: placement.node,
                 names.ANNOTATION_GPU_INDICES: ",".join(str(i) for i in placement.gpu_indices),
                 names.ANNOTATION_GPU_UUIDS: ",".join(placement.gpu_uuids),
                 names.ANNOTATION_GPU_MEMORY: str(mib_per_gpu),
             },
             "ownerReferences": [
-                {
-                    "apiVersion": "gpucost.dev/v1alpha1",
-                    "kind": "InferencePool",
-                    "name": pool,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
+                {"apiVersion": "gpucost.dev/v1alpha1", "kind": kind, "name": name, "uid": uid,
+                 "controller": True, "blockOwnerDeletion": True}
             ],
         },
         "spec": {
@@ -113,8 +133,56 @@ def replica_pod(
                 }
             },
             "tolerations": tolerations(node_pool.taints),
-            "restartPolicy": "Always",
+            "restartPolicy": restart_policy,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
         },
+    }
+
+
+def checkpoint_dir(spec: CompressionJobSpec) -> str:
+    return spec.output_uri.rstrip("/") + "/checkpoints"
+
+
+def compression_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: CompressionJobSpec,
+    attempt: int,
+    placement: Placement,
+    node_pool: GPUNodePoolSpec,
+) -> dict[str, Any]:
+    """One attempt of a CompressionJob: a batch/v1 Job (owned by it) whose single pod is pinned to
+    the placement. backoffLimit 0: the operator decides what a failure means (interruption → the
+    next attempt elsewhere, from the checkpoint; the worker's own error → Failed)."""
+    container = {
+        "name": "compress",
+        "image": spec.image,
+        "args": [
+            "compress", "--model", spec.model_uri, "--dataset", spec.dataset, "--output", spec.output_uri,
+            "--method", json.dumps(spec.method.wire(), separators=(",", ":")), "--checkpoint-dir", checkpoint_dir(spec),
+        ],
+        "env": [{"name": "GPUCOST_ATTEMPT", "value": str(attempt)}],
+        # The worker's last line on failure becomes the job's status message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod = placed_pod(
+        owner=("CompressionJob", name, uid), namespace=namespace, container=container, placement=placement,
+        node_pool=node_pool, restart_policy="Never", annotations=spec.pod_annotations,
+    )
+    meta = pod["metadata"]
+    owner = meta.pop("ownerReferences")  # the Job owns its pod; the CompressionJob owns the Job
+    meta.pop("namespace")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{name}-{attempt}",
+            "namespace": namespace,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_OWNER_UID: uid},
+            "ownerReferences": owner,
+        },
+        "spec": {"backoffLimit": 0, "template": {"metadata": meta, "spec": pod["spec"]}},
     }

@@ -20,6 +20,9 @@ ANNOTATION_GPUS = f"{DOMAIN}/gpus"
 # Node annotation the kwok provider sets (a Go duration, e.g. "30s"): KWOK keeps the node NotReady
 # that long, as a cloud instance is while it boots. Named like KWOK's own per-stage delay knobs.
 KWOK_BOOT_DELAY = "node-initialize.stage.kwok.x-k8s.io/delay"
+# Pod annotation (a Go duration): KWOK keeps a Job's pod Running that long before it completes, as
+# a real worker runs (tests set it through CompressionJob.spec.podAnnotations).
+KWOK_RUN_TIME = "pod-complete.stage.kwok.x-k8s.io/delay"
 
 # Extended resources. Pods ask for GPU memory in MiB so the real scheduler also refuses to
 # over-commit a node even if two operators ever disagreed about a GPU.

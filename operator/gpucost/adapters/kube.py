@@ -38,6 +38,7 @@ class Kube:
         self.client = api_client or kubernetes.client.ApiClient()
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.batch = kubernetes.client.BatchV1Api(self.client)
 
     def nodes(self) -> list[Obj]:
         return _json(self.core.list_node(_preload_content=False))["items"]
@@ -142,6 +143,32 @@ class Kube:
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def create_job(self, job: Obj) -> bool:
+        """False when a Job of that name exists already (a retried reconcile)."""
+        try:
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """With its pods (background propagation), as `kubectl delete job` does."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _preload_content=False)
         except ApiException as e:
             if e.status != 404:
                 raise

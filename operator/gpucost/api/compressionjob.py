@@ -66,10 +66,27 @@ class CompressionJobSpec(Wire):
     interruptible: bool = Field(False, description="May run on spot capacity; the worker checkpoints and resumes.")
     deadline: datetime | None = Field(None, description="Stop the job (Failed, DeadlineExceeded) if unfinished by then.")
     max_cost: float | None = Field(None, gt=0, description="Stop the job once its GPU cost in USD reaches this.")
+    gpu_models: list[str] = Field(
+        default_factory=list, description="Allowed GPU models (nvidia.com/gpu.product); empty allows any."
+    )
+    node_pool_selector: dict[str, str] = Field(
+        default_factory=dict, description="Only GPUNodePools whose labels match all of these."
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Added to the worker pod (e.g. for a service mesh or cost allocation)."
+    )
 
 
 class CompressionJobStatus(Costed):
     phase: str = Field("Pending", description="Pending, Suspended (an enforcing CostBudget is over its limit), Running, Succeeded or Failed.")
+    attempts: int = Field(0, ge=0, description="Worker Jobs created: the first run and one per interruption.")
+    interruptions: int = Field(0, ge=0, description="Attempts lost to a reclaimed or vanished node (resumed from the checkpoint).")
+    job_name: str | None = Field(None, description="The batch/v1 Job of the current attempt.")
+    node: str | None = None
+    gpu_indices: list[int] = Field(default_factory=list)
+    start_time: str | None = Field(None, description="RFC 3339: when the first attempt started running.")
+    completion_time: str | None = Field(None, description="RFC 3339: when it succeeded or was stopped.")
+    message: str | None = Field(None, description="The worker's last line on failure, or why the operator stopped the job.")
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

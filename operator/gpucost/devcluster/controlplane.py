@@ -187,13 +187,15 @@ class ControlPlane:
 
 def kwok_stages(bin_dir: Path) -> list[dict]:
     """KWOK's default node and pod stages, with node-initialize held back by the node's
-    boot-delay annotation (kwok provider nodes stay NotReady that long, like a booting instance)."""
+    boot-delay annotation (kwok provider nodes stay NotReady that long, like a booting instance) and
+    a Job pod's completion by its run-time annotation (a worker that takes that long)."""
     stages = [yaml.safe_load(f.read_text()) for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]
+    delays = {"node-initialize": names.KWOK_BOOT_DELAY, "pod-complete": names.KWOK_RUN_TIME}
     for stage in stages:
-        if stage["metadata"]["name"] == "node-initialize":
+        if stage["metadata"]["name"] in delays:
             stage["spec"]["delay"] = {
                 "durationMilliseconds": 0,
-                "durationFrom": {"expressionFrom": f'.metadata.annotations["{names.KWOK_BOOT_DELAY}"]'},
+                "durationFrom": {"expressionFrom": f'.metadata.annotations["{delays[stage["metadata"]["name"]]}"]'},
             }
     return stages
 

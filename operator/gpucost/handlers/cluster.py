@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,11 +14,16 @@ from pydantic import ValidationError
 from gpucost import names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
+from gpucost.api.common import GPUAsk
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
-from gpucost.core.inventory import GPUNode
+from gpucost.core.inventory import Ask, GPUNode
 
 log = logging.getLogger(__name__)
+
+# Placement reads free memory and then creates pods; two workloads doing that at once could pick
+# the same GPU. One lock per operator process (kopf runs one active operator) closes that window.
+PLACEMENT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,13 @@ def read_cluster(kube: Kube) -> Cluster:
     pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
     counts = Counter((obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) for obj in raw_nodes)
     return Cluster(pools, nodes, pods, {k: v for k, v in counts.items() if k}, raw_nodes)
+
+
+def make_ask(gpu: GPUAsk, capacity_types: Iterable[str], gpu_models: Iterable[str], pool_selector: dict[str, str],
+             cluster: Cluster) -> Ask:
+    """A workload's GPU ask over the pools its selector picks."""
+    selected = frozenset(
+        name for name, pool in cluster.pools.items() if all(pool.labels.get(k) == v for k, v in pool_selector.items())
+    )
+    return Ask(memory_mib=gpu.memory_mi_b, gpus=gpu.gpus, capacity_types=frozenset(capacity_types),
+               gpu_models=frozenset(gpu_models), pools=selected)

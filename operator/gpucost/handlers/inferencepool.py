@@ -25,31 +25,15 @@ from gpucost.core.packing.frag import ShapeDistribution
 from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fits_ever, place
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.handlers.budget import enforcing
-from gpucost.handlers.cluster import Cluster, read_cluster
+from gpucost.handlers.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
 from gpucost.handlers.status import account_workload, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
 log = logging.getLogger(__name__)
 
-# Placement reads free memory and then creates pods; two pools doing that at once could pick the
-# same GPU. One lock per operator process (kopf runs one active operator) closes that window.
-PLACEMENT_LOCK = threading.Lock()
-
-
 def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
-    selected = frozenset(
-        name
-        for name, pool in cluster.pools.items()
-        if all(pool.labels.get(k) == v for k, v in spec.node_pool_selector.items())
-    )
-    return Ask(
-        memory_mib=spec.gpu.memory_mi_b,
-        gpus=spec.gpu.gpus,
-        capacity_types=frozenset(spec.capacity_types),
-        gpu_models=frozenset(spec.gpu_models),
-        pools=selected,
-    )
+    return make_ask(spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster)
 
 
 def expected_shapes(cluster: Cluster, ask: Ask, pending: int) -> ShapeDistribution:
