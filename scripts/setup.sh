@@ -19,7 +19,7 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f $stamp ]]; then
   step "installing the project and its test tools into .venv (pip)"
   .venv/bin/python -m pip install --upgrade --progress-bar off pip 2>&1 | tail -n 1
-  .venv/bin/python -m pip install --progress-bar off -e '.[dev]' 2>&1 | grep -E '^(Collecting|Successfully)' | sed 's/^/   /' || true
+  .venv/bin/python -m pip install --progress-bar off -e '.[dev,compress]' 2>&1 | grep -E '^(Collecting|Successfully)' | sed 's/^/   /' || true
   .venv/bin/python -c 'import gpucost, kopf, kubernetes, pytest, hypothesis' # fail here, not in the tests
   rm -f .venv/.installed-*; touch "$stamp"
 else

@@ -131,6 +131,19 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    import json
+
+    from gpucost.worker import main as worker
+
+    try:
+        method = json.loads(args.method)
+    except json.JSONDecodeError as e:
+        print(f"--method: not JSON ({e.msg})", file=sys.stderr)
+        return 1
+    return worker.run(args.model, args.dataset, args.output, method, args.checkpoint_dir, args.checkpoint_every, args.seed)
+
+
 def _crds(args: argparse.Namespace) -> int:
     from gpucost import crdfiles
 
@@ -188,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     ag.add_argument("--mps-pipe-dir", type=Path, default=Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")))
     ag.add_argument("--metrics-port", type=int, default=9400, help="/metrics port, 0 for none (default 9400)")
     ag.set_defaults(func=_agent)
+
+    cw = sub.add_parser("compress", help="the CompressionJob worker: quantize, prune or distill a model (needs .[compress])")
+    cw.add_argument("--model", required=True, help="TorchScript or state-dict model (local path or file://)")
+    cw.add_argument("--dataset", required=True, help="sklearn:digits, or a torch file with x and y")
+    cw.add_argument("--output", required=True, help="folder for model.pt and results.json")
+    cw.add_argument("--method", required=True, help='CompressionJob spec.method as JSON, e.g. {"quantize":{"dtype":"int8"}}')
+    cw.add_argument("--checkpoint-dir", help="resume from and write checkpoints here (spot-safe)")
+    cw.add_argument("--checkpoint-every", type=int, default=50, help="training steps between checkpoints")
+    cw.add_argument("--seed", type=int, default=0)
+    cw.set_defaults(func=_compress)
 
     crds = sub.add_parser("crds", help="generate crds/*.yaml and the chart's copy from the models")
     crds.add_argument("--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted")

@@ -172,6 +172,9 @@ def compression_job(
         owner=("CompressionJob", name, uid), namespace=namespace, container=container, placement=placement,
         node_pool=node_pool, restart_policy="Never", annotations=spec.pod_annotations,
     )
+    if spec.storage:
+        pod["spec"]["volumes"] = [{"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}]
+        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "storage", "mountPath": spec.storage.mount_path}]
     meta = pod["metadata"]
     owner = meta.pop("ownerReferences")  # the Job owns its pod; the CompressionJob owns the Job
     meta.pop("namespace")

@@ -4,6 +4,7 @@ gone with its owner. KWOK runs the worker pod for as long as its run-time annota
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 from gpucost import names
@@ -55,8 +56,10 @@ def test_an_interrupted_job_is_placed_again_and_counted(cluster, namespace, gpu_
     assert cluster.wait("the lost attempt's Job deleted", lambda: cluster.get("job", "shrink-1", namespace) is None)
     assert any("attempt 1 lost its node" in m for m in events(cluster, namespace, "Interrupted"))
     cluster.kubectl("delete", "compressionjob", "shrink", "-n", namespace)
-    cluster.wait("its Job and pod gone with it", lambda: cluster.get("job", "shrink-2", namespace) is None
-                 and cluster.list("pods", namespace) == [], timeout=60)
+    # Its Job and pods go with it (the first attempt's pod, on a node that no longer exists, waits
+    # for the pod garbage collector: deleting, as nothing can run it).
+    cluster.wait("its Job and pods gone with it", lambda: cluster.get("job", "shrink-2", namespace) is None
+                 and all(p["metadata"].get("deletionTimestamp") for p in cluster.list("pods", namespace)), timeout=60)
 
 
 def test_deadline_and_max_cost_stop_a_job_with_a_reason(cluster, namespace, gpu_pool):
@@ -73,3 +76,19 @@ def test_deadline_and_max_cost_stop_a_job_with_a_reason(cluster, namespace, gpu_
     assert dear["message"].startswith("stopped: $")
     cluster.wait("both Jobs deleted", lambda: cluster.get("job", "late-1", namespace) is None
                  and cluster.get("job", "dear-1", namespace) is None)
+
+
+def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gpu_pool):
+    gpu_pool(1, gpus=1)
+    cluster.apply(compression_job("broken", namespace, "300s"))
+    cluster.wait("running", lambda: status_of(cluster, "broken", namespace).get("phase") == "Running")
+    (pod,) = cluster.list("pods", namespace, "job-name=broken-1")
+    # What the kubelet reports when the worker exits 1 (KWOK runs no container, so the test says it).
+    line = "model file:///data/models/m.pt: no such file"
+    cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                    json.dumps({"status": {"phase": "Failed", "containerStatuses": [{
+                        "name": "compress", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": line + "\n"}}}]}}))
+    failed = cluster.wait("failed", lambda: (s := status_of(cluster, "broken", namespace)).get("phase") == "Failed" and s)
+    assert failed["message"] == line and condition({"status": failed}, "Ready")["reason"] == "WorkerFailed"
+    assert failed["attempts"] == 1 and failed["interruptions"] == 0  # its own error: not retried

@@ -11,7 +11,7 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 
 from gpucost.api.common import epoch
-from tests.integration.test_budget import job
+from tests.integration.test_compressionjob import compression_job, status_of
 from tests.integration.test_inferencepool import pool
 
 
@@ -93,21 +93,9 @@ def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool, pro
 
 def test_a_compression_jobs_pods_are_charged_to_the_job(cluster, namespace, gpu_pool):
     node_pool = gpu_pool(1, gpus=1, memory_mib=81920, pricePerHour=2.0)
-    cluster.apply(job("shrink", namespace))
-    uid = cluster.wait("the job admitted", lambda: (j := cluster.get("compressionjob", "shrink", namespace))
-                       and (j.get("status") or {}).get("phase") == "Pending" and j["metadata"]["uid"])
-    # A pod as the job controller (#6) creates it, placed like a replica: a quarter of the GPU, $0.50/h.
-    cluster.apply({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "shrink-worker", "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "gpu-cost-operator", "gpucost.dev/owner-uid": uid},
-            "annotations": {"gpucost.dev/node": f"{node_pool}-0", "gpucost.dev/gpu-indices": "0", "gpucost.dev/gpu-memory-mib": "20480"},
-            "ownerReferences": [{"apiVersion": "gpucost.dev/v1alpha1", "kind": "CompressionJob", "name": "shrink", "uid": uid}],
-        },
-        "spec": {"nodeName": f"{node_pool}-0", "containers": [{"name": "worker", "image": "example/compress:1"}]},
-    })
-    cluster.wait("the job charged its quarter", lambda: cluster.get("compressionjob", "shrink", namespace)["status"].get("costPerHour") == 0.5)
-    cluster.wait("and accumulating", lambda: cluster.get("compressionjob", "shrink", namespace)["status"].get("costAccumulated", 0) > 0)
-    cluster.wait("the pool counts the job's memory", lambda: (cluster.get("gpunodepool", node_pool).get("status") or {})
-                 .get("idleCostPerHour") == 1.5)
+    # Its worker holds a quarter of the GPU while it runs (KWOK keeps the pod Running 300 s): $0.50/h.
+    cluster.apply(compression_job("shrink", namespace, "300s", gpu={"memoryMiB": 20480}))
+    cluster.wait("the job charged its quarter", lambda: status_of(cluster, "shrink", namespace).get("costPerHour") == 0.5)
+    cluster.wait("and accumulating", lambda: status_of(cluster, "shrink", namespace).get("costAccumulated", 0) > 0)
+    cluster.wait("the pool's idle cost is the other three quarters",
+                 lambda: (cluster.get("gpunodepool", node_pool).get("status") or {}).get("idleCostPerHour") == 1.5)

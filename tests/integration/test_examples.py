@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from gpucost.devcluster.storage import local_claim
 from tests.integration.conftest import ROOT, condition
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -24,6 +25,7 @@ def test_every_example_is_covered_here():
 
 
 def test_examples_apply_and_inference_pools_become_ready(cluster):
+    local_claim(cluster.cp, "models")  # the example CompressionJob's storage
     for path in EXAMPLES:
         cluster.kubectl("apply", "-f", str(path))
     pools = [doc for p in EXAMPLES for doc in yaml.safe_load_all(p.read_text())]

@@ -56,6 +56,14 @@ class Method(Wire):
         return self
 
 
+class Storage(Wire):
+    """Where model, dataset, output and checkpoints live: a PersistentVolumeClaim mounted into the
+    worker, so a re-placed attempt finds the checkpoints the last one wrote."""
+
+    claim_name: str = Field(min_length=1, max_length=253, description="A PersistentVolumeClaim in the job's namespace.")
+    mount_path: str = Field("/data", min_length=1, max_length=1024, pattern=r"^/", description="Where the worker sees it.")
+
+
 class CompressionJobSpec(Wire):
     model_uri: str = Field(min_length=1, max_length=2048, description="TorchScript or state-dict model to compress.")
     method: Method
@@ -72,6 +80,7 @@ class CompressionJobSpec(Wire):
     node_pool_selector: dict[str, str] = Field(
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
     )
+    storage: Storage | None = Field(None, description="A volume for the URIs (file:// paths under mountPath).")
     pod_annotations: dict[str, str] = Field(
         default_factory=dict, description="Added to the worker pod (e.g. for a service mesh or cost allocation)."
     )

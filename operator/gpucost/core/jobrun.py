@@ -23,8 +23,8 @@ class Attempt:
     """The attempt's pod: Pending, Running, Succeeded, Failed; None before the Job made one."""
     node_lost: bool = False
     """Its node is gone, reclaimed (interruption taint), or the pod was disrupted."""
-    failure: str = ""
-    """The worker's termination message (its one clear line) when it failed."""
+    message: str = ""
+    """The worker's termination message: its one-line summary, or the one clear line it failed with."""
 
 
 class Step(str, enum.Enum):
@@ -47,7 +47,6 @@ class Decision:
 
 
 def decide(
-    phase: str,
     attempts: int,
     attempt: Attempt | None,
     now: float,
@@ -55,8 +54,7 @@ def decide(
     spent: float,
     max_cost: float | None,
 ) -> Decision:
-    if phase in TERMINAL:
-        return Decision(Step.WAIT, phase, "Finished", "")
+    """Only for a job not yet finished (the caller leaves a Succeeded or Failed job as it is)."""
     if deadline is not None and now >= deadline:
         return Decision(Step.STOP, "Failed", "DeadlineExceeded", f"stopped: the deadline {rfc3339(deadline)} passed")
     if max_cost is not None and spent >= max_cost:
@@ -64,12 +62,12 @@ def decide(
     if attempts == 0 or attempt is None or not attempt.exists:
         return Decision(Step.LAUNCH, "Pending", "Placing", "placing the worker on a GPU")
     if attempt.pod_phase == "Succeeded":
-        return Decision(Step.SUCCEED, "Succeeded", "Completed", "the worker finished")
+        return Decision(Step.SUCCEED, "Succeeded", "Completed", attempt.message or "the worker finished")
     if attempt.node_lost:
         return Decision(Step.RELAUNCH, "Pending", "Interrupted",
                         f"attempt {attempts} lost its node; attempt {attempts + 1} resumes from the checkpoint")
     if attempt.pod_phase == "Failed":
-        return Decision(Step.FAIL, "Failed", "WorkerFailed", attempt.failure or "the worker exited with an error")
+        return Decision(Step.FAIL, "Failed", "WorkerFailed", attempt.message or "the worker exited with an error")
     if attempt.pod_phase == "Running":
         return Decision(Step.WAIT, "Running", "Running", f"attempt {attempts} running")
     return Decision(Step.WAIT, "Pending", "Starting", f"attempt {attempts} starting")

@@ -24,6 +24,7 @@ from gpucost.devcluster import binaries
 from gpucost.devcluster.controlplane import ControlPlane, poll
 from gpucost.devcluster.nodes import create_pool_nodes
 from gpucost.devcluster.operatorproc import OperatorProcess
+from gpucost.devcluster.storage import local_claim
 
 console = Console()
 NAME = "gpucost-demo"
@@ -191,6 +192,7 @@ def run(root: Path, keep: bool = False) -> int:
         with console.status("Starting the operator (gpucost operator) …"):
             operator.start()
         console.print(f"operator running, log: {operator.log}")
+        local_claim(cp, "models")  # the example CompressionJob's storage
         workloads = [d for d in docs if d["kind"] != "GPUNodePool"]
         for doc in workloads:
             cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))

@@ -23,7 +23,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
 from gpucost.core.inventory import FreeMap
-from gpucost.core.jobrun import Attempt, Decision, Step, decide
+from gpucost.core.jobrun import TERMINAL, Attempt, Decision, Step, decide
 from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.budget import enforcing
@@ -104,9 +104,9 @@ def _attempt(kube: Kube, body: dict[str, Any], status: CompressionJobStatus, clu
     disrupted = condition(pod.get("status"), "DisruptionTarget").get("status") == "True"
     terminated = next((c.get("state", {}).get("terminated") for c in (pod.get("status") or {}).get("containerStatuses") or []
                        if c.get("state", {}).get("terminated")), None) or {}
-    failure = (terminated.get("message") or terminated.get("reason") or "").strip().splitlines()
+    said = (terminated.get("message") or "").strip().splitlines()
     return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"), node_lost=reclaimed or disrupted,
-                   failure=failure[-1] if failure else "")
+                   message=said[-1] if said else "")
 
 
 def _run(
@@ -114,9 +114,11 @@ def _run(
     policy: str, spent: float,
 ) -> CompressionJobStatus:
     meta = body["metadata"]
+    if status.phase in TERMINAL:
+        return status  # finished: its reason and message stay as they were
     now = time.time()
     deadline = spec.deadline.timestamp() if spec.deadline else None
-    d = decide(status.phase, status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost)
+    d = decide(status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost)
     update: dict[str, Any] = {}
     if d.step in (Step.STOP, Step.RELAUNCH) and status.job_name:
         kube.delete_job(meta["namespace"], status.job_name)
