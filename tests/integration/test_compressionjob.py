@@ -92,3 +92,18 @@ def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gp
     failed = cluster.wait("failed", lambda: (s := status_of(cluster, "broken", namespace)).get("phase") == "Failed" and s)
     assert failed["message"] == line and condition({"status": failed}, "Ready")["reason"] == "WorkerFailed"
     assert failed["attempts"] == 1 and failed["interruptions"] == 0  # its own error: not retried
+
+
+def test_a_job_with_no_room_gets_a_node_from_the_autoscaler(cluster, namespace, gpu_pool):
+    spot = gpu_pool(0, gpus=1, capacity_type="spot", pricePerHour=1.0, minNodes=0, maxNodes=2, idleTimeout="1h",
+                    provider={"kind": "kwok", "bootDelay": "2s"})
+    cluster.apply(compression_job("shrink", namespace, "300s", interruptible=True))
+    waiting = cluster.wait("waiting for a GPU", lambda: (s := status_of(cluster, "shrink", namespace))
+                           and condition({"status": s}, "Ready").get("reason") in ("Unschedulable", "NoMatchingGPU") and s)
+    assert waiting["phase"] == "Pending" and waiting["attempts"] == 0
+    running = cluster.wait("running on the node bought for it", lambda: (s := status_of(cluster, "shrink", namespace))
+                           .get("phase") == "Running" and s, timeout=90)
+    assert running["node"].startswith(spot) and running["attempts"] == 1
+    (event,) = cluster.kubectl("get", "events", "-A", "--field-selector", f"involvedObject.name={spot},reason=ScaleUp",
+                               "-o", "jsonpath={.items[*].message}").stdout.splitlines()
+    assert f"CompressionJob {namespace}/shrink" in event

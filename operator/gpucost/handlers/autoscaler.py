@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +37,8 @@ from gpucost.adapters.kube import Kube
 from gpucost.adapters.prometheus import UtilizationSource
 from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import duration_seconds, rfc3339
+from gpucost.api.common import condition, duration_seconds, rfc3339
+from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
@@ -45,11 +47,15 @@ from gpucost.core.inventory import Ask
 from gpucost.core.scaledown import INTERRUPTED, UNDERUTILIZED, Disruption, NodeState, PoolLimits, plan_scale_down
 from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
 from gpucost.core.snapshot import allocations, pool_template_node
-from gpucost.handlers.cluster import Cluster, Pool, read_cluster
+from gpucost.handlers.cluster import Cluster, Pool, make_ask, read_cluster
 from gpucost.handlers.inferencepool import ask_for
 from gpucost.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+UNPLACED = frozenset({"Unschedulable", "NoMatchingGPU"})
+"""A CompressionJob's Ready reasons when no node has room for its worker now."""
 
 
 def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
@@ -59,9 +65,26 @@ def _post(pool: Pool, type_: str, reason: str, message: str) -> None:
     kopf.event(pool.ref, type=type_, reason=reason, message=message)
 
 
-def pending_work(inference_pools: list[dict[str, Any]], cluster: Cluster, pods: list[dict[str, Any]]) -> list[Pending]:
-    """Unplaced InferencePool replicas and Unschedulable plain GPU pods, as asks."""
+def pending_work(
+    inference_pools: list[dict[str, Any]], cluster: Cluster, pods: list[dict[str, Any]],
+    compression_jobs: Sequence[dict[str, Any]] = (),
+) -> list[Pending]:
+    """Unplaced InferencePool replicas, CompressionJobs waiting for a GPU, and Unschedulable plain
+    GPU pods, as asks."""
     out: list[Pending] = []
+    for obj in compression_jobs:
+        status = obj.get("status") or {}
+        if status.get("phase") != "Pending" or condition(status, "Ready").get("reason") not in UNPLACED \
+                or obj["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            job = CompressionJobSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            continue
+        meta = obj["metadata"]
+        capacity = ["spot", "on-demand"] if job.interruptible else ["on-demand"]
+        out.append(Pending(names.workload("CompressionJob", meta["namespace"], meta["name"]),
+                           make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster)))
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -135,7 +158,7 @@ class Autoscaler:
             for name, p in cluster.pools.items()
         }
         states = self._with_utilization(states, limits)
-        pending = pending_work(inference_pools, cluster, pods)
+        pending = pending_work(inference_pools, cluster, pods, self.kube.compression_jobs())
         joining = self._joining(cluster)
         draining = self._scale_down(cluster, states, limits, now)
         calm = not (pending or draining or any(joining.values()) or any(s.booting or s.disruption for s in states))
