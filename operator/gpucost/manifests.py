@@ -170,7 +170,10 @@ def compression_job(
     }
     pod = placed_pod(
         owner=("CompressionJob", name, uid), namespace=namespace, container=container, placement=placement,
-        node_pool=node_pool, restart_policy="Never", annotations=spec.pod_annotations,
+        node_pool=node_pool, restart_policy="Never",
+        # Consolidation would only cost the job a restart from its checkpoint: keep its node while it
+        # runs (Karpenter's advice for batch work). A reclaimed spot node still drains.
+        annotations={**spec.pod_annotations, f"{names.DOMAIN}/do-not-disrupt": "true"},
     )
     if spec.storage:
         pod["spec"]["volumes"] = [{"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}]
