@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The node agent's real NVML path on a machine with an NVIDIA GPU (torch for the allocating
-# process: pip install torch). Without a GPU the tests are reported as skipped, never as passed.
+# process, installed by setup). Without a GPU the tests are reported as skipped and the run exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
