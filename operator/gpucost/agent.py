@@ -58,8 +58,6 @@ class Agent:
     cgroups: dict[str, str] = field(default_factory=dict)
     """pod UID → its cgroup path, found in /proc."""
     slices: dict[tuple[str, int], Slice] = field(default_factory=dict)
-    announced: dict[str, str] = field(default_factory=dict)
-    """Condition type → the reason last announced with an Event (one Event per change)."""
     known: dict[int, GPUReading] = field(default_factory=dict)
     """The last good reading of each GPU: a lost GPU keeps its UUID, model and memory on the Node."""
 
@@ -126,7 +124,7 @@ class Agent:
         return [(COND_NVML, True, "NVMLReady", f"driver {self.nvml.driver}, {len(readings)} GPUs"), health]
 
     def _conditions(self, node: dict[str, Any], wanted: list[Condition]) -> None:
-        """Write the agent's Node conditions that changed; one Event per new reason."""
+        """Write the agent's Node conditions that changed."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         patch = []
         for type_, ok, reason, message in wanted:
@@ -137,9 +135,12 @@ class Agent:
             moved = old.get("status") != status
             patch.append({"type": type_, "status": status, "reason": reason, "message": message,
                           "lastHeartbeatTime": now, "lastTransitionTime": now if moved else old.get("lastTransitionTime", now)})
-            if self.announced.get(type_) != reason and (not ok or type_ in self.announced):
-                self._event(node, "Normal" if ok else "Warning", reason, message)
-            self.announced[type_] = reason
+            # One Event per new reason, judged against the Node (so a restarted agent doesn't repeat
+            # or miss one): a problem or a fallback is a Warning, a recovery Normal, a first good
+            # state nothing.
+            bad = not ok or reason.startswith("FallbackTo")
+            if old.get("reason") != reason and (bad or old):
+                self._event(node, "Warning" if bad else "Normal", reason, message)
         if patch:
             self.kube.patch_node_status(self.node_name, {"status": {"conditions": patch}})
 

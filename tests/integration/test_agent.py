@@ -118,6 +118,9 @@ def test_nvml_limits_go_on_pod_cgroups_and_fall_back_when_the_driver_cannot(clus
     limit = f'gpucost_agent_pod_gpu_memory_limit_mib{{gpu="0",namespace="{namespace}",node="{node}",pod="{pod["metadata"]["name"]}"}} 20000.0'
     cluster.wait("the hard limit set on the pod's cgroup", lambda: limit in scrape(agent))
     assert condition(cluster.get("node", node), "GPUCostIsolation")["reason"] == "NvmlLimit"
+    agent.stop()  # a restarted agent (a new NVML session) sets the limit again
+    agent.start()
+    cluster.wait("the limit set again after a restart", lambda: limit in scrape(agent))
 
     fake.state["memoryLimits"] = False  # a driver before R615
     fake.save()
