@@ -31,6 +31,12 @@ def _json(resp: Any) -> Obj:
     return json.loads(resp.data)
 
 
+def _namespace_terminating(e: ApiException) -> bool:
+    """The API refuses new objects in a namespace being deleted (403, NamespaceTerminating)."""
+    body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
+    return e.status == 403 and "NamespaceTerminating" in body
+
+
 class Kube:
     """Thin façade over the calls the operator makes; one instance per process."""
 
@@ -131,11 +137,12 @@ class Kube:
         return _json(resp)["items"]
 
     def create_pod(self, pod: Obj) -> bool:
-        """False when a pod of that name exists already (a retried reconcile)."""
+        """False when a pod of that name exists already (a retried reconcile) or its namespace is
+        being deleted (the owner goes with it)."""
         try:
             self.core.create_namespaced_pod(pod["metadata"]["namespace"], pod, _preload_content=False)
         except ApiException as e:
-            if e.status == 409:
+            if e.status == 409 or _namespace_terminating(e):
                 return False
             raise
         return True
@@ -148,11 +155,12 @@ class Kube:
                 raise
 
     def create_job(self, job: Obj) -> bool:
-        """False when a Job of that name exists already (a retried reconcile)."""
+        """False when a Job of that name exists already (a retried reconcile) or its namespace is
+        being deleted."""
         try:
             self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
         except ApiException as e:
-            if e.status == 409:
+            if e.status == 409 or _namespace_terminating(e):
                 return False
             raise
         return True
