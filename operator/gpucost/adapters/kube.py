@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -17,6 +18,7 @@ from gpucost import names
 from gpucost.api import GROUP, VERSION
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 
 def configure() -> None:
@@ -37,6 +39,28 @@ def _namespace_terminating(e: ApiException) -> bool:
     return e.status == 403 and "NamespaceTerminating" in body
 
 
+def _unless_gone(call: Callable[[], T]) -> T | None:
+    """The call's result, or None when its object is not there (404): gone is an answer here."""
+    try:
+        return call()
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def _created(create: Callable[..., Any], obj: Obj) -> bool:
+    """False when an object of that name exists already (a retried reconcile) or its namespace is
+    being deleted (its owner goes with it)."""
+    try:
+        create(obj["metadata"]["namespace"], obj, _preload_content=False)
+    except ApiException as e:
+        if e.status == 409 or _namespace_terminating(e):
+            return False
+        raise
+    return True
+
+
 class Kube:
     """Thin façade over the calls the operator makes; one instance per process."""
 
@@ -53,11 +77,7 @@ class Kube:
         self.core.create_node(node, _preload_content=False)
 
     def delete_node(self, name: str) -> None:
-        try:
-            self.core.delete_node(name, _preload_content=False)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        _unless_gone(lambda: self.core.delete_node(name, _preload_content=False))
 
     def patch_node(self, name: str, patch: Obj) -> None:
         """Merge patch (a None value removes an annotation)."""
@@ -68,12 +88,7 @@ class Kube:
         self.core.patch_node_status(name, patch, _preload_content=False)
 
     def get_node(self, name: str) -> Obj | None:
-        try:
-            return _json(self.core.read_node(name, _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return _unless_gone(lambda: _json(self.core.read_node(name, _preload_content=False)))
 
     def post_event(self, obj: Obj, type: str, reason: str, message: str, component: str) -> None:
         """A core/v1 Event on ``obj``, from a process that is not a kopf operator (the node agent)."""
@@ -137,72 +152,36 @@ class Kube:
         return _json(resp)["items"]
 
     def create_pod(self, pod: Obj) -> bool:
-        """False when a pod of that name exists already (a retried reconcile) or its namespace is
-        being deleted (the owner goes with it)."""
-        try:
-            self.core.create_namespaced_pod(pod["metadata"]["namespace"], pod, _preload_content=False)
-        except ApiException as e:
-            if e.status == 409 or _namespace_terminating(e):
-                return False
-            raise
-        return True
+        return _created(self.core.create_namespaced_pod, pod)
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        _unless_gone(lambda: self.core.delete_namespaced_pod(name, namespace, _preload_content=False))
 
     def create_job(self, job: Obj) -> bool:
-        """False when a Job of that name exists already (a retried reconcile) or its namespace is
-        being deleted."""
-        try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
-        except ApiException as e:
-            if e.status == 409 or _namespace_terminating(e):
-                return False
-            raise
-        return True
+        return _created(self.batch.create_namespaced_job, job)
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return _unless_gone(lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False)))
 
     def delete_job(self, namespace: str, name: str) -> None:
         """With its pods (background propagation), as `kubectl delete job` does."""
-        try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background", _preload_content=False)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        _unless_gone(lambda: self.batch.delete_namespaced_job(
+            name, namespace, propagation_policy="Background", _preload_content=False))
 
     def get_inference_pool(self, namespace: str, name: str) -> Obj | None:
         return self.get_object("inferencepools", name, namespace)
 
     def get_object(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
         """One of our objects, or None when it is gone."""
-        try:
-            if namespace is None:
-                return self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        if namespace is None:
+            return _unless_gone(lambda: self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
+        return _unless_gone(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
 
     def patch_status(self, plural: str, name: str, status: Obj, namespace: str | None = None) -> None:
         """No-op when the object was deleted after it was read: it has no status left to write."""
         body = {"status": status}
-        try:
-            if namespace is None:
-                self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body)
-            else:
-                self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name, body)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        if namespace is None:
+            _unless_gone(lambda: self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body))
+        else:
+            _unless_gone(lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body))
