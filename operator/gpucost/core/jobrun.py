@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from gpucost.api.common import rfc3339
 
 TERMINAL = frozenset({"Succeeded", "Failed"})
+UNPLACED = frozenset({"Unschedulable", "NoMatchingGPU"})
+"""The Ready reasons of a job whose worker no node has room for now (the autoscaler's cue)."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
 from gpucost.core.consolidate import plan_consolidation
 from gpucost.core.inventory import Ask
+from gpucost.core.jobrun import UNPLACED
 from gpucost.core.scaledown import INTERRUPTED, UNDERUTILIZED, Disruption, NodeState, PoolLimits, plan_scale_down
 from gpucost.core.scaleup import Offer, Pending, ScaleUpPlan, plan_scale_up
 from gpucost.core.snapshot import allocations, pool_template_node
@@ -52,10 +53,6 @@ from gpucost.handlers.inferencepool import ask_for
 from gpucost.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-UNPLACED = frozenset({"Unschedulable", "NoMatchingGPU"})
-"""A CompressionJob's Ready reasons when no node has room for its worker now."""
 
 
 def _post(pool: Pool, type_: str, reason: str, message: str) -> None:

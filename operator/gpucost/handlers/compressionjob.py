@@ -23,7 +23,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
 from gpucost.core.inventory import FreeMap
-from gpucost.core.jobrun import TERMINAL, Attempt, Decision, Step, decide
+from gpucost.core.jobrun import TERMINAL, UNPLACED, Attempt, Decision, Step, decide
 from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.budget import enforcing
@@ -138,7 +138,7 @@ def _run(
         update.update(completion_time=rfc3339(now), message=d.message)
         kopf.event(body, type="Normal" if d.phase == "Succeeded" else "Warning", reason=d.reason, message=d.message)
         log.info("[%s/%s] %s: %s", meta["namespace"], meta["name"], d.phase, d.message)
-    ok = ConditionStatus.TRUE if d.phase != "Failed" and d.reason not in {"Unschedulable", "NoMatchingGPU"} else ConditionStatus.FALSE
+    ok = ConditionStatus.TRUE if d.phase != "Failed" and d.reason not in UNPLACED else ConditionStatus.FALSE
     conditions = set_condition(status.conditions, type="Ready" if d.phase != "Succeeded" else "Complete",
                                status=ok, reason=d.reason, message=d.message, generation=meta.get("generation"))
     return status.model_copy(update={"phase": d.phase, "conditions": conditions, **update})

@@ -32,6 +32,7 @@ from gpucost.settings import Settings
 PLURAL = "inferencepools"
 log = logging.getLogger(__name__)
 
+
 def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
     return make_ask(spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster)
 
