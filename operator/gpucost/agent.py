@@ -181,6 +181,8 @@ class Agent:
         pod_of_pid = self._pods_of(pid for procs in processes.values() for pid, _ in procs)
         used = isolation.usage_by_pod(processes, pod_of_pid)
         limit_error = self._limit(slices) if requested == isolation.NVML_LIMIT else None
+        ours = {s.pod_uid for s in slices.values()}
+        self.cgroups = {uid: path for uid, path in self.cgroups.items() if uid in ours}  # pods gone, or not ours
         mode = isolation.choose_mode(requested, limit_error, (self.settings.mps_pipe_dir / "control").exists())
         m.mode.clear()
         m.mode.labels(self.node_name, mode.running, mode.requested).set(1)

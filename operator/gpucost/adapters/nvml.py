@@ -156,7 +156,9 @@ class NVML:
             while True:
                 event = self.lib.nvmlEventSetWait_v2(self._events, 0)
                 if event.eventType == pynvml.nvmlEventTypeXidCriticalError and event.eventData in FATAL_XIDS:
-                    out.append((self._index_of(event.device), int(event.eventData)))
+                    index = self._index_of(event.device)
+                    if index >= 0:  # a GPU too far gone to name is already unhealthy by its reading
+                        out.append((index, int(event.eventData)))
         except NVMLError as e:
             if not isinstance(e, pynvml.NVMLError_Timeout):
                 self.errors += 1
