@@ -28,7 +28,7 @@ from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
 from gpucost.handlers.budget import enforcing
 from gpucost.handlers.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
-from gpucost.handlers.status import account_workload, spec_or_report, write_if_changed
+from gpucost.handlers.status import account_of, account_workload, export_cost, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "compressionjobs"
@@ -49,6 +49,12 @@ def reconcile(kube: Kube, body: dict[str, Any], policy: str, cost_every: float) 
 def _reconcile(kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, policy: str, cost_every: float) -> None:
     meta = body["metadata"]
     old = CompressionJobStatus.model_validate(body.get("status") or {})
+    if old.phase in TERMINAL and not old.cost_per_hour:
+        # Finished and nothing held any more: finished jobs pile up, and each resync of each one
+        # would otherwise read the whole cluster to find no pods.
+        export_cost("CompressionJob", meta, account_of(old))
+        write_if_changed(kube, PLURAL, body, {"observedGeneration": meta.get("generation")})
+        return
     cluster = read_cluster(kube)
     mine = [p for p in cluster.pods if p.owner_uid == meta["uid"]]
     cost = account_workload("CompressionJob", body, cluster, mine, old, cost_every)

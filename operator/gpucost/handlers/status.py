@@ -72,9 +72,13 @@ def account_workload(
     meta = body["metadata"]
     rate = workload_cost(cluster, names.workload(kind, meta["namespace"], meta["name"]), pods)
     cost = advance(account_of(old), rate, time.time(), every)
+    export_cost(kind, meta, cost)
+    return cost
+
+
+def export_cost(kind: str, meta: dict[str, Any], cost: Account) -> None:
     metrics.workload_cost_per_hour.labels(kind, meta["namespace"], meta["name"]).set(cost.rate)
     metrics.workload_cost.labels(kind, meta["namespace"], meta["name"]).set(cost.total)
-    return cost
 
 
 def account_of(status: Costed) -> Account:
