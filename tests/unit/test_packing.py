@@ -127,22 +127,25 @@ def test_fgd_spreads_less_than_random_would():
         assert second.node == first.node, name
 
 
-def test_gpucost_breaks_fgd_ties_by_whole_gpu_waste():
-    """Two busy 8-GPU nodes with 2 and 3 GPUs free: for FGD a 1-GPU task is a tie (both nodes are
-    too small for the 8-GPU shape either way), so it follows the node order; gpucost takes the node
-    whose free-GPU count loses the most expected waste (φ(2) − φ(3) < φ(1) − φ(2))."""
-    nodes = [NodeSpec("a", 96_000, 800_000, 8, "V100"), NodeSpec("b", 96_000, 800_000, 8, "V100")]
-    dist = ShapeDistribution(((Task(gpus=1), 0.9), (Task(gpus=8), 0.1)))
-    phi = waste_table(8, {1: 0.9, 8: 0.1})
-    assert phi[2] - phi[3] < phi[1] - phi[2]
-    picks: dict[str, set[int]] = {"fgd": set(), "gpucost": set()}
+def test_gpucost_puts_cpu_only_tasks_where_no_gpu_needs_the_cpu():
+    """A CPU-only task leaves every node able to run the typical 1-GPU shape, so FGD scores all
+    three alike and follows the node order; gpucost takes the node whose GPUs are all taken, and of
+    two such nodes the one whose CPU it fits most tightly."""
+    nodes = [
+        NodeSpec("free", 96_000, 800_000, 8, "V100"),
+        NodeSpec("full-roomy", 96_000, 800_000, 8, "V100"),
+        NodeSpec("full-tight", 40_000, 800_000, 8, "V100"),
+    ]
+    dist = ShapeDistribution(((Task(cpu_milli=4_000, gpus=1), 0.8), (Task(cpu_milli=8_000), 0.2)))
+    picks: dict[str, set[str]] = {"fgd": set(), "gpucost": set()}
     for seed in range(10):
         for name, seen in picks.items():
             cluster = Cluster(nodes)
-            for node, used in ((0, 6), (1, 5)):
-                cluster.apply(Task(gpus=used), cluster.placement(node, Task(gpus=used), tuple(range(used))))
-            seen.add(make_policy(name, dist, seed).choose(cluster, Task(gpus=1)).node)
-    assert picks == {"fgd": {0, 1}, "gpucost": {1}}
+            for node in (1, 2):
+                cluster.apply(Task(gpus=8), cluster.placement(node, Task(gpus=8), tuple(range(8))))
+            seen.add(nodes[make_policy(name, dist, seed).choose(cluster, Task(cpu_milli=8_000)).node].name)
+    assert len(picks["fgd"]) > 1
+    assert picks["gpucost"] == {"full-tight"}
 
 
 def test_unknown_policy_is_a_clear_error():

@@ -57,10 +57,6 @@ class Cluster:
         """Per node (of ``rows``) and GPU: does the GPU hold any work?"""
         return (self.gpu_free[rows] < self.units[rows, None]) & self.gpu_exists[rows]
 
-    def whole_free(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Per node (of ``rows``): how many GPUs are entirely free."""
-        return ((self.gpu_free[rows] == self.units[rows, None]) & self.gpu_exists[rows]).sum(axis=1)
-
     def gpus_in_use(self) -> int:
         return int(self.busy_gpus().sum())
 

@@ -159,14 +159,21 @@ class GpuCost(FGD):
 
     Moves whose fragmentation growth falls in the same band (FGD's score levels) are equally good
     by FGD's own measure; among them we take, in order:
-    1. a node that already runs work over an idle one — idle nodes stay whole for big tasks and
-       can be shut down by the autoscaler;
-    2. the move whose leftover is expected to be least wasted. For a shared task, φ(a) is the
-       expected free units left on a GPU with ``a`` free after tasks drawn from the shape
-       distribution fill it until one does not fit (φ(a) = Σ_s f_s · (φ(a − m_s) if m_s ≤ a else a)).
-       For a whole-GPU task the same recurrence runs over a node's count of fully free GPUs with
-       the whole-GPU shapes, so a 1-GPU task does not break the last free 8 of a node;
-    3. the per-run node order, as FGD.
+
+    - for a GPU task, a node that already runs work over an idle one (idle nodes stay whole for
+      big tasks and can be shut down by the autoscaler); then, for a shared task, the move whose
+      leftover is expected to be least wasted: φ(a) is the expected free units left on a GPU with
+      ``a`` free after tasks drawn from the shape distribution fill it until one does not fit
+      (φ(a) = Σ_s f_s · (φ(a − m_s) if m_s ≤ a else a));
+    - for a CPU-only task, the node with the fewest free GPUs, fitting its CPU most tightly. FGD
+      sees no fragmentation in CPU taken from a node whose GPUs still have room as long as the
+      typical shapes' CPU still fits, but that CPU is what those GPUs need later: on a CPU-bound
+      trace the GPUs left stranded behind exhausted CPU are most of what is lost. CPU on a node
+      whose GPUs are taken is CPU no GPU task can use anyway;
+    - then the per-run node order, as FGD.
+
+    A tie-break by the count of a node's fully free GPUs (φ over whole-GPU shapes) was tried for
+    whole-GPU tasks and lost on the multi-GPU traces; FGD's order is kept there.
     """
 
     name = "gpucost"
@@ -174,7 +181,6 @@ class GpuCost(FGD):
     def __init__(self, dist: ShapeDistribution, seed: int = 0) -> None:
         super().__init__(dist, seed)
         self._tables: dict[int, np.ndarray] = {}
-        self._node_table: np.ndarray | None = None
 
     def choose(self, cluster: Cluster, task: Task) -> Placement | None:
         found = self.delta(cluster, task)
@@ -182,6 +188,11 @@ class GpuCost(FGD):
             return None
         nodes, values, delta = found
         band = _band(delta, cluster.units[nodes])
+        rank = self.rank(cluster)[nodes]
+        if not task.gpus:
+            free_gpus = cluster.gpu_free[nodes].sum(axis=1) / np.maximum(cluster.units[nodes], 1)
+            pick = np.lexsort((rank, cluster.cpu_free[nodes], free_gpus, -band))[0]
+            return cluster.placement(int(nodes[pick]), task, ())
         idle = ~cluster.busy_gpus(nodes).any(axis=1)
         waste = np.zeros(len(nodes))
         if task.shared:
@@ -190,11 +201,7 @@ class GpuCost(FGD):
                 rows = cluster.units[nodes] == units
                 phi = self._waste_table(cluster, int(units))
                 waste[rows] = phi[values[rows] - need[rows]] - phi[values[rows]]
-        elif task.gpus:
-            whole = cluster.whole_free(nodes)
-            phi = self._whole_gpu_table(cluster)
-            waste = phi[whole - task.gpus] - phi[whole]
-        pick = np.lexsort((self.rank(cluster)[nodes], waste, idle, -band))[0]
+        pick = np.lexsort((rank, waste, idle, -band))[0]
         node = int(nodes[pick])
         if task.shared:
             return cluster.placement(node, task, _gpus_with_free(cluster, node, task, int(values[pick])))
@@ -213,18 +220,6 @@ class GpuCost(FGD):
                         sizes[m] = sizes.get(m, 0.0) + f
             tables[units] = waste_table(units, sizes)
         return tables[units]
-
-
-    def _whole_gpu_table(self, cluster: Cluster) -> np.ndarray:
-        """φ over a node's count of fully free GPUs, filled by the whole-GPU shapes."""
-        width = cluster.gpu_free.shape[1]
-        if self._node_table is None or len(self._node_table) != width + 1:
-            sizes: dict[int, float] = {}
-            for shape, f in self.dist.shapes:
-                if shape.gpus and not shape.shared and shape.gpus <= width:
-                    sizes[shape.gpus] = sizes.get(shape.gpus, 0.0) + f
-            self._node_table = waste_table(width, sizes)
-        return self._node_table
 
 
 def waste_table(units: int, sizes: dict[int, float]) -> np.ndarray:
