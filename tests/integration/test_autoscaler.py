@@ -224,8 +224,10 @@ def test_a_pod_disruption_budget_holds_the_drain_until_it_allows_the_eviction(cl
     cluster.wait("the node is cordoned for removal",
                  lambda: names.ANNOTATION_DISRUPTION in (cluster.get("node", doomed)["metadata"].get("annotations") or {}))
     # The budget refuses the eviction (429): the replica keeps running and the node is not deleted.
-    refused = f"eviction of {namespace}/web-0 refused by a PodDisruptionBudget"
-    cluster.wait("an eviction refused", lambda: refused in operator.log.read_text(errors="replace"), timeout=30)
+    cluster.wait("an eviction refused", lambda: pool_events(cluster, spot, "EvictionBlocked"), timeout=30)
     assert cluster.get("node", doomed) is not None and cluster.get("pod", "web-0", namespace)["status"]["phase"] == "Running"
+    # Told once, though every tick retries the eviction.
+    (event,) = pool_events(cluster, spot, "EvictionBlocked")
+    assert f"holds {namespace}/web-0 on node {doomed}" in event["message"]
     cluster.kubectl("delete", "pdb", "web", "-n", namespace)
     cluster.wait("drained and removed once the budget is gone", lambda: cluster.get("node", doomed) is None, timeout=60)

@@ -118,6 +118,8 @@ class Autoscaler:
         self._underused: dict[str, float] = {}
         self._replacing: Disruption | None = None
         """A node consolidation launched a replacement for, drained once the replacement is up."""
+        self._blocked: set[str] = set()
+        """Pods whose eviction a PodDisruptionBudget refuses, so the refusal is told once, not every tick."""
 
     def maybe_tick(self) -> None:
         """Every pool's timer calls this; one tick per interval runs, the rest return at once."""
@@ -242,6 +244,7 @@ class Autoscaler:
 
     def _drain(self, cluster: Cluster, states: list[NodeState], on_node: dict[str, list[dict[str, Any]]]) -> None:
         """Evict what is left on nodes being removed; delete a node once only DaemonSet pods remain."""
+        blocked: set[str] = set()
         for state in states:
             if state.disruption is None:
                 continue
@@ -252,7 +255,10 @@ class Autoscaler:
                 if meta.get("deletionTimestamp"):
                     continue
                 if not self.kube.evict(meta["namespace"], meta["name"]):
-                    log.info("[%s] eviction of %s/%s refused by a PodDisruptionBudget; retrying", pool.name, meta["namespace"], meta["name"])
+                    blocked.add(meta["uid"])
+                    if meta["uid"] not in self._blocked:
+                        _post(pool, "Normal", "EvictionBlocked", f"a PodDisruptionBudget holds {meta['namespace']}/"
+                              f"{meta['name']} on node {state.name}; retrying every tick")
             if left:
                 continue
             try:
@@ -262,6 +268,7 @@ class Autoscaler:
                 continue
             _post(pool, "Normal", "NodeRemoved",
                   f"removed node {state.name} ({state.disruption}): -${pool.spec.price_per_hour:.2f}/h")
+        self._blocked = blocked
 
     def _batch_ready(self, pending: list[Pending], now: float) -> bool:
         """Karpenter-style batching: act once the pending set has stopped changing for a moment."""
