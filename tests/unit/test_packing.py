@@ -127,25 +127,25 @@ def test_fgd_spreads_less_than_random_would():
         assert second.node == first.node, name
 
 
-def test_gpucost_puts_cpu_only_tasks_where_no_gpu_needs_the_cpu():
-    """A CPU-only task leaves every node able to run the typical 1-GPU shape, so FGD scores all
-    three alike and follows the node order; gpucost takes the node whose GPUs are all taken, and of
-    two such nodes the one whose CPU it fits most tightly."""
+def test_gpucost_puts_cpu_only_tasks_where_they_strand_no_gpu():
+    """The typical GPU shape asks 4 CPUs per GPU. On "free" the 8-CPU task would leave 28 CPUs for
+    8 free GPUs (one GPU's worth unfed); on the two nodes whose GPUs are all taken it strands
+    nothing. FGD sees no change anywhere (the shape's 4 CPUs still fit) and follows the node order
+    to all three; gpucost never takes "free", and between the others follows the node order too."""
     nodes = [
-        NodeSpec("free", 96_000, 800_000, 8, "V100"),
-        NodeSpec("full-roomy", 96_000, 800_000, 8, "V100"),
-        NodeSpec("full-tight", 40_000, 800_000, 8, "V100"),
+        NodeSpec("free", 36_000, 800_000, 8, "V100"),
+        NodeSpec("full-a", 96_000, 800_000, 8, "V100"),
+        NodeSpec("full-b", 40_000, 800_000, 8, "V100"),
     ]
     dist = ShapeDistribution(((Task(cpu_milli=4_000, gpus=1), 0.8), (Task(cpu_milli=8_000), 0.2)))
     picks: dict[str, set[str]] = {"fgd": set(), "gpucost": set()}
-    for seed in range(10):
+    for seed in range(20):
         for name, seen in picks.items():
             cluster = Cluster(nodes)
             for node in (1, 2):
                 cluster.apply(Task(gpus=8), cluster.placement(node, Task(gpus=8), tuple(range(8))))
             seen.add(nodes[make_policy(name, dist, seed).choose(cluster, Task(cpu_milli=8_000)).node].name)
-    assert len(picks["fgd"]) > 1
-    assert picks["gpucost"] == {"full-tight"}
+    assert picks == {"fgd": {"free", "full-a", "full-b"}, "gpucost": {"full-a", "full-b"}}
 
 
 def test_unknown_policy_is_a_clear_error():

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.cluster import NEVER, Cluster
 from gpucost.core.packing.frag import FragIndex, ShapeDistribution
 from gpucost.core.packing.model import Placement, Task
 
@@ -165,11 +165,12 @@ class GpuCost(FGD):
       leftover is expected to be least wasted: φ(a) is the expected free units left on a GPU with
       ``a`` free after tasks drawn from the shape distribution fill it until one does not fit
       (φ(a) = Σ_s f_s · (φ(a − m_s) if m_s ≤ a else a));
-    - for a CPU-only task, the node with the fewest free GPUs, fitting its CPU most tightly. FGD
-      sees no fragmentation in CPU taken from a node whose GPUs still have room as long as the
-      typical shapes' CPU still fits, but that CPU is what those GPUs need later: on a CPU-bound
-      trace the GPUs left stranded behind exhausted CPU are most of what is lost. CPU on a node
-      whose GPUs are taken is CPU no GPU task can use anyway;
+    - for a CPU-only task, the node where it strands the fewest GPUs: a node's free GPUs beyond
+      what its free CPU can feed at the shape mix's CPU per GPU count as stranded. FGD sees no
+      fragmentation in CPU taken beside free GPUs as long as the typical shapes' CPU still fits,
+      but that CPU is what those GPUs need later: on a CPU-bound trace the GPUs left behind
+      exhausted CPU are most of what is lost. Where CPU is plentiful nothing is stranded and the
+      node order decides, which keeps CPU work together (fewer nodes in use as work comes and goes);
     - then the per-run node order, as FGD.
 
     A tie-break by the count of a node's fully free GPUs (φ over whole-GPU shapes) was tried for
@@ -181,6 +182,7 @@ class GpuCost(FGD):
     def __init__(self, dist: ShapeDistribution, seed: int = 0) -> None:
         super().__init__(dist, seed)
         self._tables: dict[int, np.ndarray] = {}
+        self._cpu_per_gpu: tuple[Cluster, np.ndarray] | None = None
 
     def choose(self, cluster: Cluster, task: Task) -> Placement | None:
         found = self.delta(cluster, task)
@@ -190,8 +192,9 @@ class GpuCost(FGD):
         band = _band(delta, cluster.units[nodes])
         rank = self.rank(cluster)[nodes]
         if not task.gpus:
-            free_gpus = cluster.gpu_free[nodes].sum(axis=1) / np.maximum(cluster.units[nodes], 1)
-            pick = np.lexsort((rank, cluster.cpu_free[nodes], free_gpus, -band))[0]
+            cpu = cluster.cpu_free[nodes]
+            stranded = self._stranded(cluster, nodes, cpu - task.cpu_milli) - self._stranded(cluster, nodes, cpu)
+            pick = np.lexsort((rank, np.round(stranded, 6), -band))[0]
             return cluster.placement(int(nodes[pick]), task, ())
         idle = ~cluster.busy_gpus(nodes).any(axis=1)
         waste = np.zeros(len(nodes))
@@ -206,6 +209,27 @@ class GpuCost(FGD):
         if task.shared:
             return cluster.placement(node, task, _gpus_with_free(cluster, node, task, int(values[pick])))
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
+
+    def _stranded(self, cluster: Cluster, nodes: np.ndarray, cpu: np.ndarray) -> np.ndarray:
+        """Free GPUs (in whole GPUs) of ``nodes`` that ``cpu`` free CPU could not feed."""
+        if self._cpu_per_gpu is None or self._cpu_per_gpu[0] is not cluster:
+            self._cpu_per_gpu = (cluster, self._mix_cpu_per_gpu(cluster))
+        rho = self._cpu_per_gpu[1][nodes]
+        free = cluster.gpu_free[nodes].sum(axis=1) / np.maximum(cluster.units[nodes], 1)
+        feedable = np.divide(cpu, rho, out=np.full(len(nodes), np.inf), where=rho > 0)
+        return np.maximum(0.0, free - feedable)
+
+    def _mix_cpu_per_gpu(self, cluster: Cluster) -> np.ndarray:
+        """Per node: milli-CPU the GPU shapes that can run there ask per whole GPU they take."""
+        cpu = np.zeros(len(cluster))
+        gpus = np.zeros(len(cluster))
+        for shape, f in self.dist.shapes:
+            if shape.gpus:
+                need = cluster.demand(shape)
+                runs = (need < NEVER) & cluster.model_mask(shape.models)
+                cpu += np.where(runs, f * shape.cpu_milli, 0.0)
+                gpus += np.where(runs, f * shape.gpus * need / np.maximum(cluster.units, 1), 0.0)
+        return np.divide(cpu, gpus, out=np.zeros(len(cluster)), where=gpus > 0)
 
     def _waste_table(self, cluster: Cluster, units: int) -> np.ndarray:
         """φ over 0..units for GPUs of this capacity (the shapes' asks converted to its units)."""
