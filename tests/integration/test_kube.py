@@ -29,3 +29,12 @@ def test_creating_in_a_namespace_being_deleted_is_a_no_not_an_error(cluster):
     finally:
         cluster.kubectl("patch", "configmap", "hold", "-n", ns, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": None}}))
     cluster.wait("namespace gone", lambda: cluster.get("namespace", ns) is None)
+
+
+def test_marking_a_node_that_was_removed_meanwhile_is_a_no_not_an_error(cluster):
+    """The autoscaler lists nodes, then annotates them; a node removed in between must not raise."""
+    kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cluster.cp.kubeconfig)))
+    name = f"gone-{uuid.uuid4().hex[:6]}"
+    assert kube.get_node(name) is None
+    kube.patch_node(name, {"metadata": {"annotations": {"gpucost.dev/idle-since": None}}})
+    assert kube.get_node(name) is None

@@ -80,8 +80,9 @@ class Kube:
         _unless_gone(lambda: self.core.delete_node(name, _preload_content=False))
 
     def patch_node(self, name: str, patch: Obj) -> None:
-        """Merge patch (a None value removes an annotation)."""
-        self.core.patch_node(name, patch, _preload_content=False)
+        """Merge patch (a None value removes an annotation). A node deleted since it was listed has
+        nothing left to mark, so a 404 is no error (the autoscaler's tick races node removal)."""
+        _unless_gone(lambda: self.core.patch_node(name, patch, _preload_content=False))
 
     def patch_node_status(self, name: str, patch: Obj) -> None:
         """Strategic merge: conditions merge by type, so the kubelet's own stay as they are."""
