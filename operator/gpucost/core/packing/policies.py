@@ -192,9 +192,7 @@ class GpuCost(FGD):
         band = _band(delta, cluster.units[nodes])
         rank = self.rank(cluster)[nodes]
         if not task.gpus:
-            cpu = cluster.cpu_free[nodes]
-            stranded = self._stranded(cluster, nodes, cpu - task.cpu_milli) - self._stranded(cluster, nodes, cpu)
-            pick = np.lexsort((rank, np.round(stranded, 6), -band))[0]
+            pick = np.lexsort((rank, np.round(self._strands(cluster, nodes, task), 6), -band))[0]
             return cluster.placement(int(nodes[pick]), task, ())
         idle = ~cluster.busy_gpus(nodes).any(axis=1)
         waste = np.zeros(len(nodes))
@@ -210,14 +208,20 @@ class GpuCost(FGD):
             return cluster.placement(node, task, _gpus_with_free(cluster, node, task, int(values[pick])))
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
 
-    def _stranded(self, cluster: Cluster, nodes: np.ndarray, cpu: np.ndarray) -> np.ndarray:
-        """Free GPUs (in whole GPUs) of ``nodes`` that ``cpu`` free CPU could not feed."""
+    def _strands(self, cluster: Cluster, nodes: np.ndarray, task: Task) -> np.ndarray:
+        """Per node: how many more of its free GPUs (in whole GPUs) would be left without CPU to
+        run if the task took its CPU there, at the shape mix's CPU per GPU."""
         if self._cpu_per_gpu is None or self._cpu_per_gpu[0] is not cluster:
             self._cpu_per_gpu = (cluster, self._mix_cpu_per_gpu(cluster))
         rho = self._cpu_per_gpu[1][nodes]
         free = cluster.gpu_free[nodes].sum(axis=1) / np.maximum(cluster.units[nodes], 1)
-        feedable = np.divide(cpu, rho, out=np.full(len(nodes), np.inf), where=rho > 0)
-        return np.maximum(0.0, free - feedable)
+        cpu = cluster.cpu_free[nodes]
+
+        def unfed(cpu_left: np.ndarray) -> np.ndarray:
+            feedable = np.divide(cpu_left, rho, out=np.full(len(nodes), np.inf), where=rho > 0)
+            return np.maximum(0.0, free - feedable)
+
+        return unfed(cpu - task.cpu_milli) - unfed(cpu)
 
     def _mix_cpu_per_gpu(self, cluster: Cluster) -> np.ndarray:
         """Per node: milli-CPU the GPU shapes that can run there ask per whole GPU they take."""
