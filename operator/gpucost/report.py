@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -91,41 +91,48 @@ def naive_rate(gpu: GPUAsk, replicas: int, pools: list[GPUNodePoolSpec]) -> floa
     return min(fits) * gpus * replicas if fits else None
 
 
+S = TypeVar("S", bound=BaseModel)
+St = TypeVar("St", bound=BaseModel)
+
+
+def _parsed(obj: dict[str, Any], spec: type[S], status: type[St]) -> tuple[S, St] | None:
+    """An object's spec and status, or None when either is invalid: its own status says why, and a
+    report skips it."""
+    try:
+        return spec.model_validate(obj.get("spec") or {}), status.model_validate(obj.get("status") or {})
+    except ValidationError:
+        return None
+
+
 def build(
     inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]], compression_jobs: Sequence[dict[str, Any]] = ()
 ) -> Report:
     report = Report()
     specs: list[GPUNodePoolSpec] = []
     for obj in node_pools:
-        try:
-            spec = GPUNodePoolSpec.model_validate(obj.get("spec") or {})
-            status = GPUNodePoolStatus.model_validate(obj.get("status") or {})
-        except ValidationError:
-            continue  # its own status says why; a report skips it
+        if (pool := _parsed(obj, GPUNodePoolSpec, GPUNodePoolStatus)) is None:
+            continue
+        spec, status = pool
         specs.append(spec)
         report.pools.append(PoolRow(obj["metadata"]["name"], spec.capacity_type, status.nodes, status.cost_per_hour,
                                     status.idle_cost_per_hour, status.cost_accumulated, status.idle_cost_accumulated))
     for obj in inference_pools:
-        try:
-            spec_ip = InferencePoolSpec.model_validate(obj.get("spec") or {})
-            status_ip = InferencePoolStatus.model_validate(obj.get("status") or {})
-        except ValidationError:
+        if (ip := _parsed(obj, InferencePoolSpec, InferencePoolStatus)) is None:
             continue
+        ip_spec, ip_status = ip
         meta = obj["metadata"]
-        report.workloads.append(WorkloadRow("InferencePool", meta["namespace"], meta["name"], status_ip.replicas,
-                                            status_ip.cost_per_hour, status_ip.cost_accumulated,
-                                            naive_rate(spec_ip.gpu, spec_ip.replicas, specs)))
+        report.workloads.append(WorkloadRow("InferencePool", meta["namespace"], meta["name"], ip_status.replicas,
+                                            ip_status.cost_per_hour, ip_status.cost_accumulated,
+                                            naive_rate(ip_spec.gpu, ip_spec.replicas, specs)))
     for obj in compression_jobs:
-        try:
-            spec_cj = CompressionJobSpec.model_validate(obj.get("spec") or {})
-            status_cj = CompressionJobStatus.model_validate(obj.get("status") or {})
-        except ValidationError:
+        if (cj := _parsed(obj, CompressionJobSpec, CompressionJobStatus)) is None:
             continue
+        cj_spec, cj_status = cj
         meta = obj["metadata"]
-        running = int(status_cj.phase == "Running")  # naive: a whole GPU while the job runs
+        running = int(cj_status.phase == "Running")  # naive: a whole GPU while the job runs
         report.workloads.append(WorkloadRow("CompressionJob", meta["namespace"], meta["name"], running,
-                                            status_cj.cost_per_hour, status_cj.cost_accumulated,
-                                            naive_rate(spec_cj.gpu, running, specs)))
+                                            cj_status.cost_per_hour, cj_status.cost_accumulated,
+                                            naive_rate(cj_spec.gpu, running, specs)))
     report.workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
     report.pools.sort(key=lambda p: p.name)
     return report
