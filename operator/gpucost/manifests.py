@@ -8,22 +8,12 @@ from typing import Any
 from gpucost import names
 from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.api.nodepool import GPUNodePoolSpec, IsolationMode, Taint
+from gpucost.api.nodepool import GPUNodePoolSpec, IsolationMode
 from gpucost.core.placement import Placement
 
 
 def replica_pod_name(pool: str, replica: int) -> str:
     return f"{pool}-{replica}"
-
-
-def tolerations(taints: list[Taint]) -> list[dict[str, str]]:
-    """The operator placed the pod on a pool node on purpose, so it tolerates that pool's taints."""
-    return [
-        {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
-        if t.value
-        else {"key": t.key, "operator": "Exists", "effect": t.effect}
-        for t in taints
-    ]
 
 
 def mps_env(gpus: int, mib_per_gpu: int, gpu_mib: int) -> list[dict[str, str]]:
@@ -132,7 +122,7 @@ def placed_pod(
                     }
                 }
             },
-            "tolerations": tolerations(node_pool.taints),
+            "tolerations": [t.toleration() for t in node_pool.taints],
             "restartPolicy": restart_policy,
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,

@@ -65,7 +65,8 @@ def test_min_nodes_budget_policy_reservations_and_draining_nodes_hold():
     assert plan(reserved, states, allocs, movable, since=old).drain is None  # b is held, and a's pods can't use it
     # b is already draining: a's pods can't count on b's room, and the budget of 1 is used.
     draining = [states[0], state("b", 1, disruption="Idle")]
-    assert plan(nodes, draining, allocs, movable, since=old).drain is None
+    cordoned = [nodes[0], gpu_node("b", 2.0, schedulable=False)]  # a drain cordons its node
+    assert plan(cordoned, draining, allocs, movable, since=old).drain is None
 
 
 def test_whole_gpu_pods_need_whole_free_gpus_elsewhere():

@@ -155,8 +155,10 @@ class Kube:
     def create_pod(self, pod: Obj) -> bool:
         return _created(self.core.create_namespaced_pod, pod)
 
-    def delete_pod(self, namespace: str, name: str) -> None:
-        _unless_gone(lambda: self.core.delete_namespaced_pod(name, namespace, _preload_content=False))
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        """``force`` for a pod bound to a node that is gone: no kubelet will ever confirm it stopped."""
+        _unless_gone(lambda: self.core.delete_namespaced_pod(
+            name, namespace, grace_period_seconds=0 if force else None, _preload_content=False))
 
     def create_job(self, job: Obj) -> bool:
         return _created(self.batch.create_namespaced_job, job)

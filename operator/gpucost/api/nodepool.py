@@ -47,6 +47,12 @@ class Taint(Wire):
     value: str = Field("", max_length=63)
     effect: TaintEffect
 
+    def toleration(self) -> dict[str, str]:
+        """What the operator's pods carry for it: they are placed on the pool's nodes on purpose."""
+        if self.value:
+            return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+        return {"key": self.key, "operator": "Exists", "effect": self.effect}
+
 
 class NodeGPU(Wire):
     model: str = Field(

@@ -47,8 +47,8 @@ def plan_consolidation(
 ) -> ConsolidationPlan:
     """``movable``: per node, (owner, ask) of the GPU pods on it that the operator placed;
     ``offers``: the new nodes a replacement may use (none: delete only)."""
-    settled = {n.name: n for n in nodes if n.name in states and states[n.name].ready and n.schedulable
-               and states[n.name].disruption is None and not states[n.name].interrupted}
+    # schedulable is core.refusal's one rule: Ready, not cordoned, drained, reclaimed or tainted.
+    settled = {n.name: n for n in nodes if n.name in states and n.schedulable}
     staying = Counter(s.pool for s in states.values() if s.disruption is None and not s.interrupted)
     draining = Counter(s.pool for s in states.values() if s.disruption is not None or s.interrupted)
     free = FreeMap.of(list(settled.values()), list(allocations))

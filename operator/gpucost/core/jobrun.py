@@ -27,6 +27,8 @@ class Attempt:
     """Its node is gone, reclaimed (interruption taint), or the pod was disrupted."""
     message: str = ""
     """The worker's termination message: its one-line summary, or the one clear line it failed with."""
+    lost_why: str = ""
+    """What happened to the node, naming it, when it is known."""
 
 
 class Step(str, enum.Enum):
@@ -67,7 +69,8 @@ def decide(
         return Decision(Step.SUCCEED, "Succeeded", "Completed", attempt.message or "the worker finished")
     if attempt.node_lost:
         return Decision(Step.RELAUNCH, "Pending", "Interrupted",
-                        f"attempt {attempts} lost its node; attempt {attempts + 1} resumes from the checkpoint")
+                        f"attempt {attempts} lost its node{f' ({attempt.lost_why})' if attempt.lost_why else ''}; "
+                        f"attempt {attempts + 1} resumes from the checkpoint")
     if attempt.pod_phase == "Failed":
         return Decision(Step.FAIL, "Failed", "WorkerFailed", attempt.message or "the worker exited with an error")
     if attempt.pod_phase == "Running":

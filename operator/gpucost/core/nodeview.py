@@ -9,6 +9,7 @@ from typing import Any
 from gpucost import names
 from gpucost.api.common import CapacityType, condition, epoch
 from gpucost.core.inventory import Ask
+from gpucost.core.refusal import tolerates
 from gpucost.core.scaledown import NodePod, NodeState
 
 Obj = dict[str, Any]
@@ -56,10 +57,13 @@ def node_pod(pod: Obj) -> NodePod:
 
 
 def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
-    """Live pods bound to each node (finished ones hold nothing)."""
+    """Live pods bound to each node, and the operator's pods pinned to it and not bound yet: they
+    were given its GPUs, so they keep an idle node alive and a drain must move them too (finished
+    pods hold nothing)."""
     out: dict[str, list[Obj]] = defaultdict(list)
     for p in pods:
-        node = (p.get("spec") or {}).get("nodeName")
+        pinned = ((p.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_NODE)
+        node = (p.get("spec") or {}).get("nodeName") or pinned
         if node and not _finished(p):
             out[node].append(p)
     return out
@@ -82,19 +86,6 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         disruption=ann.get(names.ANNOTATION_DISRUPTION),
         interrupted=interrupted(node),
     )
-
-
-def _tolerates(pod: Obj, taint: dict[str, str]) -> bool:
-    if taint.get("effect") == "PreferNoSchedule":
-        return True
-    for t in (pod.get("spec") or {}).get("tolerations") or []:
-        if t.get("effect") and t["effect"] != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists" and t.get("key") in (None, "", taint.get("key")):
-            return True
-        if t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
-            return True
-    return False
 
 
 def unschedulable_gpu_pod(pod: Obj) -> bool:
@@ -127,6 +118,6 @@ def pod_ask(pod: Obj, pool_labels: dict[str, dict[str, str]], pool_taints: dict[
         name
         for name, labels in pool_labels.items()
         if all(labels.get(k) == v for k, v in selector.items())
-        and all(_tolerates(pod, t) for t in pool_taints.get(name, []))
+        and all(tolerates(spec.get("tolerations") or [], t) for t in pool_taints.get(name, []))
     )
     return Ask(gpus=_requests(pod, names.RESOURCE_GPU), capacity_types=types, pools=pools)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpucost import names
-from gpucost.api.common import condition
+from gpucost.api.common import condition, epoch
 from gpucost.api.nodepool import GPUNodePoolSpec, SharingMode
 from gpucost.core.inventory import GPU, Allocation, GPUNode
+from gpucost.core.refusal import node_refusal
 
 TERMINAL_PHASES = {"Succeeded", "Failed"}
 
@@ -69,11 +70,16 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
         price_per_hour=pool.price_per_hour,
         gpus=gpus,
         shared=pool.sharing == SharingMode.MEMORY_SLICE.value,
-        schedulable=_ready(node) and not spec.get("unschedulable", False),
+        schedulable=node_refusal(node, pod_tolerations(pool)) is None,
         taints=taints,
         reserved_for=reserved_for,
         reserved_until=reserved_until,
     )
+
+
+def pod_tolerations(pool: GPUNodePoolSpec | None) -> list[dict[str, str]]:
+    """What the operator's pods on a pool's nodes tolerate: the pool's own taints."""
+    return [t.toleration() for t in pool.taints] if pool else []
 
 
 def _reservation(raw: str | None) -> tuple[frozenset[str], float]:
@@ -113,6 +119,11 @@ class PlacedPod:
     phase: str
     ready: bool
     deleting: bool
+    bound: bool = False
+    """kube-scheduler bound it (``spec.nodeName``): it may be running."""
+    unschedulable_since: float | None = None
+    """When kube-scheduler last started calling it Unschedulable (epoch seconds); None if not."""
+    scheduler_message: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -131,6 +142,8 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
         indices = tuple(int(i) for i in ann[names.ANNOTATION_GPU_INDICES].split(",") if i)
         uuids = tuple(u for u in ann.get(names.ANNOTATION_GPU_UUIDS, "").split(",") if u)
         status = pod.get("status") or {}
+        scheduled = condition(status, "PodScheduled")
+        refused = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
         return PlacedPod(
             name=meta["name"],
             owner_uid=labels.get(names.LABEL_OWNER_UID, ""),
@@ -142,6 +155,9 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
             phase=status.get("phase", "Pending"),
             ready=_ready(pod),
             deleting=meta.get("deletionTimestamp") is not None,
+            bound=bool((pod.get("spec") or {}).get("nodeName")),
+            unschedulable_since=epoch(scheduled.get("lastTransitionTime")) if refused else None,
+            scheduler_message=scheduled.get("message", "") if refused else "",
         )
     except (KeyError, ValueError):
         return None

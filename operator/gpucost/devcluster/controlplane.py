@@ -21,6 +21,7 @@ from gpucost.devcluster import binaries
 
 
 OWNER = "owner.pid"
+CHILDREN = "children"
 
 
 class ControlPlaneDied(RuntimeError):
@@ -167,22 +168,50 @@ class ControlPlane:
     def pids(self) -> list[int]:
         return [p for p in (_read_pid(f) for f in self._pid_files()) if p > 0]
 
+    def adopt(self, pid: int) -> None:
+        """A process started for this cluster (the demo's operator): ``stop`` ends it with the
+        cluster, so a later ``demo --down`` or re-run stops it even from another process."""
+        folder = self.workdir / "clusters" / self.name / CHILDREN
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{pid}.pid").write_text(str(pid))
+
+    def children(self) -> list[int]:
+        """Adopted processes still alive (a recycled pid running something else is not ours)."""
+        folder = self.workdir / "clusters" / self.name / CHILDREN
+        pids = [_read_pid(f) for f in folder.glob("*.pid")] if folder.exists() else []
+        return [p for p in pids if alive(p) and b"gpucost" in _cmdline(p)]
+
     def stop(self, timeout: float = 30) -> None:
-        """Delete the cluster and make sure none of its processes outlives it."""
-        pids = self.pids()
+        """Delete the cluster and make sure none of its processes, nor those it adopted, outlives it."""
         if not (self.workdir / "clusters" / self.name).exists():
             return
-        subprocess.run(
-            ["kwokctl", "delete", "cluster", "--name", self.name], env=self._env(), capture_output=True, text=True
-        )
+        children = self.children()
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)  # first, so they stop before the API server they talk to
+        pids = self.pids() + children
+
         def remaining() -> list[int]:
             return [p for p in pids if alive(p)]
 
+        try:
+            poll("adopted processes to exit", lambda: not [p for p in children if alive(p)], timeout)
+        except TimeoutError:
+            pass  # killed below with the rest
+        subprocess.run(
+            ["kwokctl", "delete", "cluster", "--name", self.name], env=self._env(), capture_output=True, text=True
+        )
         try:
             poll("control-plane processes to exit", lambda: not remaining(), timeout)
         except TimeoutError:
             for pid in remaining():
                 os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def kwok_stages(bin_dir: Path) -> list[dict]:

@@ -179,6 +179,7 @@ def run(root: Path, keep: bool = False) -> int:
     operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0,
                                env={"GPUCOST_BUDGET_INTERVAL": "2", "GPUCOST_COST_WRITE_SECONDS": "2"})
     started = time.monotonic()
+    finished = False
     try:
         with console.status("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1 …"):
             cp.start()
@@ -191,6 +192,7 @@ def run(root: Path, keep: bool = False) -> int:
             console.print(f"GPUNodePool [cyan]{doc['metadata']['name']}[/]: {len(made)} fake GPU nodes ({', '.join(made)})")
         with console.status("Starting the operator (gpucost operator) …"):
             operator.start()
+        cp.adopt(operator.proc.pid)  # so `demo --down` or the next run stops it, not only this one
         console.print(f"operator running, log: {operator.log}")
         local_claim(cp, "models")  # the example CompressionJob's storage
         workloads = [d for d in docs if d["kind"] != "GPUNodePool"]
@@ -247,9 +249,10 @@ def run(root: Path, keep: bool = False) -> int:
                 f"  export PATH={binaries.bin_dir()}:$PATH\n  kubectl get gpunodepools,inferencepools -A\n"
                 "stop it with: .venv/bin/gpucost demo --down"
             )
+        finished = True
         return 0
     finally:
-        if not keep:
+        if not (keep and finished):  # a failed or interrupted (Ctrl-C) --keep run leaves nothing
             with console.status("Stopping the operator and the control plane …"):
                 operator.stop()
                 cp.stop()

@@ -18,6 +18,7 @@ from gpucost.api.common import GPUAsk
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
 from gpucost.core.inventory import Ask, GPUNode
+from gpucost.core.refusal import node_refusal
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Cluster:
     pool_node_counts: dict[str, int]
     """Every node labelled for a pool, GPU inventory readable or not."""
     raw_nodes: list[dict[str, Any]]
+    refusals: dict[str, str | None]
+    """Every node in the API: why it takes none of the operator's pods now, else None."""
 
 
 def read_pools(kube: Kube) -> dict[str, Pool]:
@@ -69,8 +72,13 @@ def read_cluster(kube: Kube) -> Cluster:
     raw_nodes = kube.nodes()
     nodes = [n for n in (snapshot.gpu_node(obj, specs) for obj in raw_nodes) if n]
     pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
-    counts = Counter((obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) for obj in raw_nodes)
-    return Cluster(pools, nodes, pods, {k: v for k, v in counts.items() if k}, raw_nodes)
+    labels = [(obj, (obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL)) for obj in raw_nodes]
+    counts = Counter(pool for _, pool in labels if pool)
+    refusals = {
+        obj["metadata"]["name"]: node_refusal(obj, snapshot.pod_tolerations(specs.get(pool or "")))
+        for obj, pool in labels
+    }
+    return Cluster(pools, nodes, pods, dict(counts), raw_nodes, refusals)
 
 
 def make_ask(gpu: GPUAsk, capacity_types: Iterable[str], gpu_models: Iterable[str], pool_selector: dict[str, str],

@@ -22,6 +22,7 @@ from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
+from gpucost.core import nodeview, refusal, snapshot
 from gpucost.core.inventory import FreeMap
 from gpucost.core.jobrun import TERMINAL, UNPLACED, Attempt, Decision, Step, decide
 from gpucost.core.placement import NoFit, Placement, place
@@ -99,20 +100,24 @@ def _attempt(kube: Kube, body: dict[str, Any], status: CompressionJobStatus, clu
             if (p["metadata"].get("labels") or {}).get("job-name") == status.job_name]
     node = status.node
     raw = {n["metadata"]["name"]: n for n in cluster.raw_nodes}
-    reclaimed = node not in raw or any(
-        t.get("key") in names.INTERRUPTION_TAINTS for t in (raw[node].get("spec") or {}).get("taints") or []
-    )
+    # A node the cloud reclaims ends the attempt even while it runs: it resumes from its checkpoint
+    # elsewhere instead of waiting for the drain. Otherwise only a pod its node will never run.
+    reclaimed = node not in raw or nodeview.interrupted(raw[node])
+    why = (cluster.refusals.get(node, f"node {node} no longer exists") or "") if reclaimed else ""
     pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
     if pod is None:
         # A Job that failed with its pod gone lost it to an eviction (a drain, consolidation).
         job_failed = condition(job.get("status"), "Failed").get("status") == "True"
-        return Attempt(exists=True, node_lost=reclaimed or job_failed)
+        return Attempt(exists=True, node_lost=reclaimed or job_failed, lost_why=why)
+    placed = snapshot.placed_pod(pod)
+    if not why and placed is not None:
+        why = refusal.stranded([placed], cluster.refusals, time.time()).get(placed.name, "")
     disrupted = condition(pod.get("status"), "DisruptionTarget").get("status") == "True"
     terminated = next((c.get("state", {}).get("terminated") for c in (pod.get("status") or {}).get("containerStatuses") or []
                        if c.get("state", {}).get("terminated")), None) or {}
     said = (terminated.get("message") or "").strip().splitlines()
-    return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"), node_lost=reclaimed or disrupted,
-                   message=said[-1] if said else "")
+    return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"), node_lost=reclaimed or bool(why) or disrupted,
+                   message=said[-1] if said else "", lost_why=why)
 
 
 def _run(
@@ -157,8 +162,7 @@ def _launch(
     meta = body["metadata"]
     owner = names.workload("CompressionJob", meta["namespace"], meta["name"])
     now = time.time()
-    nodes = [n for n in cluster.nodes
-             if n.open_to(owner, now) and not any(t[0] in names.INTERRUPTION_TAINTS for t in n.taints)]
+    nodes = [n for n in cluster.nodes if n.open_to(owner, now)]
     free = FreeMap.of(nodes, allocations(cluster.pods))
     tiers = [["spot"], ["spot", "on-demand"]] if spec.interruptible else [["on-demand"]]
     for capacity in tiers:  # never empty: result is always set

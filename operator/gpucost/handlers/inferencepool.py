@@ -17,7 +17,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.api.nodepool import GPUNodePoolSpec
-from gpucost.core import replicas, snapshot
+from gpucost.core import refusal, replicas, snapshot
 from gpucost.core.cost import Account
 from gpucost.core.inventory import Ask, FreeMap
 from gpucost.core.packing.policies import DEFAULT_POLICY
@@ -30,6 +30,8 @@ from gpucost.handlers.status import account_workload, spec_or_report, write_if_c
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
+NODE_UNAVAILABLE = "NodeUnavailable"
+"""Ready/Placed reason while a stranded replica's old pod is still being removed."""
 log = logging.getLogger(__name__)
 
 
@@ -172,8 +174,13 @@ def _reconcile(
     unplaced: list[NoFit] = []
     cluster = read_cluster(kube)
     mine = [p for p in cluster.pods if p.owner_uid == uid]
+    moving = _release_stranded(kube, body, cluster, mine, logger)
+    avoid = {p.node for p in mine if p.replica in moving}
+    if moving:
+        mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     capped_by = enforcing(kube, namespace, "capInferencePools")
-    plan = replicas.plan(budget_cap(spec) if capped_by else spec.replicas, mine)
+    want = budget_cap(spec) if capped_by else spec.replicas
+    plan = replicas.plan(want, mine)
     for pod_name in plan.delete:
         kube.delete_pod(namespace, pod_name)
         logger.info("deleted replica pod %s", pod_name)
@@ -182,7 +189,8 @@ def _reconcile(
     if plan.create and not impossible:
         owner = names.workload("InferencePool", namespace, meta["name"])
         now = time.time()
-        nodes = [n for n in cluster.nodes if n.open_to(owner, now)]
+        # A node kube-scheduler refused a replica on is not offered to it again in this pass.
+        nodes = [n for n in cluster.nodes if n.open_to(owner, now) and n.name not in avoid]
         free = FreeMap.of(nodes, allocations(cluster.pods))
         pool_specs = {n: p.spec for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
@@ -197,9 +205,12 @@ def _reconcile(
                 result = place(ask, nodes, free, policy, shapes)
             metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
             if isinstance(result, NoFit):
-                unplaced.append(result)
+                unplaced.append(_left(result, replica, moving.get(replica)))
                 continue
             _create_replica(kube, body, spec, replica, result, pool_specs[pool_of[result.node]], logger)
+    # A replacement that could not be created yet (its old pod is still going) is unplaced too.
+    unplaced += [NoFit(NODE_UNAVAILABLE, f"replica {r} waits for its old pod to go ({why})", 0)
+                 for r, why in sorted(moving.items()) if r < want and r not in plan.create]
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     old = InferencePoolStatus.model_validate(body.get("status") or {})
@@ -208,6 +219,34 @@ def _reconcile(
                           capped_by=capped_by)
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
+
+
+def _left(miss: NoFit, replica: int, why: str | None) -> NoFit:
+    """An unplaced replacement says which node its replica had to leave, and why."""
+    if why is None:
+        return miss
+    return NoFit(miss.reason, f"replica {replica} had to leave its node ({why}); {miss.message}", miss.missing_mib)
+
+
+def _release_stranded(
+    kube: Kube, body: dict[str, Any], cluster: Cluster, mine: list[PlacedPod],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> dict[int, str]:
+    """Delete the replicas whose node will never run them (gone, going, or refusing them), so
+    their ordinals are placed again; ordinal → why. A Warning Event says which node and why."""
+    namespace = body["metadata"]["namespace"]
+    why = refusal.stranded(mine, cluster.refusals, time.time())
+    out: dict[int, str] = {}
+    for pod in (p for p in mine if p.name in why):
+        gone = pod.node not in cluster.refusals
+        if gone and pod.bound and kube.get_node(pod.node) is not None:
+            continue  # the node joined again after the list: not lost after all
+        kube.delete_pod(namespace, pod.name, force=gone)
+        out[pod.replica] = why[pod.name]
+        message = f"replica {pod.replica} ({pod.name}) deleted to be placed again: {why[pod.name]}"
+        logger.warning(message)
+        kopf.event(body, type="Warning", reason="ReplicaStranded", message=message)
+    return out
 
 
 def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
@@ -219,7 +258,7 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
         kopf.event(body, type="Warning" if capped["status"] == "True" else "Normal", reason=capped["reason"],
                    message=capped["message"])
     new, old = condition(status, "Ready"), condition(body.get("status"), "Ready")
-    if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU"}:
+    if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU", NODE_UNAVAILABLE}:
         return
     if (old.get("reason"), old.get("message")) == (new["reason"], new["message"]):
         return
@@ -275,7 +314,7 @@ class PodEvents:
     def __init__(self, kube: Kube, policy: str, cost_every: float) -> None:
         self.kube, self.policy, self.cost_every = kube, policy, cost_every
         self._dirty: dict[tuple[str, str], str] = {}
-        self._unplaced = False
+        self._nodes: set[str] = set()
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -300,18 +339,23 @@ class PodEvents:
             self._dirty[(meta["namespace"], owner["name"])] = owner["uid"]
             self._wake.notify()
 
-    def node_ready(self) -> None:
-        """A node became Ready: every pool with unplaced replicas gets another try (once per batch)."""
+    def node_changed(self, name: str) -> None:
+        """A node turned Ready, went, or started refusing pods: pools with unplaced replicas get
+        another try, and pools with replicas on it a look (once per batch)."""
         with self._wake:
             self._start_once()
-            self._unplaced = True
+            self._nodes.add(name)
             self._wake.notify()
 
-    def _with_unplaced(self) -> dict[tuple[str, str], str]:
+    def _affected(self, nodes: set[str]) -> dict[tuple[str, str], str]:
+        def touched(status: dict[str, Any]) -> bool:
+            return int(status.get("unplacedReplicas") or 0) > 0 or any(
+                p.get("node") in nodes for p in status.get("placements") or [])
+
         return {
             (o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["uid"]
             for o in self.kube.inference_pools()
-            if int((o.get("status") or {}).get("unplacedReplicas") or 0) > 0
+            if touched(o.get("status") or {})
         }
 
     def _start_once(self) -> None:
@@ -332,15 +376,15 @@ class PodEvents:
     def _run(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._dirty or self._unplaced or self._stopping)
+                self._wake.wait_for(lambda: self._dirty or self._nodes or self._stopping)
                 if self._stopping:
                     return
                 batch, self._dirty = self._dirty, {}
-                unplaced, self._unplaced = self._unplaced, False
+                nodes, self._nodes = self._nodes, set()
             try:
-                batch.update(self._with_unplaced() if unplaced else {})
+                batch.update(self._affected(nodes) if nodes else {})
             except Exception:
-                log.exception("listing InferencePools with unplaced replicas failed")
+                log.exception("listing the InferencePools a node change affects failed")
             for (namespace, name), uid in batch.items():
                 try:
                     body = self.kube.get_inference_pool(namespace, name)
@@ -374,19 +418,23 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     def on_pod(event: kopf.RawEvent, **_: Any) -> None:
         pod_events.event(dict(event))
 
-    ready_nodes: set[str] = set()
+    seen: dict[str, tuple[Any, ...]] = {}
 
     @kopf.on.event("", "v1", "nodes", labels={names.LABEL_NODEPOOL: kopf.PRESENT}, registry=registry)
     def on_node(event: kopf.RawEvent, **_: Any) -> None:
-        """Unplaced replicas are placed when a node turns Ready, not at the next resync."""
+        """Unplaced replicas are placed when a node turns Ready, and replicas pinned to a node that
+        goes or starts refusing pods are moved, not at the next resync. Only a change of what
+        decides that counts (heartbeats do not); the reconcile itself judges the node."""
         node = dict(event.get("object") or {})
-        name = node.get("metadata", {}).get("name", "")
-        ready = (event.get("type") != "DELETED" and not (node.get("spec") or {}).get("unschedulable")
-                 and condition(node.get("status"), "Ready").get("status") == "True")
-        if ready == (name in ready_nodes):
-            return  # heartbeats and label changes: nothing new to place on
-        if ready:
-            ready_nodes.add(name)
-            pod_events.node_ready()
-        else:
-            ready_nodes.discard(name)
+        meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+        name = meta.get("name", "")
+        if event.get("type") == "DELETED":
+            seen.pop(name, None)
+            pod_events.node_changed(name)
+            return
+        state = (condition(node.get("status"), "Ready").get("status"), spec.get("unschedulable"),
+                 str(spec.get("taints")), (meta.get("annotations") or {}).get(names.ANNOTATION_DISRUPTION),
+                 meta.get("deletionTimestamp"))
+        if seen.get(name) != state:
+            seen[name] = state
+            pod_events.node_changed(name)
