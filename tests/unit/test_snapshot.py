@@ -68,3 +68,13 @@ def test_finished_pods_hold_no_memory_but_terminating_ones_do():
 
 def test_pod_without_placement_annotations_is_not_a_placed_pod():
     assert placed_pod({"metadata": {"name": "x", "annotations": {}}}) is None
+
+
+def test_placed_pod_says_whether_it_is_bound_and_since_when_the_scheduler_refuses_it():
+    refused = {**pod("Pending"), "status": {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "lastTransitionTime": "2026-12-01T00:00:10Z", "message": "0/2 nodes are available"}]}}
+    p = placed_pod(refused)
+    assert (p.bound, p.unschedulable_since, p.scheduler_message) == (False, 1796083210.0, "0/2 nodes are available")
+    bound = placed_pod({**pod(), "spec": {"nodeName": "n1"}})
+    assert bound.bound and bound.unschedulable_since is None
