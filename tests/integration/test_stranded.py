@@ -23,7 +23,11 @@ INTERRUPTION = "gpucost.dev/interruption=reclaim:NoSchedule"
 
 
 def pods(cluster: Cluster, namespace: str) -> list[dict]:
-    return [p for p in cluster.list("pods", namespace) if p["metadata"].get("labels", {}).get(names.LABEL_REPLICA)]
+    return [
+        p
+        for p in cluster.list("pods", namespace)
+        if p["metadata"].get("labels", {}).get(names.LABEL_REPLICA)
+    ]
 
 
 def pinned(pod: dict) -> str:
@@ -41,11 +45,24 @@ def replica_homes(cluster: Cluster, namespace: str, ready: int) -> set[str] | No
 def squat(cluster: Cluster, namespace: str, node: str, mib: int) -> None:
     """Someone else's pod holding the node's GPU memory: the operator does not count it, but
     kube-scheduler does, so a replica placed there stays Pending (refused by the scheduler)."""
-    cluster.apply({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"squatter-{node}", "namespace": namespace},
-        "spec": {"nodeName": node, "tolerations": TOLERATE_ALL, "containers": [{
-            "name": "c", "image": "x", "resources": {"limits": {names.RESOURCE_GPU_MEMORY: str(mib)}}}]},
-    })
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"squatter-{node}", "namespace": namespace},
+            "spec": {
+                "nodeName": node,
+                "tolerations": TOLERATE_ALL,
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "x",
+                        "resources": {"limits": {names.RESOURCE_GPU_MEMORY: str(mib)}},
+                    }
+                ],
+            },
+        }
+    )
 
 
 def refused_by_scheduler(cluster: Cluster, namespace: str, name: str) -> bool:
@@ -55,14 +72,37 @@ def refused_by_scheduler(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 @pytest.mark.parametrize("taint_first", [False, True], ids=["same-instant", "taint-first"])
-def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(cluster, namespace, gpu_pool, taint_first):
-    spot = gpu_pool(1, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.4, minNodes=0, maxNodes=3,
-                    idleTimeout="1h", provider={"kind": "kwok", "bootDelay": "2s"})
+def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(
+    cluster, namespace, gpu_pool, taint_first
+):
+    spot = gpu_pool(
+        1,
+        gpus=1,
+        memory_mib=24000,
+        capacity_type="spot",
+        pricePerHour=0.4,
+        minNodes=0,
+        maxNodes=3,
+        idleTimeout="1h",
+        provider={"kind": "kwok", "bootDelay": "2s"},
+    )
     (doomed,) = node_names(cluster, spot)
     cluster.apply(pool("web", namespace, 0, gpu={"memoryMiB": 10000}, capacityTypes=["spot"]))
-    cluster.wait("the empty pool reconciled", lambda: condition(cluster.get("inferencepool", "web", namespace), "Ready"))
+    cluster.wait(
+        "the empty pool reconciled",
+        lambda: condition(cluster.get("inferencepool", "web", namespace), "Ready"),
+    )
     taint = ["taint", "node", doomed, INTERRUPTION]
-    scale = ["patch", "inferencepool", "web", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":2}}']
+    scale = [
+        "patch",
+        "inferencepool",
+        "web",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"replicas":2}}',
+    ]
     if taint_first:  # a few ms apart: the operator may or may not have seen the taint yet
         cluster.kubectl(*taint)
         cluster.kubectl(*scale)
@@ -72,9 +112,11 @@ def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(cluster, namespa
             t.start()
         for t in both:
             t.join()
-    homes = cluster.wait("2 replicas Ready off the reclaimed node, which is removed",
-                         lambda: doomed not in node_names(cluster, spot) and replica_homes(cluster, namespace, 2),
-                         timeout=120)
+    homes = cluster.wait(
+        "2 replicas Ready off the reclaimed node, which is removed",
+        lambda: doomed not in node_names(cluster, spot) and replica_homes(cluster, namespace, 2),
+        timeout=120,
+    )
     assert doomed not in homes and homes <= node_names(cluster, spot)
     assert pool_events(cluster, spot, "SpotInterruption") and pool_events(cluster, spot, "ScaleUp")
     status = cluster.get("inferencepool", "web", namespace)["status"]
@@ -86,59 +128,121 @@ def test_cordoned_and_tainted_nodes_get_no_new_replica(cluster, namespace, gpu_p
     cordoned, disrupted, open_ = sorted(node_names(cluster, node_pool))
     cluster.kubectl("cordon", cordoned)
     cluster.kubectl("taint", "node", disrupted, "karpenter.sh/disrupted:NoSchedule")
-    cluster.apply(pool("web", namespace, 3, gpu={"memoryMiB": 20000}))  # one per GPU: room for 1 now
+    cluster.apply(
+        pool("web", namespace, 3, gpu={"memoryMiB": 20000})
+    )  # one per GPU: room for 1 now
 
     def verdict():
         obj = cluster.get("inferencepool", "web", namespace)
-        return obj["status"].get("unplacedReplicas") == 2 and obj["status"].get("readyReplicas") == 1 and obj
+        return (
+            obj["status"].get("unplacedReplicas") == 2
+            and obj["status"].get("readyReplicas") == 1
+            and obj
+        )
 
     obj = cluster.wait("1 replica running, 2 unplaced", verdict)
     assert {pinned(p) for p in pods(cluster, namespace)} == {open_}
     assert condition(obj, "Ready")["reason"] == "Unschedulable"
     cluster.kubectl("uncordon", cordoned)
-    cluster.wait("a replica on the uncordoned node", lambda: replica_homes(cluster, namespace, 2) == {open_, cordoned})
+    cluster.wait(
+        "a replica on the uncordoned node",
+        lambda: replica_homes(cluster, namespace, 2) == {open_, cordoned},
+    )
     assert disrupted not in {pinned(p) for p in pods(cluster, namespace)}
 
 
 def test_replicas_pending_on_a_deleted_node_are_placed_again(cluster, namespace, gpu_pool):
-    node_pool = gpu_pool(1, gpus=1, memory_mib=24000, minNodes=0, maxNodes=2, idleTimeout="1h",
-                         provider={"kind": "kwok", "bootDelay": "1s"})
+    node_pool = gpu_pool(
+        1,
+        gpus=1,
+        memory_mib=24000,
+        minNodes=0,
+        maxNodes=2,
+        idleTimeout="1h",
+        provider={"kind": "kwok", "bootDelay": "1s"},
+    )
     (lost,) = node_names(cluster, node_pool)
     squat(cluster, namespace, lost, 24000)
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}))
-    cluster.wait("the replica pinned to the full node, refused by the scheduler",
-                 lambda: refused_by_scheduler(cluster, namespace, "web-0"), timeout=60)
+    cluster.wait(
+        "the replica pinned to the full node, refused by the scheduler",
+        lambda: refused_by_scheduler(cluster, namespace, "web-0"),
+        timeout=60,
+    )
     assert pinned(cluster.get("pod", "web-0", namespace)) == lost
     cluster.kubectl("delete", "node", lost, "--wait=false")
-    homes = cluster.wait("the replica runs on another node", lambda: replica_homes(cluster, namespace, 1), timeout=60)
+    homes = cluster.wait(
+        "the replica runs on another node", lambda: replica_homes(cluster, namespace, 1), timeout=60
+    )
     assert lost not in homes
-    stranded = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=ReplicaStranded",
-                               "-o", "jsonpath={.items[*].message}").stdout
+    stranded = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "reason=ReplicaStranded",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ).stdout
     assert f"node {lost} no longer exists" in stranded
 
 
 def test_a_job_attempt_pending_on_a_cordoned_node_is_placed_again(cluster, namespace, gpu_pool):
-    spot = gpu_pool(1, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=1.0, minNodes=0, maxNodes=2,
-                    idleTimeout="1h", provider={"kind": "kwok", "bootDelay": "1s"})
+    spot = gpu_pool(
+        1,
+        gpus=1,
+        memory_mib=24000,
+        capacity_type="spot",
+        pricePerHour=1.0,
+        minNodes=0,
+        maxNodes=2,
+        idleTimeout="1h",
+        provider={"kind": "kwok", "bootDelay": "1s"},
+    )
     (first,) = node_names(cluster, spot)
     squat(cluster, namespace, first, 24000)
     cluster.apply(compression_job("shrink", namespace, "120s", interruptible=True))
-    cluster.wait("attempt 1 placed on the full node", lambda: status_of(cluster, "shrink", namespace).get("node") == first)
+    cluster.wait(
+        "attempt 1 placed on the full node",
+        lambda: status_of(cluster, "shrink", namespace).get("node") == first,
+    )
     cluster.kubectl("cordon", first)
-    second = cluster.wait("attempt 2 running on another node", lambda: (s := status_of(cluster, "shrink", namespace))
-                          .get("attempts") == 2 and s.get("phase") == "Running" and s, timeout=90)
+    second = cluster.wait(
+        "attempt 2 running on another node",
+        lambda: (
+            (s := status_of(cluster, "shrink", namespace)).get("attempts") == 2
+            and s.get("phase") == "Running"
+            and s
+        ),
+        timeout=90,
+    )
     assert second["node"] != first and second["node"] in node_names(cluster, spot)
-    assert any(f"attempt 1 lost its node (node {first} is cordoned)" in m for m in events(cluster, namespace, "Interrupted"))
+    assert any(
+        f"attempt 1 lost its node (node {first} is cordoned)" in m
+        for m in events(cluster, namespace, "Interrupted")
+    )
 
 
 def test_demo_keep_then_down_leaves_no_demo_process(tmp_path):
     """Its own cluster under a temporary cache folder, so a demo the user keeps is not touched."""
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "GPUCOST_CACHE": str(tmp_path), "GPUCOST_BIN": str(binaries.bin_dir()), "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "GPUCOST_CACHE": str(tmp_path),
+        "GPUCOST_BIN": str(binaries.bin_dir()),
+        "COLUMNS": "120",
+    }
 
     def gpucost(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "gpucost", "demo", *args], env=env, cwd=root, text=True,
-                              capture_output=True, timeout=400)
+        return subprocess.run(
+            [sys.executable, "-m", "gpucost", "demo", *args],
+            env=env,
+            cwd=root,
+            text=True,
+            capture_output=True,
+            timeout=400,
+        )
 
     kept = gpucost("--keep", "--root", str(root))
     assert kept.returncode == 0, kept.stdout[-3000:] + kept.stderr[-3000:]

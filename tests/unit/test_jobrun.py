@@ -32,7 +32,8 @@ def test_messages_say_why():
                   0, None, 0, None).message == "model.pt: no such file"
     assert decide(3, Attempt(exists=True, node_lost=True), 0, None, 0, None).message == (
         "attempt 3 lost its node; attempt 4 resumes from the checkpoint")
-    cordoned = Attempt(exists=True, pod_phase="Pending", node_lost=True, lost_why="node n1 is cordoned")
+    cordoned = Attempt(exists=True, pod_phase="Pending", node_lost=True,
+                       lost_why="node n1 is cordoned")
     assert decide(1, cordoned, 0, None, 0, None).message == (
         "attempt 1 lost its node (node n1 is cordoned); attempt 2 resumes from the checkpoint")
     assert decide(1, RUNNING, 0, None, 1.25, 1.0).message == "stopped: $1.2500 spent, maxCost is $1.0000"

@@ -156,7 +156,7 @@ class Kube:
         return _created(self.core.create_namespaced_pod, pod)
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
-        """``force`` for a pod bound to a node that is gone: no kubelet will ever confirm it stopped."""
+        """``force`` for a pod bound to a node that is gone: no kubelet will confirm it stopped."""
         _unless_gone(lambda: self.core.delete_namespaced_pod(
             name, namespace, grace_period_seconds=0 if force else None, _preload_content=False))
 

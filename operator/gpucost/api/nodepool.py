@@ -50,7 +50,8 @@ class Taint(Wire):
     def toleration(self) -> dict[str, str]:
         """What the operator's pods carry for it: they are placed on the pool's nodes on purpose."""
         if self.value:
-            return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+            return {"key": self.key, "operator": "Equal", "value": self.value,
+                    "effect": self.effect}
         return {"key": self.key, "operator": "Exists", "effect": self.effect}
 
 

@@ -25,7 +25,7 @@ class GPUNode:
     shared: bool = True
     """False for ``sharing: whole`` pools: a slice ask then takes a whole GPU."""
     schedulable: bool = True
-    taints: tuple[tuple[str, str, str], ...] = ()
+    """core.refusal's verdict: the node takes a new pod of the operator's now."""
     reserved_for: frozenset[str] = frozenset()
     reserved_until: float = 0.0
     """A new node is held for the workloads it was launched for until this time (epoch seconds)."""

@@ -50,6 +50,10 @@ class Decision:
     message: str
 
 
+def _why(lost: str) -> str:
+    return f" ({lost})" if lost else ""
+
+
 def decide(
     attempts: int,
     attempt: Attempt | None,
@@ -69,7 +73,7 @@ def decide(
         return Decision(Step.SUCCEED, "Succeeded", "Completed", attempt.message or "the worker finished")
     if attempt.node_lost:
         return Decision(Step.RELAUNCH, "Pending", "Interrupted",
-                        f"attempt {attempts} lost its node{f' ({attempt.lost_why})' if attempt.lost_why else ''}; "
+                        f"attempt {attempts} lost its node{_why(attempt.lost_why)}; "
                         f"attempt {attempts + 1} resumes from the checkpoint")
     if attempt.pod_phase == "Failed":
         return Decision(Step.FAIL, "Failed", "WorkerFailed", attempt.message or "the worker exited with an error")

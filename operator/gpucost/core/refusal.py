@@ -25,7 +25,7 @@ informers can trail ours by a moment, and a refusal that lasts is never that."""
 
 
 def tolerates(tolerations: Iterable[Obj], taint: Obj) -> bool:
-    """Kubernetes' toleration matching (operator Equal by default; Exists with no key matches all)."""
+    """Kubernetes' own matching: operator Equal by default, Exists with no key matches all."""
     if taint.get("effect") == "PreferNoSchedule":
         return True
     for t in tolerations:
@@ -33,7 +33,9 @@ def tolerates(tolerations: Iterable[Obj], taint: Obj) -> bool:
             continue
         if t.get("operator") == "Exists" and t.get("key") in (None, "", taint.get("key")):
             return True
-        if t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+        if t.get("key") == taint.get("key") and (t.get("value") or "") == (
+            taint.get("value") or ""
+        ):
             return True
     return False
 
@@ -67,7 +69,9 @@ def node_refusal(node: Obj, tolerations: Iterable[Obj] = ()) -> str | None:
     return None
 
 
-def stranded(pods: Sequence[PlacedPod], refusals: Mapping[str, str | None], now: float) -> dict[str, str]:
+def stranded(
+    pods: Sequence[PlacedPod], refusals: Mapping[str, str | None], now: float
+) -> dict[str, str]:
     """Pods to delete so their ordinal (or attempt) is placed again, each with why, naming the node.
 
     ``refusals``: every node in the API with its ``node_refusal`` (a node missing is gone). A pod
@@ -84,6 +88,9 @@ def stranded(pods: Sequence[PlacedPod], refusals: Mapping[str, str | None], now:
             continue
         elif refusals[p.node]:
             out[p.name] = refusals[p.node] or ""
-        elif p.unschedulable_since is not None and now - p.unschedulable_since >= SCHEDULER_GRACE_SECONDS:
+        elif (
+            p.unschedulable_since is not None
+            and now - p.unschedulable_since >= SCHEDULER_GRACE_SECONDS
+        ):
             out[p.name] = f"kube-scheduler will not bind it to node {p.node}: {p.scheduler_message}"
     return out

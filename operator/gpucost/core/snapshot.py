@@ -58,10 +58,6 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     gpus = node_gpus(node, pool)
     if not gpus:
         return None
-    spec = node.get("spec", {})
-    taints = tuple(
-        (t.get("key", ""), t.get("value", "") or "", t.get("effect", "")) for t in spec.get("taints") or []
-    )
     reserved_for, reserved_until = _reservation((meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
     return GPUNode(
         name=meta["name"],
@@ -71,7 +67,6 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
         gpus=gpus,
         shared=pool.sharing == SharingMode.MEMORY_SLICE.value,
         schedulable=node_refusal(node, pod_tolerations(pool)) is None,
-        taints=taints,
         reserved_for=reserved_for,
         reserved_until=reserved_until,
     )

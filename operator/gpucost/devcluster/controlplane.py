@@ -182,7 +182,7 @@ class ControlPlane:
         return [p for p in pids if alive(p) and b"gpucost" in _cmdline(p)]
 
     def stop(self, timeout: float = 30) -> None:
-        """Delete the cluster and make sure none of its processes, nor those it adopted, outlives it."""
+        """Delete the cluster; none of its processes, nor those it adopted, outlives it."""
         if not (self.workdir / "clusters" / self.name).exists():
             return
         children = self.children()
@@ -194,7 +194,7 @@ class ControlPlane:
             return [p for p in pids if alive(p)]
 
         try:
-            poll("adopted processes to exit", lambda: not [p for p in children if alive(p)], timeout)
+            poll("adopted processes to exit", lambda: not any(alive(p) for p in children), timeout)
         except TimeoutError:
             pass  # killed below with the rest
         subprocess.run(

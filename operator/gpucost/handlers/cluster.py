@@ -72,7 +72,8 @@ def read_cluster(kube: Kube) -> Cluster:
     raw_nodes = kube.nodes()
     nodes = [n for n in (snapshot.gpu_node(obj, specs) for obj in raw_nodes) if n]
     pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
-    labels = [(obj, (obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL)) for obj in raw_nodes]
+    labels = [(obj, (obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL))
+              for obj in raw_nodes]
     counts = Counter(pool for _, pool in labels if pool)
     refusals = {
         obj["metadata"]["name"]: node_refusal(obj, snapshot.pod_tolerations(specs.get(pool or "")))

@@ -116,8 +116,9 @@ def _attempt(kube: Kube, body: dict[str, Any], status: CompressionJobStatus, clu
     terminated = next((c.get("state", {}).get("terminated") for c in (pod.get("status") or {}).get("containerStatuses") or []
                        if c.get("state", {}).get("terminated")), None) or {}
     said = (terminated.get("message") or "").strip().splitlines()
-    return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"), node_lost=reclaimed or bool(why) or disrupted,
-                   message=said[-1] if said else "", lost_why=why)
+    return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"),
+                   node_lost=reclaimed or bool(why) or disrupted, message=said[-1] if said else "",
+                   lost_why=why)
 
 
 def _run(

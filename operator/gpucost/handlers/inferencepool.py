@@ -225,7 +225,8 @@ def _left(miss: NoFit, replica: int, why: str | None) -> NoFit:
     """An unplaced replacement says which node its replica had to leave, and why."""
     if why is None:
         return miss
-    return NoFit(miss.reason, f"replica {replica} had to leave its node ({why}); {miss.message}", miss.missing_mib)
+    message = f"replica {replica} had to leave its node ({why}); {miss.message}"
+    return NoFit(miss.reason, message, miss.missing_mib)
 
 
 def _release_stranded(
@@ -258,7 +259,8 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
         kopf.event(body, type="Warning" if capped["status"] == "True" else "Normal", reason=capped["reason"],
                    message=capped["message"])
     new, old = condition(status, "Ready"), condition(body.get("status"), "Ready")
-    if new.get("status") != "False" or new.get("reason") not in {"Unschedulable", "NoMatchingGPU", NODE_UNAVAILABLE}:
+    unplaced = {"Unschedulable", "NoMatchingGPU", NODE_UNAVAILABLE}
+    if new.get("status") != "False" or new.get("reason") not in unplaced:
         return
     if (old.get("reason"), old.get("message")) == (new["reason"], new["message"]):
         return
@@ -433,8 +435,8 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
             pod_events.node_changed(name)
             return
         state = (condition(node.get("status"), "Ready").get("status"), spec.get("unschedulable"),
-                 str(spec.get("taints")), (meta.get("annotations") or {}).get(names.ANNOTATION_DISRUPTION),
-                 meta.get("deletionTimestamp"))
+                 str(spec.get("taints")), meta.get("deletionTimestamp"),
+                 (meta.get("annotations") or {}).get(names.ANNOTATION_DISRUPTION))
         if seen.get(name) != state:
             seen[name] = state
             pod_events.node_changed(name)
