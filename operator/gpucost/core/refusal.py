@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # snapshot reads nodes through node_refusal
     from gpucost.core.snapshot import PlacedPod
 
 Obj = dict[str, Any]
+CATCHING_UP = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+"""Taints the node lifecycle controller keeps in step with the Ready condition: on a Ready node it
+is about to remove them, and kube-scheduler binds as soon as it has (a node that is not Ready is
+refused by its condition). Refusing them there made a burst of booting nodes look like no room."""
 SCHEDULER_GRACE_SECONDS = 10.0
 """How long kube-scheduler must have called a pinned pod Unschedulable before it is replaced: its
 informers can trail ours by a moment, and a refusal that lasts is never that."""
@@ -47,9 +51,10 @@ def _taint(t: Obj) -> str:
 def node_refusal(node: Obj, tolerations: Iterable[Obj] = ()) -> str | None:
     """Why the node takes no new pod with these tolerations now, naming it; None when it does.
 
-    The taints cover the cloud's interruption marks, ``node.kubernetes.io/unschedulable``,
-    ``not-ready``/``unreachable`` and ``karpenter.sh/disrupted`` alike: any the pod does not
-    tolerate keeps kube-scheduler from binding it, so placing it there would strand it.
+    The taints cover the cloud's interruption marks, ``node.kubernetes.io/unschedulable`` and
+    ``karpenter.sh/disrupted`` alike: any the pod does not tolerate keeps kube-scheduler from
+    binding it, so placing it there would strand it. ``not-ready``/``unreachable`` go with the
+    Ready condition, which is checked first.
     """
     meta, spec = node.get("metadata") or {}, node.get("spec") or {}
     name = meta.get("name", "?")
@@ -63,7 +68,11 @@ def node_refusal(node: Obj, tolerations: Iterable[Obj] = ()) -> str | None:
     if condition(node.get("status"), "Ready").get("status") != "True":
         return f"node {name} is not Ready"
     tolerations = list(tolerations)
-    refused = [_taint(t) for t in spec.get("taints") or [] if not tolerates(tolerations, t)]
+    refused = [
+        _taint(t)
+        for t in spec.get("taints") or []
+        if t.get("key") not in CATCHING_UP and not tolerates(tolerations, t)
+    ]
     if refused:
         return f"node {name} has the taint{'s' if len(refused) > 1 else ''} {', '.join(refused)}"
     return None
