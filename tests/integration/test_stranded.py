@@ -42,6 +42,23 @@ def replica_homes(cluster: Cluster, namespace: str, ready: int) -> set[str] | No
     return {p["spec"]["nodeName"] for p in live}
 
 
+def growable(cluster: Cluster, gpu_pool, **spec) -> tuple[str, str]:
+    """A pool of one 24000 MiB GPU node now, which the autoscaler may grow by two quickly booting
+    nodes (where a replica or attempt moves); the pool and its node."""
+    name = gpu_pool(
+        1,
+        gpus=1,
+        memory_mib=24000,
+        minNodes=0,
+        maxNodes=3,
+        idleTimeout="1h",
+        provider={"kind": "kwok", "bootDelay": "1s"},
+        **spec,
+    )
+    (node,) = node_names(cluster, name)
+    return name, node
+
+
 def squat(cluster: Cluster, namespace: str, node: str, mib: int) -> None:
     """Someone else's pod holding the node's GPU memory: the operator does not count it, but
     kube-scheduler does, so a replica placed there stays Pending (refused by the scheduler)."""
@@ -75,18 +92,7 @@ def refused_by_scheduler(cluster: Cluster, namespace: str, name: str) -> bool:
 def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(
     cluster, namespace, gpu_pool, taint_first
 ):
-    spot = gpu_pool(
-        1,
-        gpus=1,
-        memory_mib=24000,
-        capacity_type="spot",
-        pricePerHour=0.4,
-        minNodes=0,
-        maxNodes=3,
-        idleTimeout="1h",
-        provider={"kind": "kwok", "bootDelay": "2s"},
-    )
-    (doomed,) = node_names(cluster, spot)
+    spot, doomed = growable(cluster, gpu_pool, capacity_type="spot", pricePerHour=0.4)
     cluster.apply(pool("web", namespace, 0, gpu={"memoryMiB": 10000}, capacityTypes=["spot"]))
     cluster.wait(
         "the empty pool reconciled",
@@ -152,16 +158,7 @@ def test_cordoned_and_tainted_nodes_get_no_new_replica(cluster, namespace, gpu_p
 
 
 def test_replicas_pending_on_a_deleted_node_are_placed_again(cluster, namespace, gpu_pool):
-    node_pool = gpu_pool(
-        1,
-        gpus=1,
-        memory_mib=24000,
-        minNodes=0,
-        maxNodes=2,
-        idleTimeout="1h",
-        provider={"kind": "kwok", "bootDelay": "1s"},
-    )
-    (lost,) = node_names(cluster, node_pool)
+    node_pool, lost = growable(cluster, gpu_pool)
     squat(cluster, namespace, lost, 24000)
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}))
     cluster.wait(
@@ -189,18 +186,7 @@ def test_replicas_pending_on_a_deleted_node_are_placed_again(cluster, namespace,
 
 
 def test_a_job_attempt_pending_on_a_cordoned_node_is_placed_again(cluster, namespace, gpu_pool):
-    spot = gpu_pool(
-        1,
-        gpus=1,
-        memory_mib=24000,
-        capacity_type="spot",
-        pricePerHour=1.0,
-        minNodes=0,
-        maxNodes=2,
-        idleTimeout="1h",
-        provider={"kind": "kwok", "bootDelay": "1s"},
-    )
-    (first,) = node_names(cluster, spot)
+    spot, first = growable(cluster, gpu_pool, capacity_type="spot", pricePerHour=1.0)
     squat(cluster, namespace, first, 24000)
     cluster.apply(compression_job("shrink", namespace, "120s", interruptible=True))
     cluster.wait(

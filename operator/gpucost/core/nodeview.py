@@ -11,6 +11,7 @@ from gpucost.api.common import CapacityType, condition, epoch
 from gpucost.core.inventory import Ask
 from gpucost.core.refusal import tolerates
 from gpucost.core.scaledown import NodePod, NodeState
+from gpucost.core.snapshot import scheduler_refusal
 
 Obj = dict[str, Any]
 GPU_RESOURCES = (names.RESOURCE_GPU, names.RESOURCE_GPU_MEMORY)
@@ -95,8 +96,7 @@ def unschedulable_gpu_pod(pod: Obj) -> bool:
         return False  # ours: its InferencePool's status carries it
     if (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get("phase") != "Pending":
         return False
-    scheduled = condition(pod.get("status"), "PodScheduled")
-    return scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable" and _requests(pod, names.RESOURCE_GPU) > 0
+    return scheduler_refusal(pod) is not None and _requests(pod, names.RESOURCE_GPU) > 0
 
 
 def pod_ask(pod: Obj, pool_labels: dict[str, dict[str, str]], pool_taints: dict[str, list[dict[str, str]]]) -> Ask:

@@ -95,8 +95,8 @@ def stranded(
             out[p.name] = f"node {p.node} no longer exists"
         elif p.bound or p.deleting:
             continue
-        elif refusals[p.node]:
-            out[p.name] = refusals[p.node] or ""
+        elif why := refusals[p.node]:
+            out[p.name] = why
         elif (
             p.unschedulable_since is not None
             and now - p.unschedulable_since >= SCHEDULER_GRACE_SECONDS

@@ -129,6 +129,13 @@ class PlacedPod:
         return self.mib_per_gpu * len(self.gpu_indices)
 
 
+def scheduler_refusal(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod's PodScheduled condition while kube-scheduler calls it Unschedulable, else None."""
+    scheduled = condition(pod.get("status"), "PodScheduled")
+    unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    return scheduled if unschedulable else None
+
+
 def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
     meta = pod.get("metadata", {})
     ann = meta.get("annotations") or {}
@@ -137,8 +144,7 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
         indices = tuple(int(i) for i in ann[names.ANNOTATION_GPU_INDICES].split(",") if i)
         uuids = tuple(u for u in ann.get(names.ANNOTATION_GPU_UUIDS, "").split(",") if u)
         status = pod.get("status") or {}
-        scheduled = condition(status, "PodScheduled")
-        refused = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        refused = scheduler_refusal(pod)
         return PlacedPod(
             name=meta["name"],
             owner_uid=labels.get(names.LABEL_OWNER_UID, ""),
@@ -151,8 +157,8 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
             ready=_ready(pod),
             deleting=meta.get("deletionTimestamp") is not None,
             bound=bool((pod.get("spec") or {}).get("nodeName")),
-            unschedulable_since=epoch(scheduled.get("lastTransitionTime")) if refused else None,
-            scheduler_message=scheduled.get("message", "") if refused else "",
+            unschedulable_since=epoch(refused.get("lastTransitionTime")) if refused else None,
+            scheduler_message=refused.get("message", "") if refused else "",
         )
     except (KeyError, ValueError):
         return None
