@@ -48,6 +48,13 @@ ENV_VISIBLE_DEVICES = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 # Autoscaler bookkeeping on Nodes, so a restarted operator carries on where the last one stopped.
 ANNOTATION_IDLE_SINCE = f"{DOMAIN}/idle-since"  # RFC 3339: no pod has used the node's GPUs since
 ANNOTATION_DISRUPTION = f"{DOMAIN}/disruption"  # why the node is cordoned and being drained away
+# RFC 3339: since when the node's work has fit elsewhere (consolidateAfter counts from here).
+ANNOTATION_CONSOLIDATABLE_SINCE = f"{DOMAIN}/consolidatable-since"
+# JSON {"since": epoch, "message": why}: consolidation launched this node's replacement; drained
+# once the replacement has booted. Written before the launch, so a restart finishes the move.
+ANNOTATION_REPLACING = f"{DOMAIN}/replacing"
+# On a GPUNodePool, RFC 3339: its provider failed to launch; no new node is asked of it until then.
+ANNOTATION_LAUNCH_COOLDOWN = f"{DOMAIN}/launch-cooldown-until"
 # Taints that mean "the cloud is taking this node back": ours, and the AWS node termination handler's.
 INTERRUPTION_TAINTS = (f"{DOMAIN}/interruption", "aws-node-termination-handler/spot-itn")
 # On a node the autoscaler launched: JSON {"owners": [workload, ...], "until": epoch seconds}. Until

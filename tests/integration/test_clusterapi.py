@@ -74,7 +74,7 @@ def test_terminate_marks_the_machine_and_lowers_replicas_once(cluster, namespace
     md_now = cluster.get("machinedeployment", "gpus", namespace)
     assert md_now["spec"]["replicas"] == 0
     assert json.loads(md_now["metadata"]["annotations"][REMOVED]) == ["gpus-0", "gpus-1"]
-    provider.launch("p", spec, 3, {})
+    provider.launch("p", spec, [{}] * 3)
     assert replicas(cluster, namespace, "gpus") == 3
     assert provider.unregistered("p", spec, pool_labels) == 3  # asked for, no Machine has a node yet
 

@@ -43,7 +43,7 @@ def test_impossible_ask_is_no_matching_gpu():
 def test_a_spec_the_model_rejects_becomes_an_invalid_spec_condition():
     from pydantic import ValidationError
 
-    from gpucost.handlers.status import invalid_spec
+    from gpucost.state.status import invalid_spec
 
     try:
         InferencePoolSpec.model_validate(inference_pool_spec(gpu={"memoryMiB": 1, "gpus": 1}))

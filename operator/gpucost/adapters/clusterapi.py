@@ -79,10 +79,11 @@ class ClusterAPIProvider:
             GROUP, VERSION, ref.namespace, "machinedeployments", ref.name, ops, _content_type="application/json-patch+json"
         )
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
+    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
         """Nodes join later under names Cluster API picks, so the reservation annotations can't be
         set here; the autoscaler counts the requested nodes as in flight until they register."""
         ref = self._ref(spec)
+        count = len(annotations)
         replicas = int(self._deployment(ref)["spec"].get("replicas") or 0)
         self._set_replicas(ref, replicas, replicas + count)
         return [f"MachineDeployment {ref.namespace}/{ref.name} replicas {replicas}->{replicas + count}"]

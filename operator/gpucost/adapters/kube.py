@@ -180,11 +180,29 @@ class Kube:
             return _unless_gone(lambda: self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
         return _unless_gone(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
 
-    def patch_status(self, plural: str, name: str, status: Obj, namespace: str | None = None) -> None:
-        """No-op when the object was deleted after it was read: it has no status left to write."""
-        body = {"status": status}
-        if namespace is None:
-            _unless_gone(lambda: self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, name, body))
-        else:
-            _unless_gone(lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, body))
+    def patch_status(
+        self, plural: str, name: str, status: Obj, namespace: str | None = None,
+        resource_version: str | None = None,
+    ) -> bool:
+        """False when the object changed since ``resource_version`` was read (409: the status was
+        computed from an older one and must not land) or was deleted; a no-op then."""
+        body: Obj = {"status": status}
+        if resource_version is not None:  # a merge patch carrying it is a precondition
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            if namespace is None:
+                done = _unless_gone(lambda: self.custom.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, name, body))
+            else:
+                done = _unless_gone(lambda: self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, body))
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return done is not None
+
+    def annotate_node_pool(self, name: str, annotations: dict[str, str | None]) -> None:
+        """None removes an annotation; a pool deleted meanwhile needs none."""
+        _unless_gone(lambda: self.custom.patch_cluster_custom_object(
+            GROUP, VERSION, "gpunodepools", name, {"metadata": {"annotations": annotations}}))

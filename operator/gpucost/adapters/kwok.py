@@ -61,13 +61,13 @@ class KwokProvider:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
+    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
         """Random suffixes like a cloud's instance names: a name is never reused, so a node
         deleted a moment ago can't be mistaken for the new one."""
         made = []
-        for _ in range(count):
+        for extra in annotations:
             node = fake_node(pool, spec, f"{pool}-{secrets.token_hex(3)}")
-            node["metadata"]["annotations"].update(annotations)
+            node["metadata"]["annotations"].update(extra)
             self.kube.create_node(node)
             made.append(node["metadata"]["name"])
         return made

@@ -24,8 +24,9 @@ class ProviderError(RuntimeError):
 class NodeProvider(Protocol):
     name: str
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
-        """``annotations`` go on every new Node (the autoscaler's reservation)."""
+    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
+        """One new node per entry of ``annotations``, which go on that Node where the provider
+        names it (the autoscaler's reservation and the plan's GPU slots for it)."""
         ...
 
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
@@ -49,9 +50,9 @@ class Providers:
     def supports(self, spec: GPUNodePoolSpec) -> bool:
         return spec.provider.kind in self._by_kind
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, count: int, annotations: dict[str, str]) -> list[str]:
+    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
         try:
-            return self._by_kind[spec.provider.kind].launch(pool, spec, count, annotations)
+            return self._by_kind[spec.provider.kind].launch(pool, spec, annotations)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 

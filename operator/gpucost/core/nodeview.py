@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -10,7 +11,7 @@ from gpucost import names
 from gpucost.api.common import CapacityType, condition, epoch
 from gpucost.core.inventory import Ask
 from gpucost.core.refusal import tolerates
-from gpucost.core.scaledown import NodePod, NodeState
+from gpucost.core.scaledown import NodePod, NodeState, Replacing
 from gpucost.core.snapshot import scheduler_refusal
 
 Obj = dict[str, Any]
@@ -54,7 +55,8 @@ def _daemon(pod: Obj) -> bool:
 
 def node_pod(pod: Obj) -> NodePod:
     meta = pod["metadata"]
-    return NodePod(meta["namespace"], meta["name"], uses_gpu(pod), _daemon(pod), _keep(pod))
+    return NodePod(meta["namespace"], meta["name"], uses_gpu(pod), _daemon(pod), _keep(pod),
+                   bool(meta.get("deletionTimestamp")))
 
 
 def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
@@ -86,7 +88,19 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         idle_since=epoch(ann.get(names.ANNOTATION_IDLE_SINCE)),
         disruption=ann.get(names.ANNOTATION_DISRUPTION),
         interrupted=interrupted(node),
+        consolidatable_since=epoch(ann.get(names.ANNOTATION_CONSOLIDATABLE_SINCE)),
+        replacing=_replacing(ann.get(names.ANNOTATION_REPLACING)),
     )
+
+
+def _replacing(raw: str | None) -> Replacing | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Replacing(float(data["since"]), str(data.get("message", "")))
+    except (ValueError, KeyError, TypeError):
+        return Replacing(0.0, "")  # a broken mark still means a replacement was launched
 
 
 def unschedulable_gpu_pod(pod: Obj) -> bool:

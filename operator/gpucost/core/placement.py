@@ -142,3 +142,24 @@ def place_all(
 ) -> list[Placement | NoFit]:
     """Place ``count`` identical asks one after another, each seeing the ones before it."""
     return [place(ask, nodes, free, policy) for _ in range(count)]
+
+
+def place_planned(ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float) -> Placement | None:
+    """The ask on GPUs a scale-up plan gave this owner on a node it bought, if one still has room:
+    the plan packed every owner of the batch together, so following it buys no node twice
+    (placing pool by pool with the cluster-wide policy would spread over other pools' GPUs)."""
+    for node in nodes:
+        if not eligible(ask, node):
+            continue
+        for gpus in node.slots_of(owner, now):
+            by_index = {g.index: g for g in node.gpus}
+            if len(gpus) != (ask.gpus or 1) or any(i not in by_index for i in gpus):
+                continue  # a slot from another shape of this owner (its spec changed since)
+            whole = ask.gpus is not None or not node.shared
+            takes = [by_index[i].memory_mib if whole else ask.memory_mib or 0 for i in gpus]
+            if all(free.free.get((node.name, i), 0) >= t for i, t in zip(gpus, takes)):
+                for i, t in zip(gpus, takes):
+                    free.take(node.name, i, t)
+                uuids = tuple(u for i in gpus if (u := by_index[i].uuid))
+                return Placement(node.name, gpus, uuids, sum(takes))
+    return None

@@ -30,6 +30,16 @@ class NodePod:
     daemon: bool = False
     keep: str | None = None
     """Why this pod may not be disrupted (the annotation that says so), else None."""
+    deleting: bool = False
+    """Already being deleted (evicted): a drain waits for it instead of evicting it again."""
+
+
+@dataclass(frozen=True)
+class Replacing:
+    """A replace-then-drain in progress, recorded on the node before the replacement launches."""
+
+    since: float
+    message: str
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class NodeState:
     """Tainted or conditioned as being reclaimed by the cloud."""
     utilization_pct: float | None = None
     """Highest GPU utilization over the pool's idleTimeout (Prometheus); None when unknown."""
+    consolidatable_since: float | None = None
+    """Since when its work has fit elsewhere (a Node annotation, so consolidateAfter survives a
+    restart); None when it did not at the last look."""
+    replacing: Replacing | None = None
+    """Consolidation launched this node's replacement; it is drained once that has booted."""
 
     @property
     def booting(self) -> bool:

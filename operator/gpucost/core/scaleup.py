@@ -42,6 +42,20 @@ class Offer:
         return self.template.price_per_hour
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One ask the plan put on a new node, on these GPUs."""
+
+    owner: str
+    gpu_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NewNode:
+    pool: str
+    slots: tuple[Slot, ...]
+
+
 @dataclass
 class ScaleUpPlan:
     launches: Counter[str] = field(default_factory=Counter)
@@ -52,6 +66,9 @@ class ScaleUpPlan:
     """Per pool, asks per owner its new nodes are for (for the decision's Event)."""
     unfit: dict[str, str] = field(default_factory=dict)
     """Owner → why some of its asks fit on no new node."""
+    new_nodes: list[NewNode] = field(default_factory=list)
+    """Each new node and the asks the plan packed onto it, GPU by GPU: what the replicas are bound
+    to when it boots, so what is bought is what was planned."""
 
     def cost_per_hour(self, offers: Sequence[Offer]) -> float:
         price = {o.pool: o.price for o in offers}
@@ -78,23 +95,30 @@ def plan_scale_up(
     reservation) holds none of an owner's asks. The plan never exceeds an offer's headroom."""
     plan = ScaleUpPlan()
     whole_gpu_mib = max((g.memory_mib for o in offers for g in o.template.gpus), default=1)
-    items = sorted(
-        ((p.owner, p.ask) for p in pending for _ in range(p.count)),
-        key=lambda item: -_value(item[1], whole_gpu_mib),
-    )
+    # Identical asks of one owner are one group: once one of them does not fit somewhere, none of
+    # the others does either, so a group costs one failed try per node, not one per ask.
+    totals: Counter[tuple[str, Ask]] = Counter()
+    for p in pending:
+        totals[(p.owner, p.ask)] += p.count
+    groups = sorted(totals.items(), key=lambda g: -_value(g[0][1], whole_gpu_mib))
     nodes = list(existing) + [replace(n, schedulable=True) for n in booting]
     free = FreeMap.of(nodes, list(held))
-    left: list[tuple[str, Ask]] = []
-    for owner, ask in items:
-        mine = [n for n in nodes if n.open_to(owner, now)]
-        if mine and not isinstance(place(ask, mine, free, policy), NoFit):
-            plan.on_existing[owner] += 1
-        else:
-            left.append((owner, ask))
+    left: list[tuple[str, Ask, int]] = []
+    for (owner, ask), count in groups:
+        mine = [n for n in nodes if n.open_to(owner, now) and eligible(ask, n)]
+        fitted = 0
+        while fitted < count:
+            mine = [n for n in mine if _may_hold(ask, n, free)]
+            if not mine or isinstance(place(ask, mine, free, policy), NoFit):
+                break
+            fitted += 1
+        plan.on_existing[owner] += fitted
+        if fitted < count:
+            left.append((owner, ask, count - fitted))
     headroom = {o.pool: o.headroom for o in offers}
     opened: list[_NewNode] = []
     while left:
-        best: tuple[float, float, _NewNode, list[tuple[str, Ask]]] | None = None
+        best: tuple[float, float, _NewNode, list[tuple[str, Ask, int]]] | None = None
         for offer in offers:
             if headroom[offer.pool] <= 0:
                 continue
@@ -114,7 +138,8 @@ def plan_scale_up(
     for new in _drop_redundant(opened, policy):
         plan.launches[new.offer.pool] += 1
         plan.on_new.setdefault(new.offer.pool, Counter()).update(owner for owner, _ in new.holds)
-    for owner, ask in left:
+        plan.new_nodes.append(NewNode(new.offer.pool, tuple(new.slots)))
+    for owner, ask, _ in left:
         plan.unfit.setdefault(owner, _why_unfit(ask, offers, headroom))
     return plan
 
@@ -125,20 +150,29 @@ class _NewNode:
     node: GPUNode
     free: FreeMap
     holds: list[tuple[str, Ask]] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
 
-    def fill(self, items: list[tuple[str, Ask]], policy: str) -> list[tuple[str, Ask]]:
-        """Pack items (largest first) onto this node; returns what did not fit."""
-        rest: list[tuple[str, Ask]] = []
-        for owner, ask in items:
-            if self.takes(ask, policy):
-                self.holds.append((owner, ask))
-            else:
-                rest.append((owner, ask))
+    def fill(self, groups: list[tuple[str, Ask, int]], policy: str) -> list[tuple[str, Ask, int]]:
+        """Pack groups of asks (largest first) onto this node; returns what did not fit."""
+        rest: list[tuple[str, Ask, int]] = []
+        for owner, ask, count in groups:
+            taken = 0
+            while taken < count and self.take(owner, ask, policy):
+                taken += 1
+            if taken < count:
+                rest.append((owner, ask, count - taken))
         return rest
 
-    def takes(self, ask: Ask, policy: str) -> bool:
+    def take(self, owner: str, ask: Ask, policy: str) -> bool:
         node = self.node
-        return eligible(ask, node) and fits_ever(ask, node) and not isinstance(place(ask, [node], self.free, policy), NoFit)
+        if not (eligible(ask, node) and fits_ever(ask, node) and _may_hold(ask, node, self.free)):
+            return False
+        placed = place(ask, [node], self.free, policy)
+        if isinstance(placed, NoFit):
+            return False
+        self.holds.append((owner, ask))
+        self.slots.append(Slot(owner, placed.gpu_indices))
+        return True
 
 
 def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
@@ -148,18 +182,24 @@ def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
     kept = {n.node.name: n for n in opened}
     for name in sorted(kept, key=lambda k: -kept[k].offer.price):
         cand = kept[name]
-        trial = {k: _NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds)) for k, n in kept.items() if k != name}
-        if all(_put(list(trial.values()), owner, ask, policy) for owner, ask in cand.holds):
+        trial = {
+            k: _NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds), list(n.slots))
+            for k, n in kept.items()
+            if k != name
+        }
+        if all(any(n.take(owner, ask, policy) for n in trial.values()) for owner, ask in cand.holds):
             kept = trial
     return list(kept.values())
 
 
-def _put(nodes: list[_NewNode], owner: str, ask: Ask, policy: str) -> bool:
-    for n in nodes:
-        if n.takes(ask, policy):
-            n.holds.append((owner, ask))
-            return True
-    return False
+def _may_hold(ask: Ask, node: GPUNode, free: FreeMap) -> bool:
+    """A quick necessary condition for ``place``: enough free memory on one GPU, or enough
+    untouched GPUs, so the packing policy is only asked about nodes that might fit."""
+    room = [free.free.get((node.name, g.index), 0) for g in node.gpus]
+    if ask.gpus is not None or not node.shared:
+        need = ask.gpus or 1
+        return sum(r == g.memory_mib for r, g in zip(room, node.gpus)) >= need
+    return max(room, default=0) >= (ask.memory_mib or 0)
 
 
 def _why_unfit(ask: Ask, offers: Sequence[Offer], headroom: dict[str, int]) -> str:

@@ -58,7 +58,8 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     gpus = node_gpus(node, pool)
     if not gpus:
         return None
-    reserved_for, reserved_until = _reservation((meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
+    reserved_for, reserved_until, slots = _reservation(
+        (meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
     return GPUNode(
         name=meta["name"],
         pool=pool_name or "",
@@ -69,6 +70,7 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
         schedulable=node_refusal(node, pod_tolerations(pool)) is None,
         reserved_for=reserved_for,
         reserved_until=reserved_until,
+        slots=slots,
     )
 
 
@@ -77,14 +79,18 @@ def pod_tolerations(pool: GPUNodePoolSpec | None) -> list[dict[str, str]]:
     return [t.toleration() for t in pool.taints] if pool else []
 
 
-def _reservation(raw: str | None) -> tuple[frozenset[str], float]:
+Slots = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def _reservation(raw: str | None) -> tuple[frozenset[str], float, Slots]:
     if not raw:
-        return frozenset(), 0.0
+        return frozenset(), 0.0, ()
     try:
         data = json.loads(raw)
-        return frozenset(str(o) for o in data["owners"]), float(data["until"])
+        slots = tuple((str(o), tuple(int(i) for i in gpus)) for o, gpus in data.get("slots") or [])
+        return frozenset(str(o) for o in data["owners"]), float(data["until"]), slots
     except (ValueError, KeyError, TypeError):
-        return frozenset(), 0.0  # a broken mark reserves nothing
+        return frozenset(), 0.0, ()  # a broken mark reserves nothing
 
 
 def pool_template_node(name: str, pool: GPUNodePoolSpec) -> GPUNode:

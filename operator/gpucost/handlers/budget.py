@@ -23,7 +23,8 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.budget import BudgetSpec, BudgetStatus, ClusterBudgetSpec, LabelSelector, Webhook, WebhookFormat, Window
 from gpucost.api.common import Condition, ConditionStatus, condition, epoch, rfc3339, set_condition
 from gpucost.core.budget import Period, Spend, charge, exceeded, percent, period_bounds, settle
-from gpucost.handlers.status import spec_or_report, write_if_changed
+from gpucost.state.budgets import ref as _ref
+from gpucost.state.status import fresh, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,10 @@ def alert_body(fmt: WebhookFormat | str, alert: dict[str, Any]) -> Any:
 def reconcile(kube: Kube, plural: str, body: dict[str, Any]) -> None:
     meta = body["metadata"]
     with _LOCK, metrics.reconciling(SPECS[plural][0]):
-        fresh = kube.get_object(plural, meta["name"], meta.get("namespace"))
-        if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+        current = fresh(kube, plural, body)
+        if current is None:
             return
-        _reconcile(kube, plural, fresh, time.time())
+        _reconcile(kube, plural, current, time.time())
 
 
 def _reconcile(kube: Kube, plural: str, body: dict[str, Any], now: float) -> None:
@@ -174,10 +175,6 @@ def _reconcile(kube: Kube, plural: str, body: dict[str, Any], now: float) -> Non
             metrics.budget_spent.labels(kind, meta.get("namespace", ""), meta["name"], period.value).set(spend_limit[0].spent)
             metrics.budget_limit.labels(kind, meta.get("namespace", ""), meta["name"], period.value).set(spend_limit[1])
     write_if_changed(kube, plural, body, status)
-
-
-def _ref(meta: dict[str, Any]) -> str:
-    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
 
 
 def _notify(
@@ -245,22 +242,6 @@ def _actions(spec: BudgetSpec) -> str:
             (spec.enforce.suspend_compression_jobs, "new CompressionJobs suspended"),
         ) if on
     )
-
-
-def enforcing(kube: Kube, namespace: str, action: str) -> str | None:
-    """The first Exceeded budget covering ``namespace`` that enforces ``action`` (an Enforcement
-    field's wire name), as "Kind name"; None when nothing holds the namespace back."""
-    for obj in kube.budgets(namespace):
-        status = obj.get("status") or {}
-        enforce = (obj.get("spec") or {}).get("enforce")
-        if (
-            enforce is not None
-            and enforce.get(action, True)
-            and condition(status, "Exceeded").get("status") == "True"
-            and namespace in (status.get("namespaces") or [])
-        ):
-            return f"{obj['kind']} {_ref(obj['metadata'])}"
-    return None
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:

@@ -27,9 +27,9 @@ from gpucost.core.inventory import FreeMap
 from gpucost.core.jobrun import TERMINAL, UNPLACED, Attempt, Decision, Step, decide
 from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
-from gpucost.handlers.budget import enforcing
-from gpucost.handlers.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
-from gpucost.handlers.status import account_of, account_workload, export_cost, spec_or_report, write_if_changed
+from gpucost.state.budgets import enforcing
+from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
+from gpucost.state.status import fresh, account_of, account_workload, export_cost, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "compressionjobs"
@@ -39,12 +39,12 @@ log = logging.getLogger(__name__)
 def reconcile(kube: Kube, body: dict[str, Any], policy: str, cost_every: float) -> None:
     meta = body["metadata"]
     with PLACEMENT_LOCK, metrics.reconciling("CompressionJob"):
-        fresh = kube.get_object(PLURAL, meta["name"], meta["namespace"])
-        if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+        current = fresh(kube, PLURAL, body)
+        if current is None:
             return
-        spec = spec_or_report(kube, PLURAL, fresh, CompressionJobSpec)
+        spec = spec_or_report(kube, PLURAL, current, CompressionJobSpec)
         if spec is not None:
-            _reconcile(kube, fresh, spec, policy, cost_every)
+            _reconcile(kube, current, spec, policy, cost_every)
 
 
 def _reconcile(kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, policy: str, cost_every: float) -> None:

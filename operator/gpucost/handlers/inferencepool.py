@@ -22,21 +22,25 @@ from gpucost.core.cost import Account
 from gpucost.core.inventory import Ask, FreeMap
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.packing.frag import ShapeDistribution
-from gpucost.core.placement import NoFit, Placement, demand_shapes, eligible, fits_ever, place
+from gpucost.core.placement import (
+    NoFit,
+    Placement,
+    demand_shapes,
+    eligible,
+    fits_ever,
+    place,
+    place_planned,
+)
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
-from gpucost.handlers.budget import enforcing
-from gpucost.handlers.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
-from gpucost.handlers.status import account_workload, spec_or_report, write_if_changed
+from gpucost.state.budgets import enforcing
+from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
+from gpucost.state.status import fresh, account_workload, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
 NODE_UNAVAILABLE = "NodeUnavailable"
 """Ready/Placed reason while a stranded replica's old pod is still being removed."""
 log = logging.getLogger(__name__)
-
-
-def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
-    return make_ask(spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster)
 
 
 def expected_shapes(cluster: Cluster, ask: Ask, pending: int) -> ShapeDistribution:
@@ -156,11 +160,11 @@ def reconcile(
     each with its own copy of the body; under the lock we re-read the object and decide once."""
     meta = body["metadata"]
     with PLACEMENT_LOCK, metrics.reconciling("InferencePool"):
-        fresh = kube.get_inference_pool(meta["namespace"], meta["name"])
-        if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+        current = fresh(kube, PLURAL, body)
+        if current is None:
             metrics.forget_workload("InferencePool", meta["namespace"], meta["name"])
             return  # gone, replaced, or going: the garbage collector removes the owned pods
-        _reconcile(kube, fresh, logger, policy, cost_every)
+        _reconcile(kube, current, logger, policy, cost_every)
 
 
 def _reconcile(
@@ -195,14 +199,21 @@ def _reconcile(
         pool_specs = {n: p.spec for n, p in cluster.pools.items()}
         pool_of = {n.name: n.pool for n in cluster.nodes}
         shapes = expected_shapes(cluster, ask, len(plan.create))
-        # Nodes the autoscaler bought for this pool are filled the way its plan packed them (the
-        # planner packs each new node for the asks alone); the cluster-wide shapes would spread
-        # the replicas over GPUs the plan gave to other pools, and buy more nodes.
-        bought = [n for n in nodes if owner in n.reserved_for and now < n.reserved_until]
+        # Nodes the autoscaler bought are filled the way its plan packed them, GPU by GPU: their
+        # room outside this pool's slots belongs to the other pools of the same plan. A node
+        # bought without slots (its provider names nodes later) is filled for the asks alone.
+        planned = [n for n in nodes if n.slots and now < n.reserved_until]
+        bought = [n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots]
+        rest = [n for n in nodes if not (n.slots and now < n.reserved_until)]
         for replica in plan.create:
-            result = place(ask, bought, free, policy) if bought else None
+            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, now)
+            if result is None and bought:
+                result = place(ask, bought, free, policy)
             if not isinstance(result, Placement):
-                result = place(ask, nodes, free, policy, shapes)
+                result = place(ask, rest, free, policy, shapes)
+            if isinstance(result, NoFit) and result.reason == "NoMatchingGPU":  # only bought nodes fit
+                result = NoFit("Unschedulable", f"the new nodes' GPUs are planned for other work; "
+                               f"{result.message}", result.missing_mib)
             metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
             if isinstance(result, NoFit):
                 unplaced.append(_left(result, replica, moving.get(replica)))

@@ -18,8 +18,8 @@ from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
-from gpucost.handlers.cluster import read_cluster
-from gpucost.handlers.status import account_of, spec_or_report, write_if_changed
+from gpucost.state.cluster import read_cluster
+from gpucost.state.status import account_of, fresh, spec_or_report, write_if_changed
 from gpucost.settings import Settings
 
 PLURAL = "gpunodepools"
@@ -122,7 +122,9 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
 
     def handler(body: kopf.Body, **_: Any) -> None:
         with metrics.reconciling("GPUNodePool"):
-            reconcile(kube, dict(body), settings.reconcile.cost_write_seconds)
+            current = fresh(kube, PLURAL, dict(body))
+            if current is not None:
+                reconcile(kube, current, settings.reconcile.cost_write_seconds)
 
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
     def on_delete(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +15,7 @@ from gpucost import names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import GPUAsk
+from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
 from gpucost.core.inventory import Ask, GPUNode
@@ -33,6 +34,7 @@ class Pool:
     spec: GPUNodePoolSpec
     labels: dict[str, str]
     uid: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -62,7 +64,8 @@ def read_pools(kube: Kube) -> dict[str, Pool]:
             # The pool's own handler reports this on the pool; placement just ignores it.
             log.warning("ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"])
             continue
-        pools[name] = Pool(name, spec, obj["metadata"].get("labels") or {}, obj["metadata"].get("uid", ""))
+        meta = obj["metadata"]
+        pools[name] = Pool(name, spec, meta.get("labels") or {}, meta.get("uid", ""), meta.get("annotations") or {})
     return pools
 
 
@@ -90,3 +93,8 @@ def make_ask(gpu: GPUAsk, capacity_types: Iterable[str], gpu_models: Iterable[st
     )
     return Ask(memory_mib=gpu.memory_mi_b, gpus=gpu.gpus, capacity_types=frozenset(capacity_types),
                gpu_models=frozenset(gpu_models), pools=selected)
+
+
+def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
+    """An InferencePool replica's ask (the placer and the autoscaler must agree on it)."""
+    return make_ask(spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster)

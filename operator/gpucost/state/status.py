@@ -14,18 +14,32 @@ from gpucost.adapters.kube import Kube
 from gpucost.api.common import Condition, ConditionStatus, Costed, condition, epoch, set_condition
 from gpucost.core.cost import Account, Holding, advance, cost_rates
 from gpucost.core.snapshot import PlacedPod
-from gpucost.handlers.cluster import Cluster
+from gpucost.state.cluster import Cluster
+
+
+def fresh(kube: Kube, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The object as the API has it now, or None when it is gone, replaced (another uid) or being
+    deleted: kopf hands each handler its own, possibly older, copy of the body."""
+    meta = body["metadata"]
+    now = kube.get_object(plural, meta["name"], meta.get("namespace"))
+    if now is None or now["metadata"]["uid"] != meta["uid"] or now["metadata"].get("deletionTimestamp"):
+        return None
+    return now
 
 
 def write_if_changed(
     kube: Kube, plural: str, body: dict[str, Any], status: dict[str, Any]
 ) -> bool:
+    """A status that carries running cost totals lands only on the object it was computed from
+    (resourceVersion as a precondition): one computed from an older copy would move the totals
+    back. False when nothing changed or the object moved on (the next reconcile writes)."""
     current = body.get("status") or {}
     if all(current.get(k) == v for k, v in status.items()):
         return False
     meta = body["metadata"]
-    kube.patch_status(plural, meta["name"], status, namespace=meta.get("namespace"))
-    return True
+    version = meta.get("resourceVersion") if "costAccumulated" in status else None
+    return kube.patch_status(plural, meta["name"], status, namespace=meta.get("namespace"),
+                             resource_version=version)
 
 
 def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
