@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from gpucost import names
@@ -71,7 +72,13 @@ def test_replicas_are_placed_pinned_and_reported(cluster, namespace, gpu_pool):
         env = {e["name"]: e["value"] for e in p["spec"]["containers"][0]["env"]}
         assert env["NVIDIA_VISIBLE_DEVICES"] == p["metadata"]["annotations"][names.ANNOTATION_GPU_UUIDS]
     assert_no_gpu_over_committed(cluster, namespace, 81920)
-    cluster.wait("a Placed event per placed replica", lambda: len(events(cluster, namespace, "reason=Placed")) == 4)
+
+    def placed_replicas() -> set[str]:
+        out = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                              "involvedObject.kind=InferencePool,reason=Placed", "-o", "jsonpath={.items[*].message}")
+        return set(re.findall(r"replica (\d+) \(", out.stdout))
+
+    cluster.wait("Placed events naming every placed replica", lambda: placed_replicas() == {"0", "1", "2", "3"})
 
     cluster.kubectl("patch", KIND, "web", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":3}}')
     obj = cluster.wait(

@@ -7,6 +7,7 @@ the wire names stay the ones in the Kubernetes docs.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from gpucost.api import GROUP, VERSION
 
 Obj = dict[str, Any]
 T = TypeVar("T")
+IN_FLIGHT = 8
+"""Concurrent writes of one batch: the client's connection pool holds 10 per host by default."""
 
 
 def configure() -> None:
@@ -75,6 +78,10 @@ class Kube:
 
     def create_node(self, node: Obj) -> None:
         self.core.create_node(node, _preload_content=False)
+
+    def create_nodes(self, nodes: list[Obj]) -> None:
+        """At once, a few requests in flight: one at a time, 400 nodes took 25 s here."""
+        self._each(self.create_node, nodes)
 
     def delete_node(self, name: str) -> None:
         _unless_gone(lambda: self.core.delete_node(name, _preload_content=False))
@@ -154,6 +161,18 @@ class Kube:
 
     def create_pod(self, pod: Obj) -> bool:
         return _created(self.core.create_namespaced_pod, pod)
+
+    def create_pods(self, pods: list[Obj]) -> list[bool]:
+        """``create_pod`` for each, a few requests in flight (a burst's replicas, one at a time,
+        went at 15 pods/s here); the first failure is raised once all have been tried."""
+        return self._each(self.create_pod, pods)
+
+    def _each(self, call: Callable[[Obj], T], objs: list[Obj]) -> list[T]:
+        if len(objs) <= 1:
+            return [call(o) for o in objs]
+        with ThreadPoolExecutor(max_workers=min(IN_FLIGHT, len(objs))) as pool:
+            futures = [pool.submit(call, o) for o in objs]
+        return [f.result() for f in futures]
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
         """``force`` for a pod bound to a node that is gone: no kubelet will confirm it stopped."""

@@ -64,13 +64,13 @@ class KwokProvider:
     def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
         """Random suffixes like a cloud's instance names: a name is never reused, so a node
         deleted a moment ago can't be mistaken for the new one."""
-        made = []
+        nodes = []
         for extra in annotations:
             node = fake_node(pool, spec, f"{pool}-{secrets.token_hex(3)}")
             node["metadata"]["annotations"].update(extra)
-            self.kube.create_node(node)
-            made.append(node["metadata"]["name"])
-        return made
+            nodes.append(node)
+        self.kube.create_nodes(nodes)
+        return [n["metadata"]["name"] for n in nodes]
 
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
         self.kube.delete_node(node)

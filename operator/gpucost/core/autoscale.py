@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from gpucost.api.common import duration_seconds
+from gpucost.api.nodepool import ConsolidationPolicy, GPUNodePoolSpec
 from gpucost.core.consolidate import plan_consolidation
 from gpucost.core.inventory import Allocation, Ask, GPUNode
 from gpucost.core.scaledown import (
@@ -42,6 +44,7 @@ from gpucost.core.scaledown import (
     plan_scale_down,
 )
 from gpucost.core.scaleup import NewNode, Offer, Pending, ScaleUpPlan, plan_scale_up
+from gpucost.core.snapshot import pool_template_node
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,21 @@ class PoolView:
     @property
     def price(self) -> float:
         return self.template.price_per_hour
+
+
+def pool_view(
+    name: str, spec: GPUNodePoolSpec, nodes: int, joining: int | None, cooldown_until: float = 0.0
+) -> PoolView:
+    """A pool's spec as the planner reads it (the operator and the trace replay alike)."""
+    consolidate = (
+        duration_seconds(spec.consolidate_after)
+        if spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value
+        else None
+    )
+    limits = PoolLimits(spec.min_nodes, duration_seconds(spec.idle_timeout), spec.disruption_budget,
+                        consolidate, spec.idle_utilization_pct)
+    return PoolView(name, pool_template_node(name, spec), limits, spec.max_nodes, nodes, joining,
+                    cooldown_until, duration_seconds(spec.provider.boot_delay))
 
 
 @dataclass(frozen=True)
@@ -219,7 +237,10 @@ class Decision:
     closing, an idle or consolidateAfter timeout running out); None when only a change would."""
 
 
-def plan(snap: Snapshot, batch: Batch, timing: Timing) -> Decision:
+def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True) -> Decision:
+    """``consolidate``: whether this look may start a consolidation (the operator's every look
+    may; a trace replay looks at its own pace, as Karpenter's disruption loop runs apart from
+    provisioning)."""
     now = snap.now
     out = Decision(batch=batch)
     limits = {name: p.limits for name, p in snap.pools.items()}
@@ -245,14 +266,15 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing) -> Decision:
                 d = Disruption(s.name, s.pool, "Consolidation", s.replacing.message)  # type: ignore[union-attr]
                 out.commands.append(Disrupt(d, snap.pools[s.pool].price))
             out.commands.append(MarkReplacing(s.name, None))
-    else:
+    elif consolidate:
         out.commands += _consolidate(snap, offers, timing)
     out.commands += _drain(snap)
     ready, out.batch = batch.advance(snap.pending, now, timing)
     if ready:
         out.scale_up = _scale_up(snap, offers)
         out.commands += _launches(snap, out.scale_up.new_nodes, timing)
-    out.wake_at = _wake_at(snap, out.batch, timing, down.idle_since)
+    marks = {(type(c), c.node): c.since for c in out.commands if isinstance(c, MarkIdle | MarkConsolidatable)}
+    out.wake_at = _wake_at(snap, out.batch, timing, marks)
     return out
 
 
@@ -323,17 +345,19 @@ def _scale_up(snap: Snapshot, offers: list[Offer]) -> ScaleUpPlan:
 
 
 def _wake_at(
-    snap: Snapshot, batch: Batch, timing: Timing, idle_marks: Mapping[str, float | None]
+    snap: Snapshot, batch: Batch, timing: Timing, marks: Mapping[tuple[type, str], float | None]
 ) -> float | None:
+    """``marks``: the idle and consolidatable marks this look sets (newer than the snapshot's)."""
     times = [t for t in (batch.due(timing),) if t is not None]
     for s in snap.states:
         limits = snap.pools[s.pool].limits if s.pool in snap.pools else None
         if limits is None:
             continue
-        idle_since = idle_marks[s.name] if s.name in idle_marks else s.idle_since
-        if idle_since is not None:
-            times.append(idle_since + limits.idle_timeout_s)
-        if s.consolidatable_since is not None and limits.consolidate_after_s is not None:
-            times.append(s.consolidatable_since + limits.consolidate_after_s)
+        idle = marks.get((MarkIdle, s.name), s.idle_since)
+        if idle is not None:
+            times.append(idle + limits.idle_timeout_s)
+        fits = marks.get((MarkConsolidatable, s.name), s.consolidatable_since)
+        if fits is not None and limits.consolidate_after_s is not None:
+            times.append(fits + limits.consolidate_after_s)
     later = [t for t in times if t > snap.now]
     return min(later) if later else None

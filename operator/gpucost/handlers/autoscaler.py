@@ -23,17 +23,16 @@ from gpucost.adapters.kube import Kube
 from gpucost.adapters.prometheus import UtilizationSource
 from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import condition, duration_seconds, epoch
+from gpucost.api.common import condition, epoch
 from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.api.nodepool import ConsolidationPolicy
 from gpucost.core import nodeview
-from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, plan
+from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, plan, pool_view
 from gpucost.core.inventory import Ask
 from gpucost.core.jobrun import UNPLACED
 from gpucost.core.scaledown import NodeState, PoolLimits
 from gpucost.core.scaleup import Pending
-from gpucost.core.snapshot import allocations, pool_template_node
+from gpucost.core.snapshot import allocations
 from gpucost.executor import Executor
 from gpucost.settings import Settings
 from gpucost.state.cluster import Cluster, ask_for, make_ask, read_cluster
@@ -148,16 +147,8 @@ class Autoscaler:
                     joining = self.providers.unregistered(name, spec, labels)
                 except ProviderError as e:
                     log.warning("[%s] left out of scale-up: its provider can't report launched nodes: %s", name, e)
-            consolidate = duration_seconds(spec.consolidate_after) \
-                if spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value else None
-            limits = PoolLimits(spec.min_nodes, duration_seconds(spec.idle_timeout), spec.disruption_budget,
-                                consolidate, spec.idle_utilization_pct)
-            out[name] = PoolView(
-                name, pool_template_node(name, spec), limits, spec.max_nodes,
-                cluster.pool_node_counts.get(name, 0), joining,
-                epoch(p.annotations.get(names.ANNOTATION_LAUNCH_COOLDOWN)) or 0.0,
-                duration_seconds(spec.provider.boot_delay),
-            )
+            cooldown = epoch(p.annotations.get(names.ANNOTATION_LAUNCH_COOLDOWN)) or 0.0
+            out[name] = pool_view(name, spec, cluster.pool_node_counts.get(name, 0), joining, cooldown)
         return out
 
     def _with_utilization(self, states: list[NodeState], limits: dict[str, PoolLimits]) -> list[NodeState]:

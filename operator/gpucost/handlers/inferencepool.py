@@ -38,6 +38,8 @@ from gpucost.state.status import fresh, account_workload, spec_or_report, write_
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
+EVENT_PLACEMENTS = 20
+"""Placements named in one Placed Event (an Event message stays well under its 1 kB limit)."""
 NODE_UNAVAILABLE = "NodeUnavailable"
 """Ready/Placed reason while a stranded replica's old pod is still being removed."""
 log = logging.getLogger(__name__)
@@ -197,7 +199,6 @@ def _reconcile(
         nodes = [n for n in cluster.nodes if n.open_to(owner, now) and n.name not in avoid]
         free = FreeMap.of(nodes, allocations(cluster.pods))
         pool_specs = {n: p.spec for n, p in cluster.pools.items()}
-        pool_of = {n.name: n.pool for n in cluster.nodes}
         shapes = expected_shapes(cluster, ask, len(plan.create))
         # Nodes the autoscaler bought are filled the way its plan packed them, GPU by GPU: their
         # room outside this pool's slots belongs to the other pools of the same plan. A node
@@ -205,20 +206,22 @@ def _reconcile(
         planned = [n for n in nodes if n.slots and now < n.reserved_until]
         bought = [n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots]
         rest = [n for n in nodes if not (n.slots and now < n.reserved_until)]
+        placed: list[tuple[int, Placement]] = []
         for replica in plan.create:
             result: Placement | NoFit | None = place_planned(ask, planned, owner, free, now)
             if result is None and bought:
                 result = place(ask, bought, free, policy)
             if not isinstance(result, Placement):
                 result = place(ask, rest, free, policy, shapes)
-            if isinstance(result, NoFit) and result.reason == "NoMatchingGPU":  # only bought nodes fit
+            if isinstance(result, NoFit) and result.reason == "NoMatchingGPU" and planned:
                 result = NoFit("Unschedulable", f"the new nodes' GPUs are planned for other work; "
                                f"{result.message}", result.missing_mib)
             metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
             if isinstance(result, NoFit):
                 unplaced.append(_left(result, replica, moving.get(replica)))
                 continue
-            _create_replica(kube, body, spec, replica, result, pool_specs[pool_of[result.node]], logger)
+            placed.append((replica, result))
+        _create_replicas(kube, body, spec, placed, {n.name: pool_specs[n.pool] for n in cluster.nodes}, logger)
     # A replacement that could not be created yet (its old pod is still going) is unplaced too.
     unplaced += [NoFit(NODE_UNAVAILABLE, f"replica {r} waits for its old pod to go ({why})", 0)
                  for r, why in sorted(moving.items()) if r < want and r not in plan.create]
@@ -281,31 +284,37 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
     kopf.warn(body, reason=new["reason"], message=new["message"])
 
 
-def _create_replica(
+def _create_replicas(
     kube: Kube,
     body: dict[str, Any],
     spec: InferencePoolSpec,
-    replica: int,
-    placement: Placement,
-    node_pool: GPUNodePoolSpec,
+    placed: list[tuple[int, Placement]],
+    node_pools: dict[str, GPUNodePoolSpec],
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> None:
+    """The pods of one reconcile's placements, created together; one Event names them all (an
+    Event per replica was a third of a burst's API writes)."""
+    if not placed:
+        return
     meta = body["metadata"]
-    pod = manifests.replica_pod(
-        pool=meta["name"],
-        namespace=meta["namespace"],
-        uid=meta["uid"],
-        spec=spec,
-        replica=replica,
-        placement=placement,
-        node_pool=node_pool,
-    )
-    if kube.create_pod(pod):
-        where = f"node {placement.node} GPU {','.join(map(str, placement.gpu_indices))}"
-        message = f"replica {replica} ({pod['metadata']['name']}) placed on {where}, {placement.memory_mib} MiB"
-        logger.info(message)
+    pods = [
+        manifests.replica_pod(pool=meta["name"], namespace=meta["namespace"], uid=meta["uid"], spec=spec,
+                              replica=replica, placement=where, node_pool=node_pools[where.node])
+        for replica, where in placed
+    ]
+    done = [
+        f"replica {replica} ({pod['metadata']['name']}) on node {where.node} GPU "
+        f"{','.join(map(str, where.gpu_indices))}, {where.memory_mib} MiB"
+        for (replica, where), pod, created in zip(placed, pods, kube.create_pods(pods))
+        if created
+    ]
+    for line in done:
+        logger.info("placed %s", line)
+    if done:
+        shown = "; ".join(done[:EVENT_PLACEMENTS])
+        more = f"; and {len(done) - EVENT_PLACEMENTS} more" if len(done) > EVENT_PLACEMENTS else ""
         # kopf.info is gated by posting.level, which is WARNING so routine logs stay out of Events.
-        kopf.event(body, type="Normal", reason="Placed", message=message)
+        kopf.event(body, type="Normal", reason="Placed", message=f"placed {shown}{more}")
 
 
 class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
