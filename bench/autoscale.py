@@ -25,13 +25,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,15 +43,29 @@ from rich.progress import Progress
 from rich.table import Table
 
 from gpucost import openb
+from gpucost.api.common import duration_seconds
+from gpucost.api.nodepool import ConsolidationPolicy, GPUNodePoolSpec
+from gpucost.core.autoscale import (
+    Batch,
+    Disrupt,
+    Evict,
+    Launch,
+    MarkConsolidatable,
+    MarkIdle,
+    MarkReplacing,
+    Snapshot,
+    Terminate,
+    Timing,
+    plan,
+    pool_view,
+)
+from gpucost.core.consolidate import CONSOLIDATION
 from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
 from gpucost.core.packing.policies import DEFAULT_POLICY
-from gpucost.core.consolidate import plan_consolidation
-from gpucost.core.placement import NoFit, place
-from gpucost.core.scaledown import NodePod, NodeState, PoolLimits
-from gpucost.core.scaleup import Offer, Pending, plan_scale_up
+from gpucost.core.placement import NoFit, place, place_planned
+from gpucost.core.scaledown import NodePod, NodeState, Replacing
+from gpucost.core.scaleup import NewNode, Offer, Pending, plan_scale_up
 from gpucost.core.snapshot import pool_template_node
-from gpucost.api.common import duration_seconds
-from gpucost.api.nodepool import GPUNodePoolSpec
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PRICES = SHARED / "prices" / "aws_ec2_gpu_linux_ondemand_spot.csv"
@@ -88,13 +103,6 @@ def pool_specs(price: dict[str, dict[str, float]], idle_timeout: str = "10m") ->
 
 # ---------------------------------------------------------------------------------------------
 # Part 2: the openb trace through the decision cores
-
-
-@dataclass
-class SimNode:
-    node: GPUNode
-    launched: float
-    idle_since: float | None = None
 
 
 @dataclass
@@ -146,25 +154,141 @@ def _lower_bound_rate(specs: dict[str, GPUNodePoolSpec], ask: Ask) -> float:
     )
 
 
-class TraceSim:
-    """The trace through the autoscaler's cores; nodes boot instantly (the trace's time scale is hours)."""
+TRACE_TIMING = Timing(batch_idle=0.0, batch_max=0.0, reservation=30.0, cooldown=300.0)
+"""The trace's time scale is hours: a batch window of a second would only add looks."""
+CONSOLIDATION_PACE = 300.0
+"""Simulated seconds between consolidation looks (and at every time one is due)."""
 
-    def __init__(self, specs: dict[str, GPUNodePoolSpec], policy: str, consolidate: bool) -> None:
-        self.specs, self.policy, self.consolidate = specs, policy, consolidate
-        self.templates = {name: pool_template_node(name, s) for name, s in specs.items()}
-        self.timeouts = {name: duration_seconds(s.idle_timeout) for name, s in specs.items()}
-        self.limits = {name: PoolLimits(s.min_nodes, self.timeouts[name], s.disruption_budget,
-                                        duration_seconds(s.consolidate_after)) for name, s in specs.items()}
+
+@dataclass
+class SimNode:
+    node: GPUNode
+    launched: float
+    idle_since: float | None = None
+    consolidatable_since: float | None = None
+    replacing: Replacing | None = None
+    disruption: str | None = None
+
+
+class TraceSim:
+    """The operator's own planner (``core.autoscale.plan``) on a simulated cluster: this class is
+    only its executor and the replicas' placer, as the operator's executor and InferencePool
+    handler are on a real one. Nodes boot instantly (the trace's time scale is hours); a look runs
+    at every arrival and departure and whenever the planner says something falls due."""
+
+    def __init__(self, specs: dict[str, GPUNodePoolSpec], policy: str) -> None:
+        self.specs, self.policy = specs, policy
         self.nodes: dict[str, SimNode] = {}
         self.held: dict[int, list[Allocation]] = {}
         self.asks: dict[int, Ask] = {}
+        self.pending: dict[int, Ask] = {}
         self.free = FreeMap()
         self.spent: dict[str, float] = defaultdict(float)
+        self.batch = Batch()
         self.launches = self.peak = self.unplaceable = self.consolidations = self.seq = 0
-        self.since: dict[str, float] = {}
-        self.last_look = 0.0
-        self.dirty = False
-        """Pods came or went since the last consolidation look."""
+        self.last_consolidation = float("-inf")
+
+    def arrive(self, i: int, ask: Ask) -> None:
+        self.pending[i] = ask
+
+    def leave(self, i: int) -> None:
+        self.pending.pop(i, None)
+        self._free(i)
+        self.asks.pop(i, None)
+
+    def _free(self, i: int) -> None:
+        for a in self.held.pop(i, []):
+            self.free.free[(a.node, a.gpu_index)] += a.memory_mib
+
+    def look(self, at: float, due: bool = False) -> float | None:
+        """Plan and apply until the cluster settles at ``at``; when the next look is due."""
+        may_consolidate = due or at - self.last_consolidation >= CONSOLIDATION_PACE
+        for _ in range(100):
+            self._place(at)
+            decision = plan(self._snapshot(at), self.batch, TRACE_TIMING, may_consolidate)
+            self.batch = decision.batch
+            if may_consolidate:
+                self.last_consolidation, may_consolidate = at, False
+            for owner in (decision.scale_up.unfit if decision.scale_up else {}):
+                self.unplaceable += self.pending.pop(int(owner), None) is not None
+            if not self._apply(decision.commands, at):
+                return decision.wake_at
+        raise RuntimeError(f"the planner did not settle at t={at}")
+
+    def _place(self, at: float) -> None:
+        """What the InferencePool handler does: slots a plan bought first, then the policy."""
+        open_ = [n.node for n in self.nodes.values() if n.disruption is None]
+        planned = [n for n in open_ if n.slots and at < n.reserved_until]
+        rest = [n for n in open_ if not (n.slots and at < n.reserved_until)]
+        for i, ask in sorted(self.pending.items()):
+            placed = place_planned(ask, planned, str(i), self.free, at) or place(ask, rest, self.free, self.policy)
+            if isinstance(placed, NoFit):
+                continue
+            taken = placed.memory_mib // len(placed.gpu_indices)
+            self.held[i] = [Allocation(placed.node, g, taken) for g in placed.gpu_indices]
+            self.asks[i] = self.pending.pop(i)
+
+    def _snapshot(self, at: float) -> Snapshot:
+        on: dict[str, list[int]] = defaultdict(list)
+        for i, allocs in self.held.items():
+            on[allocs[0].node].append(i)
+        counts = Counter(n.node.pool for n in self.nodes.values())
+        states = [
+            NodeState(name, n.node.pool, True, tuple(NodePod("trace", str(i), True) for i in on.get(name, ())),
+                      n.idle_since, n.disruption, consolidatable_since=n.consolidatable_since, replacing=n.replacing,
+                      reserved_until=n.node.reserved_until)
+            for name, n in self.nodes.items()
+        ]
+        return Snapshot(
+            now=at,
+            pools={name: pool_view(name, spec, counts[name], 0) for name, spec in self.specs.items()},
+            nodes=[replace(n.node, schedulable=n.disruption is None) for n in self.nodes.values()],
+            states=states,
+            held=[a for allocs in self.held.values() for a in allocs],
+            pending=[Pending(str(i), ask) for i, ask in sorted(self.pending.items())],
+            movable={name: [(str(i), self.asks[i]) for i in pods] for name, pods in on.items()},
+            policy=self.policy,
+        )
+
+    def _apply(self, commands: list, at: float) -> bool:
+        """True when the cluster changed (another look at the same instant may decide more)."""
+        changed = False
+        for c in commands:
+            if isinstance(c, MarkIdle):
+                self.nodes[c.node].idle_since = c.since
+            elif isinstance(c, MarkConsolidatable):
+                self.nodes[c.node].consolidatable_since = c.since
+            elif isinstance(c, MarkReplacing):
+                self.nodes[c.node].replacing = Replacing(c.since, c.message) if c.since is not None else None
+                changed = True
+            elif isinstance(c, Disrupt):
+                node = self.nodes[c.disruption.node]
+                node.disruption, node.replacing, changed = c.disruption.reason, None, True
+                self.consolidations += c.disruption.reason == CONSOLIDATION
+            elif isinstance(c, Evict):
+                i = int(c.name)
+                self._free(i)
+                self.pending[i] = self.asks.pop(i)
+                changed = True
+            elif isinstance(c, Terminate):
+                self._remove(c.node, at)
+                changed = True
+            elif isinstance(c, Launch):
+                for new in c.nodes:
+                    self._launch(new, c.reserved_until, at)
+                changed = True
+        return changed
+
+    def _launch(self, new: NewNode, until: float, at: float) -> None:
+        self.seq += 1
+        template = pool_template_node(new.pool, self.specs[new.pool])
+        slots = tuple((s.owner, s.gpu_indices) for s in new.slots)
+        owners = frozenset(s.owner for s in new.slots)
+        node = replace(template, name=f"{new.pool}-{self.seq}", reserved_for=owners, reserved_until=until, slots=slots)
+        self.nodes[node.name] = SimNode(node, at)
+        self.free.free.update({(node.name, g.index): g.memory_mib for g in node.gpus})
+        self.launches += 1
+        self.peak = max(self.peak, len(self.nodes))
 
     def _remove(self, name: str, until: float) -> None:
         n = self.nodes.pop(name)
@@ -172,89 +296,11 @@ class TraceSim:
         for g in n.node.gpus:
             self.free.free.pop((name, g.index), None)
 
-    def _launch(self, pool: str, at: float) -> GPUNode:
-        self.seq += 1
-        node = replace(self.templates[pool], name=f"{pool}-{self.seq}")
-        self.nodes[node.name] = SimNode(node, at)
-        self.free.free.update({(node.name, g.index): g.memory_mib for g in node.gpus})
-        self.launches += 1
-        return node
-
-    def reap_idle(self, at: float) -> None:
-        for name, n in list(self.nodes.items()):
-            if n.idle_since is not None and n.idle_since + self.timeouts[n.node.pool] <= at:
-                self._remove(name, n.idle_since + self.timeouts[n.node.pool])
-
-    def leave(self, i: int, at: float) -> None:
-        self.dirty = True
-        for a in self.held.pop(i, []):
-            self.free.free[(a.node, a.gpu_index)] += a.memory_mib
-            node = self.nodes[a.node]
-            if all(self.free.free[(a.node, g.index)] == g.memory_mib for g in node.node.gpus):
-                node.idle_since = at
-        self.asks.pop(i, None)
-
-    def arrive(self, i: int, ask: Ask, at: float) -> None:
-        self.dirty = True
-        placed = place(ask, [n.node for n in self.nodes.values()], self.free, self.policy)
-        if isinstance(placed, NoFit):
-            offers = [Offer(name, tpl, self.specs[name].max_nodes) for name, tpl in self.templates.items()]
-            plan = plan_scale_up([Pending(str(i), ask)], offers, policy=self.policy, now=at)
-            new = [self._launch(pool, at) for pool, count in plan.launches.items() for _ in range(count)]
-            placed = place(ask, new, self.free, self.policy) if new else placed
-        if isinstance(placed, NoFit):
-            self.unplaceable += 1
-            return
-        taken = placed.memory_mib // len(placed.gpu_indices)
-        self.held[i] = [Allocation(placed.node, g, taken) for g in placed.gpu_indices]
-        self.asks[i] = ask
-        self.nodes[placed.node].idle_since = None
-        self.peak = max(self.peak, len(self.nodes))
-
-    def catch_up(self, at: float) -> None:
-        """Looks between events, when a candidate's consolidateAfter runs out before ``at``."""
-        if self.dirty and self.last_look + 300 < at:  # a look skipped right after a change
-            self.look(self.last_look + 300, force=True)
-        while self.since:
-            due = min(t + self.limits[self.nodes[n].node.pool].consolidate_after_s for n, t in self.since.items()
-                      if n in self.nodes)
-            if due >= at or not self.look(due, force=True):
-                return
-
-    def look(self, at: float, force: bool = False) -> bool:
-        """A consolidation pass (at most one per 5 simulated minutes unless forced); True if it moved work."""
-        if not self.consolidate or (not force and at - self.last_look < 300):
-            return False
-        self.last_look, self.dirty = at, False
-        on: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
-        for i, allocs in self.held.items():
-            on[allocs[0].node].append((str(i), self.asks[i]))
-        states = {name: NodeState(name, n.node.pool, True, tuple(NodePod("t", o, True) for o, _ in on.get(name, ())))
-                  for name, n in self.nodes.items()}
-        offers = [Offer(name, tpl, self.specs[name].max_nodes) for name, tpl in self.templates.items()]
-        held = [a for allocs in self.held.values() for a in allocs]
-        plan = plan_consolidation([n.node for n in self.nodes.values()], states, held, on, self.limits, self.since,
-                                  self.policy, at, offers)
-        self.since = plan.since
-        if plan.drain is None:
-            return False
-        for pool, count in (plan.replacement.launches if plan.replacement else {}).items():
-            for _ in range(count):
-                self._launch(pool, at)
-        moving = [(int(o), a) for o, a in on[plan.drain.node]]
-        for i, _ in moving:
-            self.leave(i, at)
-        self._remove(plan.drain.node, at)
-        for i, ask in moving:
-            self.arrive(i, ask, at)
-        self.consolidations += 1
-        self.since.pop(plan.drain.node, None)
-        return True
-
     def finish(self, end: float) -> None:
         for name in list(self.nodes):
             n = self.nodes[name]
-            self._remove(name, min(end, (n.idle_since or end) + self.timeouts[n.node.pool]))
+            timeout = duration_seconds(self.specs[n.node.pool].idle_timeout)
+            self._remove(name, min(end, (n.idle_since if n.idle_since is not None else end) + timeout))
 
 
 def replay_trace(path: Path, specs: dict[str, GPUNodePoolSpec], policy: str, consolidate: bool = True,
@@ -265,19 +311,23 @@ def replay_trace(path: Path, specs: dict[str, GPUNodePoolSpec], policy: str, con
     pods = [(t, a) for t, a in pods if t.created is not None and t.deleted is not None and t.deleted > t.created]
     events = sorted([(t.created, 1, i) for i, (t, _) in enumerate(pods)] + [(t.deleted, 0, i) for i, (t, _) in enumerate(pods)])
     end = float(events[-1][0])
-    sim = TraceSim(specs, policy, consolidate)
+    if not consolidate:
+        specs = {k: v.model_copy(update={"consolidation_policy": ConsolidationPolicy.WHEN_EMPTY.value})
+                 for k, v in specs.items()}
+    sim = TraceSim(specs, policy)
     task = progress.add_task(f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
                              total=len(events)) if progress else None
+    wake: float | None = None
     for at, kind, i in events:
         if progress is not None and task is not None:
             progress.advance(task)
-        sim.catch_up(float(at))
-        sim.reap_idle(float(at))
+        while wake is not None and wake < at:
+            wake = sim.look(wake, due=True)
         if kind == 0:
-            sim.leave(i, float(at))
+            sim.leave(i)
         else:
-            sim.arrive(i, pods[i][1], float(at))
-        sim.look(float(at))
+            sim.arrive(i, pods[i][1])
+        wake = sim.look(float(at))
     sim.finish(end)
 
     def lifetime_h(t: openb.TracedTask) -> float:
@@ -334,11 +384,19 @@ class BurstResult:
     naive_dollars_per_hour: float
     planned_dollars_per_hour: float
     """What one scale-up plan for the whole burst would cost: the floor the placer should reach."""
+    floor_seconds: float | None
+    """The same nodes and pods created by a plain script on the same control plane, to Running."""
+    operator_cpu_seconds: float
 
 
 def _rss_peak_mib(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
@@ -360,8 +418,77 @@ def _planned(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> float:
     return sum(specs[pool].price_per_hour * k for pool, k in plan.launches.items())
 
 
+def burst_docs(replicas: int) -> tuple[list[int], list[dict]]:
+    counts = [round(replicas * share) for _, share, _, _ in BURST]
+    counts[0] += replicas - sum(counts)
+    docs = [
+        {"apiVersion": "gpucost.dev/v1alpha1", "kind": "InferencePool", "metadata": {"name": name, "namespace": "bench"},
+         "spec": {"image": "example/server:1", "replicas": n, "maxReplicas": max(n, 1), "gpu": gpu, "capacityTypes": kinds}}
+        for (name, _, gpu, kinds), n in zip(BURST, counts)
+    ]
+    return counts, docs
+
+
+def _running(kube, namespace: str) -> int:
+    resp = kube.core.list_namespaced_pod(namespace, field_selector="status.phase=Running", _preload_content=False)
+    return len(json.loads(resp.data)["items"])
+
+
+def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Progress) -> float:
+    """The floor on this control plane: the nodes one plan buys for the burst and the replica pods
+    pinned where the plan put them, created by a plain script as fast as the API takes them
+    (the same requests in flight as the operator), seconds until every pod is Running. No
+    operator runs; the nodes and pods are removed again before it starts."""
+    import kubernetes
+
+    from gpucost import manifests
+    from gpucost.adapters.kube import Kube
+    from gpucost.adapters.kwok import fake_node, gpu_uuid
+    from gpucost.api.inferencepool import InferencePoolSpec
+    from gpucost.core.placement import Placement
+    from gpucost.devcluster.controlplane import poll
+
+    counts, docs = burst_docs(replicas)
+    offers = [Offer(name, pool_template_node(name, s), 2000) for name, s in specs.items()]
+    pending = [Pending(name, Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus"), capacity_types=frozenset(kinds)), n)
+               for (name, _, gpu, kinds), n in zip(BURST, counts)]
+    plan = plan_scale_up(pending, offers)
+    pool_spec = {d["metadata"]["name"]: InferencePoolSpec.model_validate(d["spec"]) for d in docs}
+    nodes, pods, ordinal = [], [], defaultdict(int)
+    for i, new in enumerate(plan.new_nodes):
+        name = f"floor-{new.pool}-{i}"
+        nodes.append(fake_node(new.pool, specs[new.pool], name))
+        gpu_mib = specs[new.pool].gpu.memory_mi_b
+        for slot in new.slots:
+            spec = pool_spec[slot.owner]
+            mib = gpu_mib * len(slot.gpu_indices) if spec.gpu.gpus else spec.gpu.memory_mi_b
+            where = Placement(name, slot.gpu_indices, tuple(gpu_uuid(name, g) for g in slot.gpu_indices), mib)
+            pod = manifests.replica_pod(pool=slot.owner, namespace="floor", uid="floor", spec=spec,
+                                        replica=ordinal[slot.owner], placement=where, node_pool=specs[new.pool])
+            del pod["metadata"]["ownerReferences"]  # no owner to collect them
+            pods.append(pod)
+            ordinal[slot.owner] += 1
+    kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig)))
+    cp.kubectl("create", "namespace", "floor")
+    cp.wait_namespace("floor")
+    step = progress.add_task(f"floor: {len(nodes)} nodes, {len(pods)} pods by a plain script", total=len(pods))
+    started = time.perf_counter()
+    kube.create_nodes(nodes)
+    kube.create_pods(pods)
+    poll("every floor pod Running", lambda: (n := _running(kube, "floor")) >= len(pods)
+                or progress.update(step, completed=n), 600, interval=0.5)
+    seconds = time.perf_counter() - started
+    progress.update(step, description="floor: removing its pods and nodes")
+    cp.kubectl("delete", "namespace", "floor", "--wait=true", timeout=600)
+    for node in nodes:
+        kube.delete_node(node["metadata"]["name"])
+    poll("the floor's nodes gone", lambda: not [n for n in kube.nodes() if n["metadata"]["name"].startswith("floor-")], 300)
+    progress.remove_task(step)
+    return seconds
+
+
 def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None,
-              reservation: float | None = None) -> BurstResult:
+              reservation: float | None = None, with_floor: bool = True) -> BurstResult:
     from gpucost.devcluster import binaries
     from gpucost.devcluster.controlplane import ControlPlane, poll, reap_orphans
     from gpucost.devcluster.operatorproc import OperatorProcess
@@ -388,16 +515,11 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
             body = spec.wire() | {"maxNodes": 400, "idleTimeout": "1h"}
             cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(
                 {"apiVersion": "gpucost.dev/v1alpha1", "kind": "GPUNodePool", "metadata": {"name": name}, "spec": body}))
+        floor = run_floor(cp, specs, replicas, progress) if with_floor else None
         operator.start()
         cp.kubectl("create", "namespace", "bench")
         cp.wait_namespace("bench")
-        counts = [round(replicas * share) for _, share, _, _ in BURST]
-        counts[0] += replicas - sum(counts)
-        docs = [
-            {"apiVersion": "gpucost.dev/v1alpha1", "kind": "InferencePool", "metadata": {"name": name, "namespace": "bench"},
-             "spec": {"image": "example/server:1", "replicas": n, "maxReplicas": max(n, 1), "gpu": gpu, "capacityTypes": kinds}}
-            for (name, _, gpu, kinds), n in zip(BURST, counts)
-        ]
+        counts, docs = burst_docs(replicas)
         writes_before = _operator_writes(audit)[0] if audit.exists() else 0
         progress.update(step, description=f"{replicas} replicas applied; waiting for nodes", total=replicas, completed=0)
         t0 = time.perf_counter()
@@ -430,6 +552,7 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
         writes -= writes_before
         assert operator.proc is not None
         rss = _rss_peak_mib(operator.proc.pid)
+        cpu = _cpu_seconds(operator.proc.pid)
         nodes = json.loads(cp.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         pools = [(n["metadata"].get("labels") or {}).get("gpucost.dev/nodepool") for n in nodes]
         cost = sum(specs[p].price_per_hour for p in pools if p in specs)
@@ -438,7 +561,7 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
         naive = sum(n * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for a, n in zip(asks, counts))
         per_pool = {name: pools.count(name) for name in specs}
         return BurstResult(replicas, sum(per_pool.values()), per_pool, t_nodes, t_running, writes, by, rss, cost, naive,
-                           _planned(specs, counts))
+                           _planned(specs, counts), floor, cpu)
     finally:
         progress.update(step, description="stopping the control plane")
         operator.stop()
@@ -455,13 +578,16 @@ def render(console: Console, report: dict) -> None:
     if "burst" in report:
         b = report["burst"]
         table = Table(title=f"Burst: {b['replicas']} replicas on an empty cluster (3 pools, real control plane)")
-        for col in ("nodes", "to nodes (s)", "to Running (s)", "operator writes / replica", "operator peak RSS (MiB)",
-                    "$/h", "$/h one plan", "$/h naive", "ratio to naive"):
+        for col in ("nodes", "to nodes (s)", "to Running (s)", "floor (s)", "ratio to floor", "writes / replica",
+                    "CPU s", "peak RSS (MiB)", "$/h", "$/h one plan", "ratio to plan", "ratio to naive"):
             table.add_column(col, justify="right")
+        floor = b.get("floor_seconds")
         table.add_row(str(b["nodes"]), f"{b['seconds_to_nodes']:.1f}", f"{b['seconds_to_running']:.1f}",
-                      f"{b['writes_per_replica']:.2f}", f"{b['operator_peak_rss_mib']:.0f}",
-                      f"{b['dollars_per_hour']:.2f}", f"{b['planned_dollars_per_hour']:.2f}",
-                      f"{b['naive_dollars_per_hour']:.2f}", f"{b['cost_ratio_to_naive']:.3f}")
+                      f"{floor:.1f}" if floor else "-", f"{b['ratio_to_floor']:.2f}" if floor else "-",
+                      f"{b['writes_per_replica']:.2f}", f"{b['operator_cpu_seconds']:.0f}",
+                      f"{b['operator_peak_rss_mib']:.0f}", f"{b['dollars_per_hour']:.2f}",
+                      f"{b['planned_dollars_per_hour']:.2f}", f"{b['cost_ratio_to_plan']:.3f}",
+                      f"{b['cost_ratio_to_naive']:.3f}")
         console.print(table)
         console.print("nodes by pool: " + ", ".join(f"{k} {v}" for k, v in b["nodes_by_pool"].items()))
         console.print("operator writes by resource: " + ", ".join(f"{k} {v}" for k, v in b["writes_by_resource"].items()))
@@ -486,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-cluster", action="store_true", help="skip the control-plane burst")
     parser.add_argument("--no-trace", action="store_true", help="skip the trace replay")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--no-floor", action="store_true", help="skip the plain-script floor before the burst")
     parser.add_argument("--reservation", type=float, help="the operator's GPUCOST_RESERVATION_SECONDS (default its own)")
     parser.add_argument("--logs", type=Path, help="keep the burst's operator and control-plane logs here")
     args = parser.parse_args(argv)
@@ -508,10 +635,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ratio_ours_to_lower_bound": round(r.dollars / r.lower_bound_dollars, 3),
                 }
             if not args.no_cluster:
-                b = run_burst(args.replicas, specs, progress, args.logs, args.reservation)
+                b = run_burst(args.replicas, specs, progress, args.logs, args.reservation, not args.no_floor)
                 report["burst"] = {**b.__dict__, "writes_per_replica": round(b.operator_writes / b.replicas, 3),
                                    "cost_ratio_to_naive": round(b.dollars_per_hour / b.naive_dollars_per_hour, 3),
-                                   "cost_ratio_to_plan": round(b.dollars_per_hour / b.planned_dollars_per_hour, 3)}
+                                   "cost_ratio_to_plan": round(b.dollars_per_hour / b.planned_dollars_per_hour, 3),
+                                   "ratio_to_floor": round(b.seconds_to_running / b.floor_seconds, 2) if b.floor_seconds else None,
+                                   "operator_cpu_seconds_per_replica": round(b.operator_cpu_seconds / b.replicas, 4),
+                                   "operator_rss_mib_per_replica": round(b.operator_peak_rss_mib / b.replicas, 4)}
     except (openb.TraceError, RuntimeError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2

@@ -44,10 +44,11 @@ def test_two_slices_share_one_small_on_demand_node_and_the_baselines_add_up(tmp_
 
 def test_consolidation_moves_a_lone_slice_off_an_eight_gpu_node(tmp_path):
     trace = tmp_path / "pods.csv"
-    # A 4-GPU job brings an 8-GPU A100 node; a small slice arriving next lands on its free room.
-    # When the job ends the slice keeps the A100 alive unless consolidation moves it to an A10G.
+    # A 4-GPU job brings an 8-GPU A100 node; a small slice arriving once the node is no longer
+    # reserved for the job lands on its free room. When the job ends the slice keeps the A100
+    # alive unless consolidation moves it to an A10G.
     trace.write_text(HEADER + "big,1000,1024,4,1000,,LS,Running,0,3600,0\n"
-                     "p0,1000,1024,1,500,,LS,Running,0,86400,0\n")
+                     "p0,1000,1024,1,500,,LS,Running,60,86400,60\n")
     t = run(trace)["trace"]
     assert t["consolidations"] >= 1
     assert t["dollars"] < t["no_consolidation_dollars"] / 5

@@ -58,7 +58,13 @@ def plan_consolidation(
     used_on = Counter({a.node: 0 for a in allocations})
     for a in allocations:
         used_on[a.node] += a.memory_mib
-    room = sum(free_on.values())
+    # An empty node is on its way out (idle removal) unless its pool keeps it at minNodes: moving
+    # work onto it would keep it, and what the move saves would be less than what it costs.
+    receives = {
+        name: states[name].busy or staying[n.pool] <= (limits[n.pool].min_nodes if n.pool in limits else 0)
+        for name, n in settled.items()
+    }
+    room = sum(mib for node_name, mib in free_on.items() if receives.get(node_name))
     price = {o.pool: o.price for o in offers}
     plan = ConsolidationPlan()
     ranked: list[tuple[float, int, str, ScaleUpPlan]] = []
@@ -80,7 +86,7 @@ def plan_consolidation(
         cheapest_new = min((o.price for o in offers if o.headroom > 0 and o.template.capacity_type in kinds), default=float("inf"))
         if used_on[name] > room - free_on[name] and cheapest_new >= node.price_per_hour:
             continue  # neither room elsewhere nor a cheaper node: skip the planning
-        others = [n for other, n in settled.items() if other != name]
+        others = [n for other, n in settled.items() if other != name and receives[other]]
         moved = plan_scale_up([Pending(owner, ask) for owner, ask in asks], offers, others, allocations, (), policy, now)
         saving = node.price_per_hour - sum(price[p] * k for p, k in moved.launches.items())
         if moved.unfit or saving <= 1e-9:

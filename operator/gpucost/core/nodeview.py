@@ -12,6 +12,7 @@ from gpucost.api.common import CapacityType, condition, epoch
 from gpucost.core.inventory import Ask
 from gpucost.core.refusal import tolerates
 from gpucost.core.scaledown import NodePod, NodeState, Replacing
+from gpucost.core.snapshot import reservation as reserved
 from gpucost.core.snapshot import scheduler_refusal
 
 Obj = dict[str, Any]
@@ -90,6 +91,7 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         interrupted=interrupted(node),
         consolidatable_since=epoch(ann.get(names.ANNOTATION_CONSOLIDATABLE_SINCE)),
         replacing=_replacing(ann.get(names.ANNOTATION_REPLACING)),
+        reserved_until=reserved(ann.get(names.ANNOTATION_RESERVED_FOR))[1],
     )
 
 

@@ -61,6 +61,8 @@ class NodeState:
     restart); None when it did not at the last look."""
     replacing: Replacing | None = None
     """Consolidation launched this node's replacement; it is drained once that has booted."""
+    reserved_until: float = 0.0
+    """Held for the work it was bought for until then: not idle before its replicas land."""
 
     @property
     def booting(self) -> bool:
@@ -108,7 +110,7 @@ class ScaleDownPlan:
 def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], now: float) -> ScaleDownPlan:
     plan = ScaleDownPlan()
     for n in nodes:
-        idle = n.ready and not n.busy
+        idle = n.ready and not n.busy and now >= n.reserved_until
         if idle and n.idle_since is None:
             plan.idle_since[n.name] = now
         elif not idle and n.idle_since is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
 from gpucost.core.packing.policies import DEFAULT_POLICY
-from gpucost.core.placement import NoFit, eligible, fits_ever, place
+from gpucost.core.placement import NoFit, eligible, fits_ever, place, place_planned
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,15 @@ def plan_scale_up(
     nodes = list(existing) + [replace(n, schedulable=True) for n in booting]
     free = FreeMap.of(nodes, list(held))
     left: list[tuple[str, Ask, int]] = []
+    # As the InferencePool placer does: GPUs an earlier plan bought for the owner first; a node
+    # whose slots still hold is closed to anything else.
+    planned = [n for n in nodes if n.slots and now < n.reserved_until]
     for (owner, ask), count in groups:
-        mine = [n for n in nodes if n.open_to(owner, now) and eligible(ask, n)]
         fitted = 0
+        while fitted < count and place_planned(ask, planned, owner, free, now) is not None:
+            fitted += 1
+        mine = [n for n in nodes if n.open_to(owner, now) and eligible(ask, n)
+                and not (n.slots and now < n.reserved_until)]
         while fitted < count:
             mine = [n for n in mine if _may_hold(ask, n, free)]
             if not mine or isinstance(place(ask, mine, free, policy), NoFit):

@@ -58,7 +58,7 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     gpus = node_gpus(node, pool)
     if not gpus:
         return None
-    reserved_for, reserved_until, slots = _reservation(
+    reserved_for, reserved_until, slots = reservation(
         (meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
     return GPUNode(
         name=meta["name"],
@@ -82,7 +82,7 @@ def pod_tolerations(pool: GPUNodePoolSpec | None) -> list[dict[str, str]]:
 Slots = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def _reservation(raw: str | None) -> tuple[frozenset[str], float, Slots]:
+def reservation(raw: str | None) -> tuple[frozenset[str], float, Slots]:
     if not raw:
         return frozenset(), 0.0, ()
     try:

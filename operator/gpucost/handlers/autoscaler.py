@@ -1,12 +1,15 @@
 """The autoscaler handler: read a snapshot, ask ``core.autoscale.plan``, hand its commands to the
 executor. The decisions and their order are documented in ``core.autoscale``.
 
-Runs from a timer on GPUNodePools (kopf gives it threads, retries and error logging); the first
-pool's timer to fire does the work, the others find it done for this interval.
+A look runs when pending work appears (an InferencePool or CompressionJob event says so: the batch
+window then starts at once, not at the next interval), when the planner said something falls due,
+and at least every interval from a timer on GPUNodePools (the first pool's timer to fire does the
+work, the others find it done). One look at a time, never two within ``MIN_GAP`` seconds.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -38,6 +41,8 @@ from gpucost.settings import Settings
 from gpucost.state.cluster import Cluster, ask_for, make_ask, read_cluster
 
 log = logging.getLogger(__name__)
+MIN_GAP = 0.5
+"""Seconds between two looks at least: a burst's events coalesce into one."""
 
 
 def pending_work(
@@ -92,19 +97,60 @@ class Autoscaler:
         self._lock = threading.Lock()
         self._last = 0.0
         self._batch = Batch()
+        self._wake_at: float | None = None
+        self._wake = threading.Condition()
+        self._poked = self._stopping = False
+        self._thread: threading.Thread | None = None
 
-    def maybe_tick(self) -> None:
-        """Every pool's timer calls this; one tick per interval runs, the rest return at once."""
+    def maybe_tick(self, min_gap: float | None = None) -> None:
+        """One look unless another runs or ran less than ``min_gap`` (default: most of the
+        interval, for the timers) seconds ago."""
         if not self._lock.acquire(blocking=False):
             return
         try:
             now = time.time()
-            if now - self._last < self.settings.interval_seconds * 0.9:
+            gap = self.settings.interval_seconds * 0.9 if min_gap is None else min_gap
+            if now - self._last < gap:
                 return
             self._last = now
-            self.tick(now)
+            self._wake_at = self.tick(now).wake_at
         finally:
             self._lock.release()
+
+    def poke(self) -> None:
+        """Pending work appeared: look now (from kopf's event handlers; never blocks)."""
+        with self._wake:
+            if self._thread is None:  # in a handler's context, which kopf.event needs
+                context = contextvars.copy_context()
+                self._thread = threading.Thread(target=context.run, args=(self._run,), name="autoscaler", daemon=True)
+                self._thread.start()
+            self._poked = True
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                due = self._wake_at - time.time() if self._wake_at is not None else self.settings.interval_seconds
+                self._wake.wait_for(lambda: self._poked or self._stopping,
+                                    timeout=min(max(due, 0.0), self.settings.interval_seconds))
+                if self._stopping:
+                    return
+                self._poked = False
+            pause = self._last + MIN_GAP - time.time()
+            if pause > 0:
+                with self._wake:  # a stop still ends the pause at once
+                    self._wake.wait_for(lambda: self._stopping, timeout=pause)
+            try:
+                self.maybe_tick(MIN_GAP)
+            except Exception:  # the timers keep looking; this thread must not die
+                log.exception("autoscaler look failed")
 
     def tick(self, now: float) -> Decision:
         cluster = read_cluster(self.kube)
@@ -194,3 +240,13 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
                 idle=None, registry=registry, id="autoscale")
     def autoscale(**_: Any) -> None:
         autoscaler.maybe_tick()
+
+    kopf.on.cleanup(registry=registry, id="autoscaler-stop")(lambda **_: autoscaler.stop())
+
+    def on_work(event: kopf.RawEvent, **_: Any) -> None:
+        status = (event.get("object") or {}).get("status") or {}
+        if int(status.get("unplacedReplicas") or 0) > 0 or status.get("phase") == "Pending":
+            autoscaler.poke()
+
+    for plural in ("inferencepools", "compressionjobs"):
+        kopf.on.event(GROUP, VERSION, plural, registry=registry, id="autoscaler-poke")(on_work)

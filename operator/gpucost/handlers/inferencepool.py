@@ -342,20 +342,14 @@ class PodEvents:
         self._thread: threading.Thread | None = None
 
     def event(self, event: dict[str, Any]) -> None:
-        """From kopf's pod event handler: cheap, never reconciles itself."""
+        """From kopf's pod event handler: cheap, never reconciles or reads itself."""
         pod = event.get("object") or {}
         meta = pod.get("metadata") or {}
         owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None)
         if owner is None:
             return
-        if event.get("type") != "DELETED":
-            body = self.kube.get_inference_pool(meta["namespace"], owner["name"])
-            if body is None or body["metadata"]["uid"] != owner["uid"]:
-                return
-            seen = {p["pod"]: p for p in (body.get("status") or {}).get("placements") or []}.get(meta["name"])
-            current = snapshot.placed_pod(pod)
-            if seen and current and (seen.get("phase"), seen.get("ready")) == (_phase(current), current.ready):
-                return
+        # No read here: a burst's pods send thousands of events, and a GET of the pool per event
+        # cost more than the one coalesced reconcile they end up in (which re-reads the pool).
         with self._wake:
             self._start_once()
             self._dirty[(meta["namespace"], owner["name"])] = owner["uid"]
