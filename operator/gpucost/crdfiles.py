@@ -9,7 +9,9 @@ import yaml
 
 from gpucost.api.crds import all_crds
 
-HEADER = "# Generated from operator/gpucost/api by `gpucost crds`. Do not edit: change the models.\n"
+HEADER = (
+    "# Generated from operator/gpucost/api by `gpucost crds`. Do not edit: change the models.\n"
+)
 TARGETS = (Path("crds"), Path("charts/gpu-cost-operator/crds"))
 
 
@@ -27,7 +29,11 @@ def drift(root: Path) -> list[str]:
     diffs = []
     for folder in TARGETS:
         want = rendered()
-        have = {p.name: p.read_text() for p in (root / folder).glob("*.yaml")} if (root / folder).exists() else {}
+        have = (
+            {p.name: p.read_text() for p in (root / folder).glob("*.yaml")}
+            if (root / folder).exists()
+            else {}
+        )
         for name in sorted(set(want) | set(have)):
             if want.get(name) != have.get(name):
                 diffs.append(

@@ -68,7 +68,11 @@ class Executor:
             elif isinstance(command, Keep):
                 kept[command.node] = command.why
                 if self._kept.get(command.node) != command.why:
-                    log.info("node %s is idle past its idleTimeout but stays: %s", command.node, command.why)
+                    log.info(
+                        "node %s is idle past its idleTimeout but stays: %s",
+                        command.node,
+                        command.why,
+                    )
             else:
                 self._apply(command, pools)
         self._blocked, self._kept = blocked, kept
@@ -79,11 +83,18 @@ class Executor:
         elif isinstance(command, MarkConsolidatable):
             self._annotate(command.node, names.ANNOTATION_CONSOLIDATABLE_SINCE, command.since)
         elif isinstance(command, MarkReplacing):
-            value = json.dumps({"since": round(command.since, 3), "message": command.message}) \
-                if command.since is not None else None
-            self.kube.patch_node(command.node, {"metadata": {"annotations": {names.ANNOTATION_REPLACING: value}}})
+            value = (
+                json.dumps({"since": round(command.since, 3), "message": command.message})
+                if command.since is not None
+                else None
+            )
+            self.kube.patch_node(
+                command.node, {"metadata": {"annotations": {names.ANNOTATION_REPLACING: value}}}
+            )
         elif isinstance(command, Cooldown):
-            self.kube.annotate_node_pool(command.pool, {names.ANNOTATION_LAUNCH_COOLDOWN: rfc3339(command.until)})
+            self.kube.annotate_node_pool(
+                command.pool, {names.ANNOTATION_LAUNCH_COOLDOWN: rfc3339(command.until)}
+            )
         elif isinstance(command, Disrupt):
             self._disrupt(command, pools[command.disruption.pool])
         elif isinstance(command, Terminate):
@@ -97,20 +108,38 @@ class Executor:
 
     def _disrupt(self, command: Disrupt, pool: Pool) -> None:
         d = command.disruption
-        self.kube.patch_node(d.node, {
-            "metadata": {"annotations": {names.ANNOTATION_DISRUPTION: d.reason, names.ANNOTATION_REPLACING: None}},
-            "spec": {"unschedulable": True},
-        })
-        _post(pool, "Warning" if command.warning else "Normal", d.reason,
-              f"draining node {d.node} for removal: {d.message}; -${command.price:.2f}/h once removed")
+        self.kube.patch_node(
+            d.node,
+            {
+                "metadata": {
+                    "annotations": {
+                        names.ANNOTATION_DISRUPTION: d.reason,
+                        names.ANNOTATION_REPLACING: None,
+                    }
+                },
+                "spec": {"unschedulable": True},
+            },
+        )
+        _post(
+            pool,
+            "Warning" if command.warning else "Normal",
+            d.reason,
+            f"draining node {d.node} for removal: {d.message}; "
+            f"-${command.price:.2f}/h once removed",
+        )
 
     def _evict(self, command: Evict, pools: Mapping[str, Pool]) -> bool:
         if self.kube.evict(command.namespace, command.name):
             return True
         if (command.namespace, command.name) not in self._blocked and command.pool in pools:
-            _post(pools[command.pool], "Normal", "EvictionBlocked",
-                  f"a PodDisruptionBudget holds {command.namespace}/{command.name} on node {command.node}; "
-                  "retrying every look")
+            _post(
+                pools[command.pool],
+                "Normal",
+                "EvictionBlocked",
+                f"a PodDisruptionBudget holds {command.namespace}/{command.name} on node "
+                f"{command.node}; "
+                "retrying every look",
+            )
         return False
 
     def _terminate(self, command: Terminate, pool: Pool) -> None:
@@ -119,22 +148,38 @@ class Executor:
         except ProviderError as e:
             _post(pool, "Warning", "TerminateFailed", f"node {command.node}: {e}")
             return
-        _post(pool, "Normal", "NodeRemoved", f"removed node {command.node} ({command.reason}): -${command.price:.2f}/h")
+        _post(
+            pool,
+            "Normal",
+            "NodeRemoved",
+            f"removed node {command.node} ({command.reason}): -${command.price:.2f}/h",
+        )
 
     def _launch(self, command: Launch, pools: Mapping[str, Pool]) -> None:
         pool = pools[command.pool]
         spec = pool.spec
         try:
-            made = self.providers.launch(pool.name, spec, [reservation(command, i) for i in range(command.count)])
+            made = self.providers.launch(
+                pool.name, spec, [reservation(command, i) for i in range(command.count)]
+            )
         except ProviderError as e:
             for undo in command.on_failure:
                 self._apply(undo, pools)
             cooldown = next((c for c in command.on_failure if isinstance(c, Cooldown)), None)
             left_out = f"; pool left out until {rfc3339(cooldown.until)}" if cooldown else ""
-            _post(pool, "Warning", "LaunchFailed",
-                  f"could not launch {command.count} {spec.instance_type} ({spec.capacity_type}): {e}{left_out}")
+            _post(
+                pool,
+                "Warning",
+                "LaunchFailed",
+                f"could not launch {command.count} {spec.instance_type} ({spec.capacity_type}): "
+                f"{e}{left_out}",
+            )
             return
         holds = ", ".join(f"{owner} x{n}" for owner, n in command.owners().items())
-        _post(pool, "Normal", "ScaleUp",
-              f"launched {command.count} {spec.instance_type} {spec.capacity_type} node(s) "
-              f"({', '.join(made)}) for {holds}: +${command.count * command.price:.2f}/h")
+        _post(
+            pool,
+            "Normal",
+            "ScaleUp",
+            f"launched {command.count} {spec.instance_type} {spec.capacity_type} node(s) "
+            f"({', '.join(made)}) for {holds}: +${command.count * command.price:.2f}/h",
+        )

@@ -18,10 +18,17 @@ def replica_pod_name(pool: str, replica: int) -> str:
 
 def mps_env(gpus: int, mib_per_gpu: int, gpu_mib: int) -> list[dict[str, str]]:
     """MPS limits for ``isolation: mps`` pools: memory pinned per device as the container numbers
-    them (0..n-1 behind NVIDIA_VISIBLE_DEVICES), and a share of the SMs in proportion to the slice."""
+    them (0..n-1 behind NVIDIA_VISIBLE_DEVICES), and a share of the SMs in proportion to the
+    slice."""
     return [
-        {"name": "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "value": ",".join(f"{i}={mib_per_gpu}M" for i in range(gpus))},
-        {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(max(1, min(100, round(100 * mib_per_gpu / gpu_mib))))},
+        {
+            "name": "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT",
+            "value": ",".join(f"{i}={mib_per_gpu}M" for i in range(gpus)),
+        },
+        {
+            "name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+            "value": str(max(1, min(100, round(100 * mib_per_gpu / gpu_mib)))),
+        },
     ]
 
 
@@ -35,7 +42,8 @@ def replica_pod(
     placement: Placement,
     node_pool: GPUNodePoolSpec,
 ) -> dict[str, Any]:
-    """One serving replica pinned to the GPU(s) the placement chose, tolerating its pool's taints."""
+    """One serving replica pinned to the GPU(s) the placement chose, tolerating its pool's
+    taints."""
     env = [{"name": e.name, "value": e.value} for e in spec.env]
     if spec.model_uri:
         env.append({"name": "MODEL_URI", "value": spec.model_uri})
@@ -45,8 +53,12 @@ def replica_pod(
         requests["cpu"] = spec.resources.cpu
     if spec.resources.memory:
         requests["memory"] = limits["memory"] = spec.resources.memory
-    container: dict[str, Any] = {"name": "server", "image": spec.image, "env": env,
-                                 "resources": {"requests": requests, "limits": limits}}
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.image,
+        "env": env,
+        "resources": {"requests": requests, "limits": limits},
+    }
     if spec.command:
         container["command"] = spec.command
     if spec.args:
@@ -54,8 +66,12 @@ def replica_pod(
     if spec.port:
         container["ports"] = [{"name": "http", "containerPort": spec.port}]
     pod = placed_pod(
-        owner=("InferencePool", pool, uid), namespace=namespace, container=container, placement=placement,
-        node_pool=node_pool, restart_policy="Always",
+        owner=("InferencePool", pool, uid),
+        namespace=namespace,
+        container=container,
+        placement=placement,
+        node_pool=node_pool,
+        restart_policy="Always",
     )
     pod["metadata"]["name"] = replica_pod_name(pool, replica)
     pod["metadata"]["labels"][names.LABEL_REPLICA] = str(replica)
@@ -78,7 +94,9 @@ def placed_pod(
     kind, name, uid = owner
     devices = ",".join(placement.gpu_uuids) or ",".join(str(i) for i in placement.gpu_indices)
     mib_per_gpu = placement.memory_mib // len(placement.gpu_indices)
-    env = list(container.get("env", [])) + [{"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES]
+    env = list(container.get("env", [])) + [
+        {"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES
+    ]
     if node_pool.isolation == IsolationMode.MPS.value:
         env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mi_b)
     resources = container.get("resources") or {}
@@ -86,8 +104,14 @@ def placed_pod(
         **container,
         "env": env,
         "resources": {
-            "requests": {**resources.get("requests", {}), names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)},
-            "limits": {**resources.get("limits", {}), names.RESOURCE_GPU_MEMORY: str(placement.memory_mib)},
+            "requests": {
+                **resources.get("requests", {}),
+                names.RESOURCE_GPU_MEMORY: str(placement.memory_mib),
+            },
+            "limits": {
+                **resources.get("limits", {}),
+                names.RESOURCE_GPU_MEMORY: str(placement.memory_mib),
+            },
         },
     }
     return {
@@ -105,8 +129,14 @@ def placed_pod(
                 names.ANNOTATION_GPU_MEMORY: str(mib_per_gpu),
             },
             "ownerReferences": [
-                {"apiVersion": "gpucost.dev/v1alpha1", "kind": kind, "name": name, "uid": uid,
-                 "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "gpucost.dev/v1alpha1",
+                    "kind": kind,
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
         },
         "spec": {
@@ -117,7 +147,15 @@ def placed_pod(
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
                         "nodeSelectorTerms": [
-                            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [placement.node]}]}
+                            {
+                                "matchFields": [
+                                    {
+                                        "key": "metadata.name",
+                                        "operator": "In",
+                                        "values": [placement.node],
+                                    }
+                                ]
+                            }
                         ]
                     }
                 }
@@ -151,23 +189,41 @@ def compression_job(
         "name": "compress",
         "image": spec.image,
         "args": [
-            "compress", "--model", spec.model_uri, "--dataset", spec.dataset, "--output", spec.output_uri,
-            "--method", json.dumps(spec.method.wire(), separators=(",", ":")), "--checkpoint-dir", checkpoint_dir(spec),
+            "compress",
+            "--model",
+            spec.model_uri,
+            "--dataset",
+            spec.dataset,
+            "--output",
+            spec.output_uri,
+            "--method",
+            json.dumps(spec.method.wire(), separators=(",", ":")),
+            "--checkpoint-dir",
+            checkpoint_dir(spec),
         ],
         "env": [{"name": "GPUCOST_ATTEMPT", "value": str(attempt)}],
         # The worker's last line on failure becomes the job's status message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod = placed_pod(
-        owner=("CompressionJob", name, uid), namespace=namespace, container=container, placement=placement,
-        node_pool=node_pool, restart_policy="Never",
-        # Consolidation would only cost the job a restart from its checkpoint: keep its node while it
+        owner=("CompressionJob", name, uid),
+        namespace=namespace,
+        container=container,
+        placement=placement,
+        node_pool=node_pool,
+        restart_policy="Never",
+        # Consolidation would only cost the job a restart from its checkpoint: keep its node while
+        # it
         # runs (Karpenter's advice for batch work). A reclaimed spot node still drains.
         annotations={**spec.pod_annotations, f"{names.DOMAIN}/do-not-disrupt": "true"},
     )
     if spec.storage:
-        pod["spec"]["volumes"] = [{"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}]
-        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "storage", "mountPath": spec.storage.mount_path}]
+        pod["spec"]["volumes"] = [
+            {"name": "storage", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}}
+        ]
+        pod["spec"]["containers"][0]["volumeMounts"] = [
+            {"name": "storage", "mountPath": spec.storage.mount_path}
+        ]
     meta = pod["metadata"]
     owner = meta.pop("ownerReferences")  # the Job owns its pod; the CompressionJob owns the Job
     meta.pop("namespace")

@@ -5,7 +5,8 @@ One module so the operator, the agent and users' tooling agree on the exact stri
 
 DOMAIN = "gpucost.dev"
 
-# Node labels. The nvidia.com names are NVIDIA GPU feature discovery's, so real GPU nodes work as-is.
+# Node labels. The nvidia.com names are NVIDIA GPU feature discovery's, so real GPU nodes work as-
+# is.
 LABEL_NODEPOOL = f"{DOMAIN}/nodepool"
 LABEL_CAPACITY_TYPE = "karpenter.sh/capacity-type"
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
@@ -55,7 +56,8 @@ ANNOTATION_CONSOLIDATABLE_SINCE = f"{DOMAIN}/consolidatable-since"
 ANNOTATION_REPLACING = f"{DOMAIN}/replacing"
 # On a GPUNodePool, RFC 3339: its provider failed to launch; no new node is asked of it until then.
 ANNOTATION_LAUNCH_COOLDOWN = f"{DOMAIN}/launch-cooldown-until"
-# Taints that mean "the cloud is taking this node back": ours, and the AWS node termination handler's.
+# Taints that mean "the cloud is taking this node back": ours, and the AWS node termination
+# handler's.
 INTERRUPTION_TAINTS = (f"{DOMAIN}/interruption", "aws-node-termination-handler/spot-itn")
 # On a node the autoscaler launched: JSON {"owners": [workload, ...], "until": epoch seconds}. Until
 # then only those workloads are placed there, so the node bought for one pool's replicas is not

@@ -41,12 +41,16 @@ def _rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, st
         rows = []
         for row in reader:
             if None in row or any(v is None for v in row.values()):
-                raise TraceError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames or ())} fields")
+                raise TraceError(
+                    f"{path}:{reader.line_num}: expected {len(reader.fieldnames or ())} fields"
+                )
             rows.append((reader.line_num, row))
         return rows
 
 
-def _int(path: Path, line: int, row: dict[str, str], column: str, *, optional: bool = False) -> int | None:
+def _int(
+    path: Path, line: int, row: dict[str, str], column: str, *, optional: bool = False
+) -> int | None:
     raw = (row.get(column) or "").strip()
     if raw == "" and optional:
         return None
@@ -86,9 +90,13 @@ def read_pods(path: Path) -> list[TracedTask]:
         gpus = _int(path, line, row, "num_gpu") or 0
         milli = _int(path, line, row, "gpu_milli") or 0
         if gpus and not 0 < milli <= MILLI:
-            raise TraceError(f"{path}:{line}: gpu_milli must be in 1..1000 for a GPU pod, got {milli}")
+            raise TraceError(
+                f"{path}:{line}: gpu_milli must be in 1..1000 for a GPU pod, got {milli}"
+            )
         if gpus > 1 and milli != MILLI:
-            raise TraceError(f"{path}:{line}: a {gpus}-GPU pod must ask for whole GPUs, got gpu_milli {milli}")
+            raise TraceError(
+                f"{path}:{line}: a {gpus}-GPU pod must ask for whole GPUs, got gpu_milli {milli}"
+            )
         spec = (row.get("gpu_spec") or "").strip()
         models = frozenset(m for m in spec.split("|") if m) if spec and spec != "nan" else None
         tasks.append(

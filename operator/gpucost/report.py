@@ -75,7 +75,9 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "workloads": [asdict(w) for w in self.workloads],
-            "namespaces": {ns: {"per_hour": h, "accumulated": a} for ns, (h, a) in self.namespaces.items()},
+            "namespaces": {
+                ns: {"per_hour": h, "accumulated": a} for ns, (h, a) in self.namespaces.items()
+            },
             "pools": [asdict(p) for p in self.pools],
             "totals": self.totals(),
         }
@@ -86,7 +88,9 @@ def naive_rate(gpu: GPUAsk, replicas: int, pools: list[GPUNodePoolSpec]) -> floa
     fits = [
         p.price_per_hour / p.gpu.count
         for p in pools
-        if p.capacity_type == "on-demand" and p.gpu.count >= gpus and p.gpu.memory_mi_b >= (gpu.memory_mi_b or 0)
+        if p.capacity_type == "on-demand"
+        and p.gpu.count >= gpus
+        and p.gpu.memory_mi_b >= (gpu.memory_mi_b or 0)
     ]
     return min(fits) * gpus * replicas if fits else None
 
@@ -99,13 +103,17 @@ def _parsed(obj: dict[str, Any], spec: type[S], status: type[St]) -> tuple[S, St
     """An object's spec and status, or None when either is invalid: its own status says why, and a
     report skips it."""
     try:
-        return spec.model_validate(obj.get("spec") or {}), status.model_validate(obj.get("status") or {})
+        return spec.model_validate(obj.get("spec") or {}), status.model_validate(
+            obj.get("status") or {}
+        )
     except ValidationError:
         return None
 
 
 def build(
-    inference_pools: list[dict[str, Any]], node_pools: list[dict[str, Any]], compression_jobs: Sequence[dict[str, Any]] = ()
+    inference_pools: list[dict[str, Any]],
+    node_pools: list[dict[str, Any]],
+    compression_jobs: Sequence[dict[str, Any]] = (),
 ) -> Report:
     report = Report()
     specs: list[GPUNodePoolSpec] = []
@@ -114,25 +122,50 @@ def build(
             continue
         spec, status = pool
         specs.append(spec)
-        report.pools.append(PoolRow(obj["metadata"]["name"], spec.capacity_type, status.nodes, status.cost_per_hour,
-                                    status.idle_cost_per_hour, status.cost_accumulated, status.idle_cost_accumulated))
+        report.pools.append(
+            PoolRow(
+                obj["metadata"]["name"],
+                spec.capacity_type,
+                status.nodes,
+                status.cost_per_hour,
+                status.idle_cost_per_hour,
+                status.cost_accumulated,
+                status.idle_cost_accumulated,
+            )
+        )
     for obj in inference_pools:
         if (ip := _parsed(obj, InferencePoolSpec, InferencePoolStatus)) is None:
             continue
         ip_spec, ip_status = ip
         meta = obj["metadata"]
-        report.workloads.append(WorkloadRow("InferencePool", meta["namespace"], meta["name"], ip_status.replicas,
-                                            ip_status.cost_per_hour, ip_status.cost_accumulated,
-                                            naive_rate(ip_spec.gpu, ip_spec.replicas, specs)))
+        report.workloads.append(
+            WorkloadRow(
+                "InferencePool",
+                meta["namespace"],
+                meta["name"],
+                ip_status.replicas,
+                ip_status.cost_per_hour,
+                ip_status.cost_accumulated,
+                naive_rate(ip_spec.gpu, ip_spec.replicas, specs),
+            )
+        )
     for obj in compression_jobs:
         if (cj := _parsed(obj, CompressionJobSpec, CompressionJobStatus)) is None:
             continue
         cj_spec, cj_status = cj
         meta = obj["metadata"]
         running = int(cj_status.phase == "Running")  # naive: a whole GPU while the job runs
-        report.workloads.append(WorkloadRow("CompressionJob", meta["namespace"], meta["name"], running,
-                                            cj_status.cost_per_hour, cj_status.cost_accumulated,
-                                            naive_rate(cj_spec.gpu, running, specs)))
+        report.workloads.append(
+            WorkloadRow(
+                "CompressionJob",
+                meta["namespace"],
+                meta["name"],
+                running,
+                cj_status.cost_per_hour,
+                cj_status.cost_accumulated,
+                naive_rate(cj_spec.gpu, running, specs),
+            )
+        )
     report.workloads.sort(key=lambda w: (w.namespace, w.kind, w.name))
     report.pools.sort(key=lambda p: p.name)
     return report
@@ -141,10 +174,20 @@ def build(
 def render(console: Console, report: Report) -> None:
     table = Table(title="GPU cost by workload")
     for col in ("namespace", "kind", "workload", "replicas", "$/h", "$ so far", "$/h naive"):
-        table.add_column(col, justify="left" if col in ("namespace", "kind", "workload") else "right")
+        table.add_column(
+            col, justify="left" if col in ("namespace", "kind", "workload") else "right"
+        )
     for w in report.workloads:
         naive = f"{w.naive_per_hour:,.2f}" if w.naive_per_hour is not None else "-"
-        table.add_row(w.namespace, w.kind, w.name, str(w.replicas), f"{w.per_hour:,.4f}", f"{w.accumulated:,.4f}", naive)
+        table.add_row(
+            w.namespace,
+            w.kind,
+            w.name,
+            str(w.replicas),
+            f"{w.per_hour:,.4f}",
+            f"{w.accumulated:,.4f}",
+            naive,
+        )
     console.print(table)
     ns = Table(title="by namespace")
     for col in ("namespace", "$/h", "$ so far"):
@@ -156,13 +199,23 @@ def render(console: Console, report: Report) -> None:
     for col in ("pool", "capacity", "nodes", "$/h", "idle $/h", "$ so far", "idle $ so far"):
         pools.add_column(col, justify="left" if col in ("pool", "capacity") else "right")
     for p in report.pools:
-        pools.add_row(p.name, p.capacity_type, str(p.nodes), f"{p.per_hour:,.2f}", f"{p.idle_per_hour:,.2f}",
-                      f"{p.accumulated:,.4f}", f"{p.idle_accumulated:,.4f}")
+        pools.add_row(
+            p.name,
+            p.capacity_type,
+            str(p.nodes),
+            f"{p.per_hour:,.2f}",
+            f"{p.idle_per_hour:,.2f}",
+            f"{p.accumulated:,.4f}",
+            f"{p.idle_accumulated:,.4f}",
+        )
     console.print(pools)
     t = report.totals()
-    console.print(f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), ${t['accumulated']:,.2f} so far; "
-                  f"naive (a whole on-demand GPU per replica) ${t['naive_per_hour']:,.2f}/h: "
-                  f"saving ${t['savings_per_hour']:,.2f}/h")
+    console.print(
+        f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), "
+        f"${t['accumulated']:,.2f} so far; "
+        f"naive (a whole on-demand GPU per replica) ${t['naive_per_hour']:,.2f}/h: "
+        f"saving ${t['savings_per_hour']:,.2f}/h"
+    )
 
 
 @dataclass
@@ -188,10 +241,15 @@ class History:
     def as_dict(self) -> dict[str, Any]:
         return {
             "period": self.period,
-            "workloads": [{"kind": k, "namespace": ns, "name": n, "spent": usd}
-                          for (k, ns, n), usd in sorted(self.workloads.items())],
+            "workloads": [
+                {"kind": k, "namespace": ns, "name": n, "spent": usd}
+                for (k, ns, n), usd in sorted(self.workloads.items())
+            ],
             "namespaces": self.namespaces,
-            "pools": {name: {"spent": usd, "idle": idle} for name, (usd, idle) in sorted(self.pools.items())},
+            "pools": {
+                name: {"spent": usd, "idle": idle}
+                for name, (usd, idle) in sorted(self.pools.items())
+            },
             "total": sum(usd for usd, _ in self.pools.values()),
         }
 
@@ -224,7 +282,10 @@ def render_history(console: Console, past: History) -> None:
     console.print(table)
     spent = sum(usd for usd, _ in past.pools.values())
     idle = sum(i for _, i in past.pools.values())
-    console.print(f"[bold]last {past.period}[/] ${spent:,.2f} on GPU nodes, of which ${idle:,.2f} idle GPU memory")
+    console.print(
+        f"[bold]last {past.period}[/] ${spent:,.2f} on GPU nodes, of which ${idle:,.2f} idle GPU "
+        "memory"
+    )
 
 
 def plot(past: History, path: Path) -> None:
@@ -235,13 +296,19 @@ def plot(past: History, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("--png needs matplotlib: pip install 'gpu-cost-operator[report]'") from None
+        raise SystemExit(
+            "--png needs matplotlib: pip install 'gpu-cost-operator[report]'"
+        ) from None
     times = sorted({t for series in past.timeline.values() for t, _ in series})
-    names = [n for n in sorted(past.timeline) if n != IDLE] + ([IDLE] if past.timeline.get(IDLE) else [])
+    names = [n for n in sorted(past.timeline) if n != IDLE] + (
+        [IDLE] if past.timeline.get(IDLE) else []
+    )
     rows = [[dict(past.timeline[n]).get(t, 0.0) for t in times] for n in names]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     if times:
-        ax.stackplot([datetime.fromtimestamp(t, timezone.utc) for t in times], rows, labels=names, alpha=0.85)
+        ax.stackplot(
+            [datetime.fromtimestamp(t, timezone.utc) for t in times], rows, labels=names, alpha=0.85
+        )
         ax.legend(loc="upper left", fontsize="small")
     ax.set_title(f"GPU cost per hour by namespace, last {past.period}")
     ax.set_ylabel("USD / hour")

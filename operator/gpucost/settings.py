@@ -20,10 +20,16 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Reconcile:
-    resync_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_RESYNC_SECONDS", 30.0))
-    """Every object is reconciled at least this often, so unplaced replicas retry without a retry storm."""
-    cost_write_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_COST_WRITE_SECONDS", 60.0))
-    """While a cost rate holds, the accumulated cost in a status is brought up to date this often."""
+    resync_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_RESYNC_SECONDS", 30.0)
+    )
+    """Every object is reconciled at least this often, so unplaced replicas retry without a retry
+    storm."""
+    cost_write_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_COST_WRITE_SECONDS", 60.0)
+    )
+    """While a cost rate holds, the accumulated cost in a status is brought up to date this
+    often."""
 
 
 def _env_policy() -> str:
@@ -41,21 +47,30 @@ class Placement:
 
 @dataclass(frozen=True)
 class Autoscaling:
-    interval_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_AUTOSCALE_INTERVAL", 5.0))
+    interval_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_AUTOSCALE_INTERVAL", 5.0)
+    )
     """How often the autoscaler looks at the whole cluster."""
     batch_idle_seconds: float = 1.0
     batch_max_seconds: float = 10.0
     """Pending work is provisioned for once it has stopped changing for batch_idle, or after
     batch_max at the latest (Karpenter's defaults): 100 new replicas make one decision."""
-    reservation_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_RESERVATION_SECONDS", 30.0))
-    """A launched node is held for the work it was bought for until it has booted and this long more."""
-    launch_cooldown_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_LAUNCH_COOLDOWN", 300.0))
+    reservation_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_RESERVATION_SECONDS", 30.0)
+    )
+    """A launched node is held for the work it was bought for until it has booted and this long
+    more."""
+    launch_cooldown_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_LAUNCH_COOLDOWN", 300.0)
+    )
     """A pool whose provider failed to launch is left out this long (spot capacity exhausted)."""
 
 
 @dataclass(frozen=True)
 class Budgets:
-    interval_seconds: float = field(default_factory=lambda: _env_float("GPUCOST_BUDGET_INTERVAL", 30.0))
+    interval_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_BUDGET_INTERVAL", 30.0)
+    )
     """How often budgets account spend; a threshold fires at most this late."""
 
 
@@ -66,10 +81,17 @@ DCGM_UTILIZATION = "max by (Hostname) (max_over_time(DCGM_FI_DEV_GPU_UTIL[{windo
 class Utilization:
     """Where GPU utilization comes from for utilization-based idleness; no URL = allocation only."""
 
-    prometheus_url: str | None = field(default_factory=lambda: os.environ.get("GPUCOST_PROMETHEUS_URL") or None)
-    query: str = field(default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_QUERY", DCGM_UTILIZATION))
-    """PromQL giving each node's highest GPU utilization (%) over ``{window}`` (the pool's idleTimeout)."""
-    node_label: str = field(default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_NODE_LABEL", "Hostname"))
+    prometheus_url: str | None = field(
+        default_factory=lambda: os.environ.get("GPUCOST_PROMETHEUS_URL") or None
+    )
+    query: str = field(
+        default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_QUERY", DCGM_UTILIZATION)
+    )
+    """PromQL giving each node's highest GPU utilization (%) over ``{window}`` (the pool's
+    idleTimeout)."""
+    node_label: str = field(
+        default_factory=lambda: os.environ.get("GPUCOST_UTILIZATION_NODE_LABEL", "Hostname")
+    )
     """The result label that holds the node name (DCGM exporter: Hostname)."""
 
 

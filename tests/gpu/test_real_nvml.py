@@ -42,13 +42,17 @@ def nvml():
         pytest.skip(f"no NVIDIA GPU here: {error}")
     RESULTS["driver"] = lib.driver
     yield lib
-    Path(os.environ.get("GPUCOST_GPU_RESULTS", "gpu-results.json")).write_text(json.dumps(RESULTS, indent=1))
+    Path(os.environ.get("GPUCOST_GPU_RESULTS", "gpu-results.json")).write_text(
+        json.dumps(RESULTS, indent=1)
+    )
 
 
 @pytest.fixture
 def worker():
     pytest.importorskip("torch")
-    proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
 
     def ask(mib: int) -> str:
@@ -63,8 +67,12 @@ def worker():
 
 def test_discovery_reads_every_gpu(nvml):
     gpus = nvml.gpus()
-    RESULTS["gpus"] = [{"index": g.index, "model": g.model, "memoryMiB": g.memory_mib, "mig": g.mig} for g in gpus]
-    assert gpus and all(g.error is None and g.memory_mib > 0 and g.uuid.startswith(("GPU-", "MIG-")) for g in gpus)
+    RESULTS["gpus"] = [
+        {"index": g.index, "model": g.model, "memoryMiB": g.memory_mib, "mig": g.mig} for g in gpus
+    ]
+    assert gpus and all(
+        g.error is None and g.memory_mib > 0 and g.uuid.startswith(("GPU-", "MIG-")) for g in gpus
+    )
 
 
 def test_a_process_over_its_slice_is_stopped_by_the_mode_the_driver_supports(nvml, worker):
@@ -81,10 +89,15 @@ def test_a_process_over_its_slice_is_stopped_by_the_mode_the_driver_supports(nvm
         RESULTS["nvml_limit_answer"] = answer
         assert answer.startswith("refused")
     else:
-        # watch-evict: the process, seen through NVML, is over a 512 MiB slice and past a zero grace.
+        # watch-evict: the process, seen through NVML, is over a 512 MiB slice and past a zero
+        # grace.
         assert seen and seen[0].used_mib >= 1024
-        used = usage_by_pod({0: [(p.pid, p.used_mib) for p in nvml.processes(0)]}, {proc.pid: "pod"})
-        _, _, evict = over_slice([Slice("pod", "ns", "worker", 0, 512)], used, {}, now=0.0, grace=0.0)
+        used = usage_by_pod(
+            {0: [(p.pid, p.used_mib) for p in nvml.processes(0)]}, {proc.pid: "pod"}
+        )
+        _, _, evict = over_slice(
+            [Slice("pod", "ns", "worker", 0, 512)], used, {}, now=0.0, grace=0.0
+        )
         assert [v.slice.name for v in evict] == ["worker"]
         proc.kill()
         RESULTS["watch_evict"] = f"evicted at {evict[0].used_mib} MiB of a 512 MiB slice"

@@ -1,4 +1,5 @@
-"""One real control plane per test session: etcd, kube-apiserver, controller-manager, scheduler, KWOK.
+"""One real control plane per test session: etcd, kube-apiserver, controller-manager, scheduler,
+KWOK.
 
 Tests isolate themselves with their own namespace and their own GPUNodePool (selected by a
 unique label), so they share the cluster without sharing GPUs.
@@ -60,19 +61,23 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+def control_plane(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
     try:
         binaries.require()
     except binaries.ToolsMissing as e:
         pytest.fail(str(e), pytrace=False)  # a missing tool fails, it never skips
-    # One folder for every run's clusters, so a run that was killed (no teardown) is cleaned up here.
+    # One folder for every run's clusters, so a run that was killed (no teardown) is cleaned up
+    # here.
     root = binaries.cache_root() / "test-clusters"
     reap_orphans(root)
     cp = ControlPlane(f"gpucost-test-{uuid.uuid4().hex[:6]}", root)
     cp.start()
     try:
         cp.kubectl("apply", "-f", str(ROOT / "crds"))
-        # Server-side: Cluster API's CRDs are too big for client-side apply's last-applied annotation.
+        # Server-side: Cluster API's CRDs are too big for client-side apply's last-applied
+        # annotation.
         cp.kubectl("apply", "--server-side", "-f", str(binaries.capi_crds()))
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for example in ("gpunodepool-a100-on-demand.yaml", "gpunodepool-a10g-spot.yaml"):
@@ -94,9 +99,16 @@ class GPUExporter:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.util = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (%)", ["Hostname", "gpu"], registry=self.registry)
+        self.util = Gauge(
+            "DCGM_FI_DEV_GPU_UTIL",
+            "GPU utilization (%)",
+            ["Hostname", "gpu"],
+            registry=self.registry,
+        )
         self.port = free_port()
-        self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self.server, self.thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
 
     def set(self, node: str, percent: float, gpu: int = 0) -> None:
         self.util.labels(Hostname=node, gpu=str(gpu)).set(percent)
@@ -134,13 +146,22 @@ def prometheus(
 
 @pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, prometheus: PrometheusServer, operator_metrics_port: int,
+    control_plane: ControlPlane,
+    prometheus: PrometheusServer,
+    operator_metrics_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", resync_seconds=1.0,
-                           env={"GPUCOST_PROMETHEUS_URL": prometheus.url, "GPUCOST_COST_WRITE_SECONDS": "1",
-                                "GPUCOST_BUDGET_INTERVAL": "1"},
-                           metrics_port=operator_metrics_port)
+    proc = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        resync_seconds=1.0,
+        env={
+            "GPUCOST_PROMETHEUS_URL": prometheus.url,
+            "GPUCOST_COST_WRITE_SECONDS": "1",
+            "GPUCOST_BUDGET_INTERVAL": "1",
+        },
+        metrics_port=operator_metrics_port,
+    )
     proc.start()
     try:
         yield proc
@@ -196,7 +217,9 @@ def cluster(control_plane: ControlPlane, operator: OperatorProcess) -> Cluster:
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{uuid.uuid4().hex[:4]}"
+    name = (
+        f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{uuid.uuid4().hex[:4]}"
+    )
     cluster.kubectl("create", "namespace", name)
     cluster.cp.wait_namespace(name)
     yield name
@@ -208,8 +231,15 @@ def gpu_pool(cluster: Cluster, namespace: str) -> Callable[..., str]:
     """Make a GPUNodePool only this test selects (label test=<namespace>) with fake nodes."""
     made: list[str] = []
 
-    def make(nodes: int = 1, gpus: int = 2, memory_mib: int = 81920, capacity_type: str = "on-demand", **spec: Any) -> str:
-        """Fixed at ``nodes`` nodes unless the test gives minNodes/maxNodes: the autoscaler leaves it be."""
+    def make(
+        nodes: int = 1,
+        gpus: int = 2,
+        memory_mib: int = 81920,
+        capacity_type: str = "on-demand",
+        **spec: Any,
+    ) -> str:
+        """Fixed at ``nodes`` nodes unless the test gives minNodes/maxNodes: the autoscaler leaves
+        it be."""
         name = f"{namespace}-{len(made)}"
         if "minNodes" not in spec and "maxNodes" not in spec:
             spec.update(minNodes=nodes, maxNodes=nodes)
@@ -235,4 +265,6 @@ def gpu_pool(cluster: Cluster, namespace: str) -> Callable[..., str]:
     yield make
     for name in made:
         cluster.kubectl("delete", "gpunodepool", name, "--wait=false", check=False)
-        cluster.kubectl("delete", "node", "-l", f"gpucost.dev/nodepool={name}", "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "node", "-l", f"gpucost.dev/nodepool={name}", "--wait=false", check=False
+        )

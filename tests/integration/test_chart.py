@@ -7,14 +7,13 @@ import subprocess
 from pathlib import Path
 
 import yaml
-
 from prometheus_client.metrics import MetricWrapperBase
 
 from gpucost.adapters import metrics
 from gpucost.devcluster import binaries
 from gpucost.devcluster.operatorproc import AgentProcess, OperatorProcess
-from tests.integration.test_agent import FakeNode
 from tests.integration.conftest import ROOT, condition
+from tests.integration.test_agent import FakeNode
 
 CHART = ROOT / "charts" / "gpu-cost-operator"
 RELEASE, NS = "gpucost", "gpucost-system"
@@ -57,8 +56,12 @@ def token_kubeconfig(cluster, path: Path, account: str = f"{RELEASE}-gpu-cost-op
     return path
 
 
-def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster, namespace, gpu_pool, operator, tmp_path):
-    rendered = helm("template", RELEASE, str(CHART), "-n", NS, "--include-crds", "--set", "resyncSeconds=1")
+def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(
+    cluster, namespace, gpu_pool, operator, tmp_path
+):
+    rendered = helm(
+        "template", RELEASE, str(CHART), "-n", NS, "--include-crds", "--set", "resyncSeconds=1"
+    )
     cluster.kubectl("create", "namespace", NS, check=False)
     cluster.kubectl("apply", "-n", NS, "-f", "-", input=rendered)
     deployment = cluster.get("deployment", f"{RELEASE}-gpu-cost-operator", NS)
@@ -68,7 +71,9 @@ def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster,
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["requests"]["cpu"] == "100m"
 
-    assert can(cluster, "create", "pods") and can(cluster, "patch", "inferencepools.gpucost.dev/status")
+    assert can(cluster, "create", "pods") and can(
+        cluster, "patch", "inferencepools.gpucost.dev/status"
+    )
     assert not can(cluster, "get", "secrets")
     # The autoscaler creates, cordons and deletes nodes and drains them through evictions...
     assert can(cluster, "delete", "nodes") and can(cluster, "create", "pods/eviction")
@@ -87,25 +92,46 @@ def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster,
                 "apiVersion": "gpucost.dev/v1alpha1",
                 "kind": "InferencePool",
                 "metadata": {"name": "rbac-probe", "namespace": namespace},
-                "spec": {"image": "x", "replicas": 2, "gpu": {"memoryMiB": 1000}, "nodePoolSelector": {"test": namespace}},
+                "spec": {
+                    "image": "x",
+                    "replicas": 2,
+                    "gpu": {"memoryMiB": 1000},
+                    "nodePoolSelector": {"test": namespace},
+                },
             }
         )
         cluster.wait(
             "rbac-probe ready under the chart's service account",
-            lambda: condition(cluster.get("inferencepool", "rbac-probe", namespace), "Ready").get("status") == "True",
+            lambda: (
+                condition(cluster.get("inferencepool", "rbac-probe", namespace), "Ready").get(
+                    "status"
+                )
+                == "True"
+            ),
         )
         cluster.wait(
             "pool status written under the chart's RBAC",
-            lambda: (cluster.get("gpunodepool", pool_name).get("status") or {}).get("gpuMemoryAllocatedMiB") == 2000,
+            lambda: (
+                (cluster.get("gpunodepool", pool_name).get("status") or {}).get(
+                    "gpuMemoryAllocatedMiB"
+                )
+                == 2000
+            ),
         )
         cluster.wait(
             "Placed events posted",
-            lambda: "Placed" in cluster.kubectl("get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}").stdout,
+            lambda: (
+                "Placed"
+                in cluster.kubectl(
+                    "get", "events", "-n", namespace, "-o", "jsonpath={.items[*].reason}"
+                ).stdout
+            ),
         )
         # Events for pools in namespaces other tests are tearing down are refused with a 403
         # (NamespaceTerminating); any other refusal is missing RBAC.
         refused = [
-            line for line in scoped.log.read_text().splitlines()
+            line
+            for line in scoped.log.read_text().splitlines()
             if ("Forbidden" in line or " 403" in line) and "NamespaceTerminating" not in line
         ]
         assert not refused, "\n".join(refused[:5])
@@ -115,8 +141,17 @@ def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(cluster,
 
 
 def test_monitoring_objects_render_and_the_alerts_pass_promtool(tmp_path):
-    rendered = helm("template", RELEASE, str(CHART), "-n", NS,
-                    "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true")
+    rendered = helm(
+        "template",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NS,
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "prometheusRule.enabled=true",
+    )
     docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
     assert {"ServiceMonitor", "PrometheusRule", "Service"} <= set(docs)
     assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
@@ -124,10 +159,14 @@ def test_monitoring_objects_render_and_the_alerts_pass_promtool(tmp_path):
     assert docs["PrometheusRule"]["spec"]["groups"] == alerts["groups"]
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": docs["PrometheusRule"]["spec"]["groups"]}))
-    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(rules)], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     count = sum(len(g["rules"]) for g in alerts["groups"])
-    assert count >= 6 and f"SUCCESS: {count} rules found" in checked.stdout  # promtool read every rule
+    assert (
+        count >= 6 and f"SUCCESS: {count} rules found" in checked.stdout
+    )  # promtool read every rule
 
 
 def test_dashboard_and_alerts_only_use_metrics_the_operator_exports():
@@ -139,7 +178,9 @@ def test_dashboard_and_alerts_only_use_metrics_the_operator_exports():
         for family in metric.describe()
         for suffix in suffixes[family.type]
     }
-    text = (CHART / "files" / "dashboard.json").read_text() + (CHART / "files" / "alerts.yaml").read_text()
+    text = (CHART / "files" / "dashboard.json").read_text() + (
+        CHART / "files" / "alerts.yaml"
+    ).read_text()
     used = set(re.findall(r"gpucost_[a-z_]+", text))
     assert used and used <= exported, used - exported
 
@@ -155,19 +196,43 @@ def test_the_agent_daemonset_runs_on_its_own_rbac_alone(cluster, namespace, gpu_
     cluster.kubectl("create", "namespace", NS, check=False)
     cluster.kubectl("apply", "-n", NS, "-f", "-", input=rendered)
     who = f"system:serviceaccount:{NS}:{agent}"
-    assert not cluster.kubectl("auth", "can-i", "delete", "nodes", "--as", who, check=False).stdout.strip() == "yes"
-    assert not cluster.kubectl("auth", "can-i", "create", "pods", "--as", who, "-A", check=False).stdout.strip() == "yes"
+    assert (
+        not cluster.kubectl(
+            "auth", "can-i", "delete", "nodes", "--as", who, check=False
+        ).stdout.strip()
+        == "yes"
+    )
+    assert (
+        not cluster.kubectl(
+            "auth", "can-i", "create", "pods", "--as", who, "-A", check=False
+        ).stdout.strip()
+        == "yes"
+    )
 
     node = f"{gpu_pool(1, gpus=1, isolation='watch-evict')}-0"
     fake = FakeNode(tmp_path, 1)
-    proc = AgentProcess(token_kubeconfig(cluster, tmp_path / "agent.kubeconfig", agent), tmp_path / "agent.log",
-                        node=node, nvml_state=fake.state_path, proc_root=fake.proc)
+    proc = AgentProcess(
+        token_kubeconfig(cluster, tmp_path / "agent.kubeconfig", agent),
+        tmp_path / "agent.log",
+        node=node,
+        nvml_state=fake.state_path,
+        proc_root=fake.proc,
+    )
     proc.start()
     try:
-        cluster.wait("the agent's conditions under its own RBAC",
-                     lambda: condition(cluster.get("node", node), "GPUCostIsolation").get("reason") == "WatchEvict")
+        cluster.wait(
+            "the agent's conditions under its own RBAC",
+            lambda: (
+                condition(cluster.get("node", node), "GPUCostIsolation").get("reason")
+                == "WatchEvict"
+            ),
+        )
         assert condition(cluster.get("node", node), "GPUCostNVMLReady")["status"] == "True"
-        refused = [line for line in proc.log.read_text().splitlines() if "Forbidden" in line or " 403" in line]
+        refused = [
+            line
+            for line in proc.log.read_text().splitlines()
+            if "Forbidden" in line or " 403" in line
+        ]
         assert not refused, "\n".join(refused[:5])
     finally:
         proc.stop()

@@ -14,7 +14,9 @@ from tests.integration.test_budget import job
 
 def compression_job(name: str, namespace: str, run_time: str, **spec) -> dict:
     manifest = job(name, namespace)
-    manifest["spec"].update(nodePoolSelector={"test": namespace}, podAnnotations={names.KWOK_RUN_TIME: run_time}, **spec)
+    manifest["spec"].update(
+        nodePoolSelector={"test": namespace}, podAnnotations={names.KWOK_RUN_TIME: run_time}, **spec
+    )
     return manifest
 
 
@@ -23,87 +25,220 @@ def status_of(cluster, name: str, namespace: str) -> dict:
 
 
 def events(cluster, namespace: str, reason: str) -> list[str]:
-    return cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
-                           f"involvedObject.kind=CompressionJob,reason={reason}", "-o", "jsonpath={.items[*].message}").stdout.split("\n")
+    return cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=CompressionJob,reason={reason}",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ).stdout.split("\n")
 
 
 def test_an_interruptible_job_runs_on_spot_and_succeeds(cluster, namespace, gpu_pool):
     on_demand = gpu_pool(1, gpus=1, pricePerHour=4.0)
     spot = gpu_pool(1, gpus=1, capacity_type="spot", pricePerHour=1.0)
     cluster.apply(compression_job("shrink", namespace, "4s", interruptible=True))
-    running = cluster.wait("running", lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Running" and s)
+    running = cluster.wait(
+        "running",
+        lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Running" and s,
+    )
     assert running["node"] == f"{spot}-0" and running["node"] != f"{on_demand}-0"  # spot first
-    assert running["attempts"] == 1 and running["jobName"] == "shrink-1" and running["gpuIndices"] == [0]
+    assert (
+        running["attempts"] == 1
+        and running["jobName"] == "shrink-1"
+        and running["gpuIndices"] == [0]
+    )
     owned = cluster.get("job", "shrink-1", namespace)
     assert owned["metadata"]["ownerReferences"][0]["kind"] == "CompressionJob"
     args = owned["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:2] == ["compress", "--model"] and args[-2:] == ["--checkpoint-dir", "file:///models/out/checkpoints"]
-    done = cluster.wait("succeeded", lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Succeeded" and s,
-                        timeout=60)
-    assert done["completionTime"] >= done["startTime"] and condition({"status": done}, "Complete")["status"] == "True"
-    assert done["costAccumulated"] > 0  # the seconds it ran on a quarter of... a 4096 MiB slice of the spot GPU
+    assert args[:2] == ["compress", "--model"] and args[-2:] == [
+        "--checkpoint-dir",
+        "file:///models/out/checkpoints",
+    ]
+    done = cluster.wait(
+        "succeeded",
+        lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Succeeded" and s,
+        timeout=60,
+    )
+    assert (
+        done["completionTime"] >= done["startTime"]
+        and condition({"status": done}, "Complete")["status"] == "True"
+    )
+    assert (
+        done["costAccumulated"] > 0
+    )  # the seconds it ran on a quarter of... a 4096 MiB slice of the spot GPU
 
 
 def test_an_interrupted_job_is_placed_again_and_counted(cluster, namespace, gpu_pool):
     spot = gpu_pool(2, gpus=1, capacity_type="spot", pricePerHour=1.0)
     cluster.apply(compression_job("shrink", namespace, "120s", interruptible=True))
-    first = cluster.wait("running", lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Running" and s)
-    cluster.kubectl("delete", "node", first["node"], "--wait=false")  # the cloud took the spot instance
-    second = cluster.wait("running again elsewhere", lambda: (s := status_of(cluster, "shrink", namespace))
-                          .get("attempts") == 2 and s.get("phase") == "Running" and s, timeout=60)
-    assert second["interruptions"] == 1 and second["node"] != first["node"] and second["node"].startswith(spot)
+    first = cluster.wait(
+        "running",
+        lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Running" and s,
+    )
+    cluster.kubectl(
+        "delete", "node", first["node"], "--wait=false"
+    )  # the cloud took the spot instance
+    second = cluster.wait(
+        "running again elsewhere",
+        lambda: (
+            (s := status_of(cluster, "shrink", namespace)).get("attempts") == 2
+            and s.get("phase") == "Running"
+            and s
+        ),
+        timeout=60,
+    )
+    assert (
+        second["interruptions"] == 1
+        and second["node"] != first["node"]
+        and second["node"].startswith(spot)
+    )
     assert second["jobName"] == "shrink-2"
-    assert cluster.wait("the lost attempt's Job deleted", lambda: cluster.get("job", "shrink-1", namespace) is None)
+    assert cluster.wait(
+        "the lost attempt's Job deleted", lambda: cluster.get("job", "shrink-1", namespace) is None
+    )
     assert any("attempt 1 lost its node" in m for m in events(cluster, namespace, "Interrupted"))
     cluster.kubectl("delete", "compressionjob", "shrink", "-n", namespace)
     # Its Job and pods go with it (the first attempt's pod, on a node that no longer exists, waits
     # for the pod garbage collector: deleting, as nothing can run it).
-    cluster.wait("its Job and pods gone with it", lambda: cluster.get("job", "shrink-2", namespace) is None
-                 and all(p["metadata"].get("deletionTimestamp") for p in cluster.list("pods", namespace)), timeout=60)
+    cluster.wait(
+        "its Job and pods gone with it",
+        lambda: (
+            cluster.get("job", "shrink-2", namespace) is None
+            and all(p["metadata"].get("deletionTimestamp") for p in cluster.list("pods", namespace))
+        ),
+        timeout=60,
+    )
 
 
 def test_deadline_and_max_cost_stop_a_job_with_a_reason(cluster, namespace, gpu_pool):
     gpu_pool(2, gpus=1, pricePerHour=36.0)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=4)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    soon = (
+        (datetime.now(timezone.utc) + timedelta(seconds=4))
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
     cluster.apply(compression_job("late", namespace, "300s", deadline=soon))
-    cluster.apply(compression_job("dear", namespace, "300s", gpu={"gpus": 1}, maxCost=0.02))  # $0.01/s
-    late = cluster.wait("stopped at the deadline", lambda: (s := status_of(cluster, "late", namespace)).get("phase") == "Failed" and s,
-                        timeout=60)
+    cluster.apply(
+        compression_job("dear", namespace, "300s", gpu={"gpus": 1}, maxCost=0.02)
+    )  # $0.01/s
+    late = cluster.wait(
+        "stopped at the deadline",
+        lambda: (s := status_of(cluster, "late", namespace)).get("phase") == "Failed" and s,
+        timeout=60,
+    )
     assert condition({"status": late}, "Ready")["reason"] == "DeadlineExceeded"
-    dear = cluster.wait("stopped at maxCost", lambda: (s := status_of(cluster, "dear", namespace)).get("phase") == "Failed" and s,
-                        timeout=60)
-    assert condition({"status": dear}, "Ready")["reason"] == "MaxCostReached" and dear["costAccumulated"] >= 0.02
+    dear = cluster.wait(
+        "stopped at maxCost",
+        lambda: (s := status_of(cluster, "dear", namespace)).get("phase") == "Failed" and s,
+        timeout=60,
+    )
+    assert (
+        condition({"status": dear}, "Ready")["reason"] == "MaxCostReached"
+        and dear["costAccumulated"] >= 0.02
+    )
     assert dear["message"].startswith("stopped: $")
-    cluster.wait("both Jobs deleted", lambda: cluster.get("job", "late-1", namespace) is None
-                 and cluster.get("job", "dear-1", namespace) is None)
+    cluster.wait(
+        "both Jobs deleted",
+        lambda: (
+            cluster.get("job", "late-1", namespace) is None
+            and cluster.get("job", "dear-1", namespace) is None
+        ),
+    )
 
 
 def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gpu_pool):
     gpu_pool(1, gpus=1)
     cluster.apply(compression_job("broken", namespace, "300s"))
-    cluster.wait("running", lambda: status_of(cluster, "broken", namespace).get("phase") == "Running")
+    cluster.wait(
+        "running", lambda: status_of(cluster, "broken", namespace).get("phase") == "Running"
+    )
     (pod,) = cluster.list("pods", namespace, "job-name=broken-1")
-    # What the kubelet reports when the worker exits 1 (KWOK runs no container, so the test says it).
+    # What the kubelet reports when the worker exits 1 (KWOK runs no container, so the test says
+    # it).
     line = "model file:///data/models/m.pt: no such file"
-    cluster.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=merge", "-p",
-                    json.dumps({"status": {"phase": "Failed", "containerStatuses": [{
-                        "name": "compress", "image": "x", "imageID": "", "ready": False, "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": line + "\n"}}}]}}))
-    failed = cluster.wait("failed", lambda: (s := status_of(cluster, "broken", namespace)).get("phase") == "Failed" and s)
-    assert failed["message"] == line and condition({"status": failed}, "Ready")["reason"] == "WorkerFailed"
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "status": {
+                    "phase": "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": "compress",
+                            "image": "x",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": 1,
+                                    "reason": "Error",
+                                    "message": line + "\n",
+                                }
+                            },
+                        }
+                    ],
+                }
+            }
+        ),
+    )
+    failed = cluster.wait(
+        "failed",
+        lambda: (s := status_of(cluster, "broken", namespace)).get("phase") == "Failed" and s,
+    )
+    assert (
+        failed["message"] == line
+        and condition({"status": failed}, "Ready")["reason"] == "WorkerFailed"
+    )
     assert failed["attempts"] == 1 and failed["interruptions"] == 0  # its own error: not retried
 
 
 def test_a_job_with_no_room_gets_a_node_from_the_autoscaler(cluster, namespace, gpu_pool):
-    spot = gpu_pool(0, gpus=1, capacity_type="spot", pricePerHour=1.0, minNodes=0, maxNodes=2, idleTimeout="1h",
-                    provider={"kind": "kwok", "bootDelay": "2s"})
+    spot = gpu_pool(
+        0,
+        gpus=1,
+        capacity_type="spot",
+        pricePerHour=1.0,
+        minNodes=0,
+        maxNodes=2,
+        idleTimeout="1h",
+        provider={"kind": "kwok", "bootDelay": "2s"},
+    )
     cluster.apply(compression_job("shrink", namespace, "300s", interruptible=True))
-    waiting = cluster.wait("waiting for a GPU", lambda: (s := status_of(cluster, "shrink", namespace))
-                           and condition({"status": s}, "Ready").get("reason") in ("Unschedulable", "NoMatchingGPU") and s)
+    waiting = cluster.wait(
+        "waiting for a GPU",
+        lambda: (
+            (s := status_of(cluster, "shrink", namespace))
+            and condition({"status": s}, "Ready").get("reason")
+            in ("Unschedulable", "NoMatchingGPU")
+            and s
+        ),
+    )
     assert waiting["phase"] == "Pending" and waiting["attempts"] == 0
-    running = cluster.wait("running on the node bought for it", lambda: (s := status_of(cluster, "shrink", namespace))
-                           .get("phase") == "Running" and s, timeout=90)
+    running = cluster.wait(
+        "running on the node bought for it",
+        lambda: (s := status_of(cluster, "shrink", namespace)).get("phase") == "Running" and s,
+        timeout=90,
+    )
     assert running["node"].startswith(spot) and running["attempts"] == 1
-    (event,) = cluster.kubectl("get", "events", "-A", "--field-selector", f"involvedObject.name={spot},reason=ScaleUp",
-                               "-o", "jsonpath={.items[*].message}").stdout.splitlines()
+    (event,) = cluster.kubectl(
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        f"involvedObject.name={spot},reason=ScaleUp",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ).stdout.splitlines()
     assert f"CompressionJob {namespace}/shrink" in event

@@ -34,31 +34,68 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
         name, ns = pool["metadata"]["name"], pool["metadata"]["namespace"]
         obj = cluster.wait(
             f"{name} ready",
-            lambda: (o := cluster.get("inferencepool", name, ns)) and condition(o, "Ready").get("status") == "True" and o,
+            lambda: (
+                (o := cluster.get("inferencepool", name, ns))
+                and condition(o, "Ready").get("status") == "True"
+                and o
+            ),
         )
         assert obj["status"]["readyReplicas"] == pool["spec"]["replicas"]
     embeddings = cluster.get("inferencepool", "embeddings", "default")["status"]["placements"]
-    assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {"a10g-spot"}  # spot-only pool, A10G only
+    assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {
+        "a10g-spot"
+    }  # spot-only pool, A10G only
     seventy = cluster.get("inferencepool", "llama-70b", "default")["status"]["placements"]
     assert all(len(p["gpuIndices"]) == 2 for p in seventy)
-    job = cluster.wait("compression job run", lambda: (j := cluster.get("compressionjob", "quantize-classifier", "default"))
-                       and (j.get("status") or {}).get("phase") == "Succeeded" and j, timeout=60)
-    # Admitted (the team budget is far from its limit), placed on a spot A10G as it is interruptible;
+    job = cluster.wait(
+        "compression job run",
+        lambda: (
+            (j := cluster.get("compressionjob", "quantize-classifier", "default"))
+            and (j.get("status") or {}).get("phase") == "Succeeded"
+            and j
+        ),
+        timeout=60,
+    )
+    # Admitted (the team budget is far from its limit), placed on a spot A10G as it is
+    # interruptible;
     # KWOK completes the worker pod at once.
-    assert condition(job, "Suspended")["reason"] == "WithinBudget" and job["status"]["node"].startswith("a10g-spot")
-    team = cluster.wait("team budget accounting", lambda: (b := cluster.get("costbudget", "team-budget", "default"))
-                        and condition(b, "Ready").get("status") == "True" and b)
+    assert condition(job, "Suspended")["reason"] == "WithinBudget" and job["status"][
+        "node"
+    ].startswith("a10g-spot")
+    team = cluster.wait(
+        "team budget accounting",
+        lambda: (
+            (b := cluster.get("costbudget", "team-budget", "default"))
+            and condition(b, "Ready").get("status") == "True"
+            and b
+        ),
+    )
     assert team["status"]["namespaces"] == ["default"] and team["status"]["daily"]["limit"] == 300
-    assert condition(team, "Exceeded")["status"] == "False" and team["status"]["monthly"]["limit"] == 6000
-    org = cluster.wait("ml-org budget accounting", lambda: (b := cluster.get("clustercostbudget", "ml-org"))
-                       and condition(b, "Ready").get("status") == "True" and b)
+    assert (
+        condition(team, "Exceeded")["status"] == "False"
+        and team["status"]["monthly"]["limit"] == 6000
+    )
+    org = cluster.wait(
+        "ml-org budget accounting",
+        lambda: (
+            (b := cluster.get("clustercostbudget", "ml-org"))
+            and condition(b, "Ready").get("status") == "True"
+            and b
+        ),
+    )
     assert org["status"].get("namespaces", []) == [] and org["status"]["monthly"]["limit"] == 50000
     l4 = cluster.get("gpunodepool", "l4-clusterapi")
     assert l4["spec"]["provider"]["machineDeployment"] == {"namespace": "default", "name": "gpu-l4"}
-    assert cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0  # nothing pending for L4s
+    assert (
+        cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0
+    )  # nothing pending for L4s
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
-    cluster.kubectl("delete", "compressionjob", "quantize-classifier", "-n", "default")  # its Job and pod go with it
+    cluster.kubectl(
+        "delete", "compressionjob", "quantize-classifier", "-n", "default"
+    )  # its Job and pod go with it
     cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])
     for kind, name in (("costbudget", "team-budget"), ("clustercostbudget", "ml-org")):
-        cluster.kubectl("delete", kind, name, *(["-n", "default"] if kind != "clustercostbudget" else []))
+        cluster.kubectl(
+            "delete", kind, name, *(["-n", "default"] if kind != "clustercostbudget" else [])
+        )

@@ -15,19 +15,48 @@ def test_creating_in_a_namespace_being_deleted_is_a_no_not_an_error(cluster):
     cluster.kubectl("create", "namespace", ns)
     cluster.cp.wait_namespace(ns)
     # A finalizer nobody removes keeps the namespace Terminating while the test runs.
-    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hold", "namespace": ns,
-                                                                          "finalizers": ["gpucost.dev/test-hold"]}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "hold", "namespace": ns, "finalizers": ["gpucost.dev/test-hold"]},
+        }
+    )
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
-    cluster.wait("namespace terminating", lambda: cluster.get("namespace", ns)["status"]["phase"] == "Terminating")
+    cluster.wait(
+        "namespace terminating",
+        lambda: cluster.get("namespace", ns)["status"]["phase"] == "Terminating",
+    )
     kube = Kube(kubernetes.config.new_client_from_config(config_file=str(cluster.cp.kubeconfig)))
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late", "namespace": ns},
-           "spec": {"containers": [{"name": "c", "image": "x"}]}}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "late", "namespace": ns},
-           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "late", "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "late", "namespace": ns},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+            }
+        },
+    }
     try:
         assert kube.create_pod(pod) is False and kube.create_job(job) is False
     finally:
-        cluster.kubectl("patch", "configmap", "hold", "-n", ns, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": None}}))
+        cluster.kubectl(
+            "patch",
+            "configmap",
+            "hold",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"metadata": {"finalizers": None}}),
+        )
     cluster.wait("namespace gone", lambda: cluster.get("namespace", ns) is None)
 
 

@@ -32,11 +32,21 @@ def mutate(doc: dict, path: str, value: object) -> dict:
 DELETE = object()
 
 CASES = [
-    ("inferencepool-llm-slices.yaml", "spec.gpu", {"memoryMiB": 1000, "gpus": 1}, "set exactly one of gpu.memoryMiB"),
+    (
+        "inferencepool-llm-slices.yaml",
+        "spec.gpu",
+        {"memoryMiB": 1000, "gpus": 1},
+        "set exactly one of gpu.memoryMiB",
+    ),
     ("inferencepool-llm-slices.yaml", "spec.gpu", {}, "set exactly one of gpu.memoryMiB"),
     ("inferencepool-llm-slices.yaml", "spec.replicas", -1, "should be greater than or equal to 0"),
     ("inferencepool-llm-slices.yaml", "spec.replicas", 20, "replicas must not exceed maxReplicas"),
-    ("inferencepool-llm-slices.yaml", "spec.capacityTypes", ["preemptible"], 'Unsupported value: "preemptible"'),
+    (
+        "inferencepool-llm-slices.yaml",
+        "spec.capacityTypes",
+        ["preemptible"],
+        'Unsupported value: "preemptible"',
+    ),
     ("inferencepool-llm-slices.yaml", "spec.image", DELETE, "spec.image: Required value"),
     ("inferencepool-llm-slices.yaml", "spec.gpuMemory", 5, 'unknown field "spec.gpuMemory"'),
     ("gpunodepool-a10g-spot.yaml", "spec.minNodes", 11, "minNodes must not exceed maxNodes"),
@@ -44,15 +54,36 @@ CASES = [
     ("gpunodepool-a10g-spot.yaml", "spec.sharing", "mig", 'Unsupported value: "mig"'),
     ("gpunodepool-a10g-spot.yaml", "spec.gpu.memoryMiB", 0, "should be greater than or equal to 1"),
     ("gpunodepool-a10g-spot.yaml", "spec.pricePerHour", -1, "should be greater than or equal to 0"),
-    ("gpunodepool-a10g-spot.yaml", "spec.provider", {"kind": "clusterAPI"}, "a clusterAPI provider names its machineDeployment"),
-    ("compressionjob-quantize.yaml", "spec.method", {"quantize": {}, "prune": {"amount": 0.5}}, "set exactly one of method.quantize"),
-    ("compressionjob-quantize.yaml", "spec.method", {"prune": {"amount": 1.5}}, "should be less than 1"),
+    (
+        "gpunodepool-a10g-spot.yaml",
+        "spec.provider",
+        {"kind": "clusterAPI"},
+        "a clusterAPI provider names its machineDeployment",
+    ),
+    (
+        "compressionjob-quantize.yaml",
+        "spec.method",
+        {"quantize": {}, "prune": {"amount": 0.5}},
+        "set exactly one of method.quantize",
+    ),
+    (
+        "compressionjob-quantize.yaml",
+        "spec.method",
+        {"prune": {"amount": 1.5}},
+        "should be less than 1",
+    ),
     ("compressionjob-quantize.yaml", "spec.deadline", "tomorrow", "spec.deadline"),
 ]
 
 
-@pytest.mark.parametrize("file,path,value,message", CASES, ids=[f"{c[0].split('-')[0]}:{c[1]}={c[2]!r}"[:60] for c in CASES])
-def test_invalid_objects_are_rejected_by_the_api_server(cluster, namespace, file, path, value, message):
+@pytest.mark.parametrize(
+    "file,path,value,message",
+    CASES,
+    ids=[f"{c[0].split('-')[0]}:{c[1]}={c[2]!r}"[:60] for c in CASES],
+)
+def test_invalid_objects_are_rejected_by_the_api_server(
+    cluster, namespace, file, path, value, message
+):
     doc = mutate(example(file), path, value)
     doc["metadata"]["name"] = "bad"
     if "namespace" in doc["metadata"]:
@@ -85,7 +116,11 @@ def test_nested_defaults_reach_the_stored_pool(cluster):
     spec = cluster.get("gpunodepool", "defaults-probe")["spec"]
     cluster.kubectl("delete", "gpunodepool", "defaults-probe")
     assert spec["provider"] == {"kind": "kwok", "bootDelay": "0s"}
-    assert (spec["sharing"], spec["isolation"], spec["idleTimeout"]) == ("memory-slice", "nvml-limit", "10m")
+    assert (spec["sharing"], spec["isolation"], spec["idleTimeout"]) == (
+        "memory-slice",
+        "nvml-limit",
+        "10m",
+    )
     assert (spec["minNodes"], spec["maxNodes"]) == (0, 10)
 
 

@@ -35,7 +35,13 @@ LIMITS = PoolLimits(min_nodes=0, idle_timeout_s=600, disruption_budget=1, consol
 
 
 def template(pool: str, price: float, gpus: int, mib: int = 24_000) -> GPUNode:
-    return GPUNode(f"<new {pool} node>", pool, "on-demand", price, tuple(GPU(i, "L4", mib) for i in range(gpus)))
+    return GPUNode(
+        f"<new {pool} node>",
+        pool,
+        "on-demand",
+        price,
+        tuple(GPU(i, "L4", mib) for i in range(gpus)),
+    )
 
 
 BIG = template("big", 8.0, 8, 80_000)
@@ -45,13 +51,33 @@ SMALL = template("small", 1.0, 1)
 def pools(*, joining: int = 0, cooldown: dict[str, float] | None = None) -> dict[str, PoolView]:
     cooldown = cooldown or {}
     return {
-        t.pool: PoolView(t.pool, t, LIMITS, 100, 0, joining if t.pool == "small" else 0, cooldown.get(t.pool, 0.0), 20.0)
+        t.pool: PoolView(
+            t.pool,
+            t,
+            LIMITS,
+            100,
+            0,
+            joining if t.pool == "small" else 0,
+            cooldown.get(t.pool, 0.0),
+            20.0,
+        )
         for t in (BIG, SMALL)
     }
 
 
-def snapshot(now: float, *, nodes=(), states=(), held=(), pending=(), movable=None, **pool_kw) -> Snapshot:
-    return Snapshot(now, pools(**pool_kw), list(nodes), list(states), list(held), list(pending), movable or {}, "gpucost")
+def snapshot(
+    now: float, *, nodes=(), states=(), held=(), pending=(), movable=None, **pool_kw
+) -> Snapshot:
+    return Snapshot(
+        now,
+        pools(**pool_kw),
+        list(nodes),
+        list(states),
+        list(held),
+        list(pending),
+        movable or {},
+        "gpucost",
+    )
 
 
 def settled(work, now):
@@ -71,32 +97,46 @@ def test_a_batch_is_provisioned_once_pending_work_stops_changing_for_batch_idle(
     assert not of(still.commands, Launch)
     ready = plan(snapshot(T0 + 1.0, pending=work), still.batch, TIMING)
     (launch,) = of(ready.commands, Launch)
-    # Three 10 GB slices: one small node holds two, the third needs another; the big node costs more.
-    assert (launch.pool, launch.count) == ("small", 2) and launch.owners() == {"InferencePool ns/a": 3}
+    # Three 10 GB slices: one small node holds two, the third needs another; the big node costs
+    # more.
+    assert (launch.pool, launch.count) == ("small", 2) and launch.owners() == {
+        "InferencePool ns/a": 3
+    }
     assert launch.reserved_until == T0 + 1.0 + 20.0 + 30.0  # boot delay and the reservation
 
 
 def test_work_that_keeps_changing_is_provisioned_after_batch_max_at_the_latest():
     batch, now = Batch(), T0
     for step in range(10):
-        decision = plan(snapshot(now, pending=[Pending("InferencePool ns/a", SLICE, step + 1)]), batch, TIMING)
+        decision = plan(
+            snapshot(now, pending=[Pending("InferencePool ns/a", SLICE, step + 1)]), batch, TIMING
+        )
         assert not of(decision.commands, Launch), step
         batch, now = decision.batch, now + 0.9
-    decision = plan(snapshot(T0 + 10.0, pending=[Pending("InferencePool ns/a", SLICE, 11)]), batch, TIMING)
+    decision = plan(
+        snapshot(T0 + 10.0, pending=[Pending("InferencePool ns/a", SLICE, 11)]), batch, TIMING
+    )
     assert sum(c.count for c in of(decision.commands, Launch)) == 6
 
 
 def test_each_new_node_carries_the_gpu_slots_the_plan_packed_for_each_owner():
-    work = [Pending("InferencePool ns/big", Ask(gpus=2), 3), Pending("InferencePool ns/small", Ask(memory_mib=30_000), 4)]
+    work = [
+        Pending("InferencePool ns/big", Ask(gpus=2), 3),
+        Pending("InferencePool ns/small", Ask(memory_mib=30_000), 4),
+    ]
     decision = plan(snapshot(T0 + 5, pending=work), settled(work, T0 + 5), TIMING)
     (launch,) = of(decision.commands, Launch)
-    assert launch.pool == "big" and launch.count == 1  # 6 whole GPUs and 4 slices fit one 8-GPU node
+    assert (
+        launch.pool == "big" and launch.count == 1
+    )  # 6 whole GPUs and 4 slices fit one 8-GPU node
     slots = launch.nodes[0].slots
     whole = [s.gpu_indices for s in slots if s.owner == "InferencePool ns/big"]
     sliced = [s.gpu_indices for s in slots if s.owner == "InferencePool ns/small"]
     assert len(whole) == 3 and all(len(g) == 2 for g in whole) and len(sliced) == 4
     used = [i for g in whole for i in g]
-    assert len(set(used)) == 6 and not set(used) & {i for g in sliced for i in g}  # no GPU given twice
+    assert len(set(used)) == 6 and not set(used) & {
+        i for g in sliced for i in g
+    }  # no GPU given twice
 
 
 def test_a_pool_cooling_down_after_a_failed_launch_is_skipped_until_its_cooldown_ends():
@@ -122,29 +162,41 @@ def test_replace_then_drain_marks_the_node_before_launching_and_drains_once_the_
     held = [Allocation("a100-1", 0, 10_000)]
     movable = {"a100-1": [("InferencePool ns/a", SLICE)]}
     # First look: the node becomes a candidate; consolidateAfter counts from here (a node mark).
-    first = plan(snapshot(T0, nodes=[node], states=[state], held=held, movable=movable), Batch(), TIMING)
+    first = plan(
+        snapshot(T0, nodes=[node], states=[state], held=held, movable=movable), Batch(), TIMING
+    )
     assert of(first.commands, MarkConsolidatable) == [MarkConsolidatable("a100-1", T0)]
     assert first.wake_at == T0 + 60
     # After consolidateAfter: the replacement is recorded on the node, then launched.
     state = replace(state, consolidatable_since=T0)
-    second = plan(snapshot(T0 + 60, nodes=[node], states=[state], held=held, movable=movable), Batch(), TIMING)
+    second = plan(
+        snapshot(T0 + 60, nodes=[node], states=[state], held=held, movable=movable), Batch(), TIMING
+    )
     marks, launches = of(second.commands, MarkReplacing), of(second.commands, Launch)
     assert [m.node for m in marks] == ["a100-1"] and marks[0].since == T0 + 60
     assert second.commands.index(marks[0]) < second.commands.index(launches[0])
     (launch,) = launches
     assert launch.pool == "small" and launch.count == 1
-    assert MarkReplacing("a100-1", None) in launch.on_failure  # a refused launch rolls the mark back
+    assert (
+        MarkReplacing("a100-1", None) in launch.on_failure
+    )  # a refused launch rolls the mark back
     assert not of(second.commands, Disrupt)
     # While the replacement boots nothing else moves (an operator restarted here reads the mark).
     replacing = replace(state, replacing=Replacing(T0 + 60, marks[0].message))
     booting = NodeState("small-1", "small", False)
-    third = plan(snapshot(T0 + 70, nodes=[node], states=[replacing, booting], held=held, movable=movable),
-                 Batch(), TIMING)
+    third = plan(
+        snapshot(T0 + 70, nodes=[node], states=[replacing, booting], held=held, movable=movable),
+        Batch(),
+        TIMING,
+    )
     assert not of(third.commands, Disrupt) and not of(third.commands, Launch)
     # The replacement is Ready: drain the old node, once, and clear the mark.
     up = NodeState("small-1", "small", True)
-    fourth = plan(snapshot(T0 + 90, nodes=[node], states=[replacing, up], held=held, movable=movable),
-                  Batch(), TIMING)
+    fourth = plan(
+        snapshot(T0 + 90, nodes=[node], states=[replacing, up], held=held, movable=movable),
+        Batch(),
+        TIMING,
+    )
     (drain,) = of(fourth.commands, Disrupt)
     assert drain.disruption.node == "a100-1" and "fit on" in drain.disruption.message
     assert MarkReplacing("a100-1", None) in fourth.commands and not of(fourth.commands, Launch)
@@ -152,10 +204,16 @@ def test_replace_then_drain_marks_the_node_before_launching_and_drains_once_the_
 
 def test_a_drain_evicts_what_is_left_and_terminates_the_node_only_once_it_is_empty():
     node = replace(SMALL, name="small-1", schedulable=False)
-    pods = (NodePod("ns", "a-0", True), NodePod("ns", "a-1", True, deleting=True), NodePod("kube-system", "agent", False, daemon=True))
+    pods = (
+        NodePod("ns", "a-0", True),
+        NodePod("ns", "a-1", True, deleting=True),
+        NodePod("kube-system", "agent", False, daemon=True),
+    )
     draining = NodeState("small-1", "small", True, pods, disruption="Idle")
     decision = plan(snapshot(T0, nodes=[node], states=[draining]), Batch(), TIMING)
-    assert of(decision.commands, Evict) == [Evict("small-1", "small", "ns", "a-0")]  # not the one going
+    assert of(decision.commands, Evict) == [
+        Evict("small-1", "small", "ns", "a-0")
+    ]  # not the one going
     assert not of(decision.commands, Terminate)
     empty = replace(draining, pods=pods[2:])  # only the DaemonSet pod is left
     decision = plan(snapshot(T0 + 5, nodes=[node], states=[empty]), Batch(), TIMING)
@@ -178,7 +236,10 @@ def test_pending_work_or_booting_nodes_clear_consolidation_marks_and_hold_moves(
     node, state = busy_big_node(consolidatable_since=T0)
     held = [Allocation("a100-1", 0, 10_000)]
     movable = {"a100-1": [("InferencePool ns/a", SLICE)]}
-    busy = plan(snapshot(T0 + 600, nodes=[node], states=[state], held=held, movable=movable, joining=1),
-                Batch(), TIMING)
+    busy = plan(
+        snapshot(T0 + 600, nodes=[node], states=[state], held=held, movable=movable, joining=1),
+        Batch(),
+        TIMING,
+    )
     assert of(busy.commands, MarkConsolidatable) == [MarkConsolidatable("a100-1", None)]
     assert not of(busy.commands, MarkReplacing) and not of(busy.commands, Disrupt)

@@ -28,8 +28,14 @@ def test_a_day_starts_at_local_midnight_and_a_dst_day_is_23_hours_long():
 
 
 def test_a_month_runs_from_the_first_to_the_first_and_december_rolls_into_january():
-    assert period_bounds(Period.MONTHLY, at("2026-02-14 09:30"), UTC) == (at("2026-02-01 00:00"), at("2026-03-01 00:00"))
-    assert period_bounds(Period.MONTHLY, at("2026-12-31 23:59"), UTC) == (at("2026-12-01 00:00"), at("2027-01-01 00:00"))
+    assert period_bounds(Period.MONTHLY, at("2026-02-14 09:30"), UTC) == (
+        at("2026-02-01 00:00"),
+        at("2026-03-01 00:00"),
+    )
+    assert period_bounds(Period.MONTHLY, at("2026-12-31 23:59"), UTC) == (
+        at("2026-12-01 00:00"),
+        at("2027-01-01 00:00"),
+    )
 
 
 def test_spend_accrues_the_rate_seen_at_the_last_accounting():
@@ -61,10 +67,17 @@ def test_each_threshold_fires_once_and_a_raised_limit_rearms_it():
     assert fired == [50, 80] and not exceeded(spend, 10.0)
     spend, fired = settle(spend, 10.0, [50, 80, 100])
     assert fired == []  # already reached this period
-    spend, fired = settle(Spend(0.0, spent=10.0, reached=spend.reached, notified=(50, 80)), 10.0, [50, 80, 100])
+    spend, fired = settle(
+        Spend(0.0, spent=10.0, reached=spend.reached, notified=(50, 80)), 10.0, [50, 80, 100]
+    )
     assert fired == [100] and exceeded(spend, 10.0)
     raised, fired = settle(spend, 20.0, [50, 80, 100])  # the team got more money: 50 %
-    assert fired == [] and raised.reached == (50,) and raised.notified == (50,) and not exceeded(raised, 20.0)
+    assert (
+        fired == []
+        and raised.reached == (50,)
+        and raised.notified == (50,)
+        and not exceeded(raised, 20.0)
+    )
 
 
 def test_the_model_rejects_what_the_schema_cannot_know():
@@ -72,20 +85,28 @@ def test_the_model_rejects_what_the_schema_cannot_know():
         BudgetSpec.model_validate({"daily": 10, "timeZone": "Mars/Olympus_Mons"})
     with pytest.raises(ValidationError, match="daily, monthly or both"):
         ClusterBudgetSpec.model_validate({"thresholds": [80]})
-    assert BudgetSpec.model_validate({"monthly": 5, "thresholds": [100, 50, 50]}).thresholds == [50, 100]
+    assert BudgetSpec.model_validate({"monthly": 5, "thresholds": [100, 50, 50]}).thresholds == [
+        50,
+        100,
+    ]
 
 
 def test_a_namespace_selector_becomes_the_api_servers_label_query():
-    selector = LabelSelector.model_validate({
-        "matchLabels": {"team": "ml", "env": "prod"},
-        "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["a", "b"]},
-            {"key": "sandbox", "operator": "DoesNotExist"},
-            {"key": "cost-center", "operator": "Exists"},
-            {"key": "region", "operator": "NotIn", "values": ["cn"]},
-        ],
-    })
-    assert selector_string(selector) == "env=prod,team=ml,tier in (a,b),!sandbox,cost-center,region notin (cn)"
+    selector = LabelSelector.model_validate(
+        {
+            "matchLabels": {"team": "ml", "env": "prod"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "sandbox", "operator": "DoesNotExist"},
+                {"key": "cost-center", "operator": "Exists"},
+                {"key": "region", "operator": "NotIn", "values": ["cn"]},
+            ],
+        }
+    )
+    assert (
+        selector_string(selector)
+        == "env=prod,team=ml,tier in (a,b),!sandbox,cost-center,region notin (cn)"
+    )
     assert selector_string(LabelSelector()) == ""  # every namespace
     with pytest.raises(ValidationError, match="In and NotIn need values"):
         LabelSelector.model_validate({"matchExpressions": [{"key": "k", "operator": "In"}]})

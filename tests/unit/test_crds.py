@@ -44,7 +44,22 @@ def test_schema_is_structural(crd):
 
 
 def test_short_names_do_not_shadow_builtin_kinds():
-    builtin = {"ip", "cj", "po", "no", "svc", "deploy", "job", "ds", "sts", "rs", "pv", "pvc", "ns", "ev"}
+    builtin = {
+        "ip",
+        "cj",
+        "po",
+        "no",
+        "svc",
+        "deploy",
+        "job",
+        "ds",
+        "sts",
+        "rs",
+        "pv",
+        "pvc",
+        "ns",
+        "ev",
+    }
     for crd in all_crds():
         assert not builtin & set(crd["spec"]["names"]["shortNames"])
 
@@ -67,7 +82,8 @@ def test_python_and_build_script_pin_the_same_kubernetes():
     ],
 )
 def test_model_rejects_what_the_crd_rejects(overrides):
-    """Each CEL rule has a Python twin, so an object that skipped the CRD still cannot crash the core."""
+    """Each CEL rule has a Python twin, so an object that skipped the CRD still cannot crash the
+    core."""
     with pytest.raises(ValidationError):
         InferencePoolSpec.model_validate(inference_pool_spec(**overrides))
 
@@ -79,4 +95,6 @@ def test_cel_rules_and_python_validators_stay_paired():
 
     for module in (common, compressionjob, inferencepool, nodepool):
         source = inspect.getsource(module)
-        assert source.count("x-kubernetes-validations") == source.count("@model_validator"), module.__name__
+        assert source.count("x-kubernetes-validations") == source.count("@model_validator"), (
+            module.__name__
+        )

@@ -8,7 +8,9 @@ BODY = {"metadata": {"name": "web", "namespace": "ns", "generation": 3}}
 
 
 def pod(replica, ready=True):
-    return PlacedPod(f"web-{replica}", "u", replica, "n", (0,), ("GPU-0",), 20000, "Running", ready, False)
+    return PlacedPod(
+        f"web-{replica}", "u", replica, "n", (0,), ("GPU-0",), 20000, "Running", ready, False
+    )
 
 
 def conditions(status):
@@ -25,8 +27,12 @@ def test_all_ready():
 
 def test_unplaced_replicas_say_how_much_is_missing():
     spec = InferencePoolSpec.model_validate(inference_pool_spec(replicas=3))
-    miss = NoFit("Unschedulable", "no GPU has room for a 20000 MiB slice of one GPU; short 8000 MiB", 8000)
-    status = build_status(body=BODY, spec=spec, mine=[pod(0)], unplaced=[miss, miss], impossible=None)
+    miss = NoFit(
+        "Unschedulable", "no GPU has room for a 20000 MiB slice of one GPU; short 8000 MiB", 8000
+    )
+    status = build_status(
+        body=BODY, spec=spec, mine=[pod(0)], unplaced=[miss, miss], impossible=None
+    )
     ready = conditions(status)["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
     assert "2 of 3 replicas unplaced" in ready["message"] and "short 8000 MiB" in ready["message"]
@@ -50,5 +56,9 @@ def test_a_spec_the_model_rejects_becomes_an_invalid_spec_condition():
     except ValidationError as e:
         status = invalid_spec(BODY, e)
     ready = conditions(status)["Ready"]
-    assert (ready["status"], ready["reason"], status["observedGeneration"]) == ("False", "InvalidSpec", 3)
+    assert (ready["status"], ready["reason"], status["observedGeneration"]) == (
+        "False",
+        "InvalidSpec",
+        3,
+    )
     assert ready["message"].startswith("spec.gpu:") and "exactly one" in ready["message"]

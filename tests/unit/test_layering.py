@@ -1,4 +1,5 @@
-"""The pure layers stay pure: api and core import no I/O library (kopf's rule, checked like kopf)."""
+"""The pure layers stay pure: api and core import no I/O library (kopf's rule, checked like
+kopf)."""
 
 import ast
 from pathlib import Path
@@ -6,7 +7,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "gpucost"
-FORBIDDEN = {"kopf", "kubernetes", "pynvml", "prometheus_api_client", "prometheus_client", "requests", "aiohttp", "subprocess", "socket"}
+FORBIDDEN = {
+    "kopf",
+    "kubernetes",
+    "pynvml",
+    "prometheus_api_client",
+    "prometheus_client",
+    "requests",
+    "aiohttp",
+    "subprocess",
+    "socket",
+}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -19,7 +30,13 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "core").glob("*.py")) + sorted((PACKAGE / "api").glob("*.py")) + [PACKAGE / "manifests.py"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "core").glob("*.py"))
+    + sorted((PACKAGE / "api").glob("*.py"))
+    + [PACKAGE / "manifests.py"],
+    ids=lambda p: p.name,
+)
 def test_pure_modules_import_no_io(path):
     assert not imported_roots(path) & FORBIDDEN
 

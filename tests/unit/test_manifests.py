@@ -6,12 +6,21 @@ from tests.builders import inference_pool_spec
 
 
 def node_pool(**spec) -> GPUNodePoolSpec:
-    return GPUNodePoolSpec.model_validate({
-        "instanceType": "p4d", "capacityType": "on-demand", "pricePerHour": 32.0, "cpu": "96", "memory": "1152Gi",
-        "gpu": {"model": "NVIDIA-A100-SXM4-80GB", "memoryMiB": 81920, "count": 8},
-        "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}, {"key": "spot", "effect": "NoExecute"}],
-        **spec,
-    })
+    return GPUNodePoolSpec.model_validate(
+        {
+            "instanceType": "p4d",
+            "capacityType": "on-demand",
+            "pricePerHour": 32.0,
+            "cpu": "96",
+            "memory": "1152Gi",
+            "gpu": {"model": "NVIDIA-A100-SXM4-80GB", "memoryMiB": 81920, "count": 8},
+            "taints": [
+                {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+                {"key": "spot", "effect": "NoExecute"},
+            ],
+            **spec,
+        }
+    )
 
 
 def build(placement, isolation="nvml-limit", **spec):
@@ -27,15 +36,26 @@ def build(placement, isolation="nvml-limit", **spec):
 
 
 def test_replica_pod_is_pinned_to_its_gpu_and_owned_by_the_pool():
-    pod = build(Placement("node-a", (2,), ("GPU-abc",), 20000), modelUri="s3://m", env=[{"name": "A", "value": "1"}])
+    pod = build(
+        Placement("node-a", (2,), ("GPU-abc",), 20000),
+        modelUri="s3://m",
+        env=[{"name": "A", "value": "1"}],
+    )
     meta, spec = pod["metadata"], pod["spec"]
     assert meta["name"] == "web-3" and meta["ownerReferences"][0]["uid"] == "uid-1"
     assert meta["annotations"][names.ANNOTATION_GPU_INDICES] == "2"
     assert meta["annotations"][names.ANNOTATION_GPU_MEMORY] == "20000"
-    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms[0]["matchFields"][0]["values"] == ["node-a"]
     env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
-    assert env == {"A": "1", "NVIDIA_VISIBLE_DEVICES": "GPU-abc", "CUDA_VISIBLE_DEVICES": "GPU-abc", "MODEL_URI": "s3://m"}
+    assert env == {
+        "A": "1",
+        "NVIDIA_VISIBLE_DEVICES": "GPU-abc",
+        "CUDA_VISIBLE_DEVICES": "GPU-abc",
+        "MODEL_URI": "s3://m",
+    }
     assert spec["containers"][0]["resources"]["requests"][names.RESOURCE_GPU_MEMORY] == "20000"
     assert spec["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
@@ -53,8 +73,13 @@ def test_whole_gpus_without_uuids_fall_back_to_indices_and_split_memory_per_gpu(
 def test_an_mps_pool_pins_each_replicas_memory_and_sm_share_in_its_environment():
     pod = build(Placement("node-a", (2,), ("GPU-abc",), 20480), isolation="mps")
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
-    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=20480M"  # device 0 as the container sees it
+    assert (
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=20480M"
+    )  # device 0 as the container sees it
     assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "25"  # a quarter of an 80 GiB GPU
     two = build(Placement("node-a", (4, 5), (), 163840), isolation="mps", gpu={"gpus": 2})
     env = {e["name"]: e["value"] for e in two["spec"]["containers"][0]["env"]}
-    assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=81920M,1=81920M" and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"
+    assert (
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=81920M,1=81920M"
+        and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"
+    )

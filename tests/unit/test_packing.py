@@ -33,7 +33,9 @@ nodes_st = st.lists(
     max_size=12,
 )
 tasks_st = st.one_of(
-    st.builds(lambda c, m: Task(cpu_milli=c, memory_mib=m), st.integers(0, 32_000), st.integers(0, 16_000)),
+    st.builds(
+        lambda c, m: Task(cpu_milli=c, memory_mib=m), st.integers(0, 32_000), st.integers(0, 16_000)
+    ),
     st.builds(
         lambda c, milli, models: Task(cpu_milli=c, gpus=1, gpu_milli=milli, models=models),
         st.integers(0, 16_000),
@@ -62,8 +64,15 @@ def naive_frag(cluster: Cluster, n: int, dist: ShapeDistribution) -> float:
 
 
 @settings(max_examples=150, deadline=None)
-@given(nodes=nodes_st, stream=st.lists(tasks_st, max_size=30), policy=st.sampled_from(POLICIES), seed=st.integers(0, 9))
-def test_policies_place_exactly_when_something_fits_and_never_over_commit(nodes, stream, policy, seed):
+@given(
+    nodes=nodes_st,
+    stream=st.lists(tasks_st, max_size=30),
+    policy=st.sampled_from(POLICIES),
+    seed=st.integers(0, 9),
+)
+def test_policies_place_exactly_when_something_fits_and_never_over_commit(
+    nodes, stream, policy, seed
+):
     cluster = Cluster(nodes)
     chooser = make_policy(policy, ShapeDistribution.of(stream), seed)
     for task in stream:
@@ -73,8 +82,14 @@ def test_policies_place_exactly_when_something_fits_and_never_over_commit(nodes,
         if where is not None:
             assert feasible[where.node]
             cluster.apply(task, where)  # raises on any over-commit
-    assert (cluster.cpu_free >= 0).all() and (cluster.mem_free >= 0).all() and (cluster.gpu_free >= 0).all()
-    assert cluster.used_units == int((cluster.units * cluster.gpu_count).sum() - cluster.gpu_free.sum())
+    assert (
+        (cluster.cpu_free >= 0).all()
+        and (cluster.mem_free >= 0).all()
+        and (cluster.gpu_free >= 0).all()
+    )
+    assert cluster.used_units == int(
+        (cluster.units * cluster.gpu_count).sum() - cluster.gpu_free.sum()
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -90,7 +105,9 @@ def test_frag_index_matches_the_definition_before_and_after_moves(nodes, stream,
             rows, values, delta = found
             r = int(np.argmin(delta))
             node, before = int(rows[r]), naive_frag(cluster, int(rows[r]), dist)
-            gpus = tuple(int(i) for i in np.flatnonzero(cluster.gpu_free[node] == values[r])[: task.gpus])
+            gpus = tuple(
+                int(i) for i in np.flatnonzero(cluster.gpu_free[node] == values[r])[: task.gpus]
+            )
             cluster.apply(task, cluster.placement(node, task, gpus))
             assert naive_frag(cluster, node, dist) - before == pytest.approx(delta[r], abs=1e-6)
         index.refresh()
@@ -109,7 +126,10 @@ def test_waste_table_is_the_expected_leftover():
 def test_typical_shapes_cover_the_popular_ones_and_renormalise():
     tasks = [Task(gpus=1, gpu_milli=500)] * 90 + [Task(gpus=8)] * 6 + [Task(cpu_milli=1)] * 4
     typical = ShapeDistribution.of(tasks, coverage=0.95)
-    assert [(s.gpus, f) for s, f in typical.shapes] == [(1, pytest.approx(90 / 96)), (8, pytest.approx(6 / 96))]
+    assert [(s.gpus, f) for s, f in typical.shapes] == [
+        (1, pytest.approx(90 / 96)),
+        (8, pytest.approx(6 / 96)),
+    ]
     by_gpu = ShapeDistribution.of(tasks, weight="gpu")
     assert dict((s.gpus, f) for s, f in by_gpu.shapes)[8] == pytest.approx(48 / 93)
 
@@ -144,7 +164,11 @@ def test_gpucost_puts_cpu_only_tasks_where_they_strand_no_gpu():
             cluster = Cluster(nodes)
             for node in (1, 2):
                 cluster.apply(Task(gpus=8), cluster.placement(node, Task(gpus=8), tuple(range(8))))
-            seen.add(nodes[make_policy(name, dist, seed).choose(cluster, Task(cpu_milli=8_000)).node].name)
+            seen.add(
+                nodes[
+                    make_policy(name, dist, seed).choose(cluster, Task(cpu_milli=8_000)).node
+                ].name
+            )
     assert picks == {"fgd": {"free", "full-a", "full-b"}, "gpucost": {"full-a", "full-b"}}
 
 
@@ -159,24 +183,43 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_malformed_trace_row_names_file_and_line(tmp_path):
-    pods = write(tmp_path / "pods.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,10,1,500\np1,lots,10,1,500\n")
-    with pytest.raises(openb.TraceError, match=r"pods.csv:3: cpu_milli must be a number, got 'lots'"):
+    pods = write(
+        tmp_path / "pods.csv",
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,10,1,500\np1,lots,10,1,500\n",
+    )
+    with pytest.raises(
+        openb.TraceError, match=r"pods.csv:3: cpu_milli must be a number, got 'lots'"
+    ):
         openb.read_pods(pods)
-    short = write(tmp_path / "short.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,10\n")
+    short = write(
+        tmp_path / "short.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1000,10\n"
+    )
     with pytest.raises(openb.TraceError, match=r"short.csv:2: expected 5 fields"):
         openb.read_pods(short)
     nodes = write(tmp_path / "nodes.csv", "sn,cpu_milli,memory_mib,gpu\nn0,1000,10,1\n")
     with pytest.raises(openb.TraceError, match=r"nodes.csv:1: missing column\(s\) model"):
         openb.read_nodes(nodes)
-    frac = write(tmp_path / "frac.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1,1,2,500\n")
+    frac = write(
+        tmp_path / "frac.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1,1,2,500\n"
+    )
     with pytest.raises(openb.TraceError, match=r"frac.csv:2: a 2-GPU pod must ask for whole GPUs"):
         openb.read_pods(frac)
 
 
 def test_a_task_no_node_can_ever_hold_is_counted_not_fatal():
     nodes = [NodeSpec("n", 8000, 8000, 2, "T4")]
-    tasks = [Task(gpus=1, gpu_milli=500), Task(gpus=4), Task(gpus=1, models=frozenset({"A100"})), Task(gpus=1)]
-    result = replay_static(nodes, tasks, make_policy("gpucost", ShapeDistribution.of(tasks)), ShapeDistribution.of(tasks))
+    tasks = [
+        Task(gpus=1, gpu_milli=500),
+        Task(gpus=4),
+        Task(gpus=1, models=frozenset({"A100"})),
+        Task(gpus=1),
+    ]
+    result = replay_static(
+        nodes,
+        tasks,
+        make_policy("gpucost", ShapeDistribution.of(tasks)),
+        ShapeDistribution.of(tasks),
+    )
     assert (result.tasks, result.placed, result.unplaceable) == (4, 2, 2)
 
 
@@ -200,15 +243,40 @@ def test_dynamic_replay_counts_gpu_hours_by_hand():
 
 
 def test_benchmark_json_schema_on_a_small_trace(tmp_path):
-    nodes = write(tmp_path / "nodes.csv", "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
-        f"n{i},32000,131072,{g},T4\n" for i, g in enumerate([1, 2, 4, 8] * 3)))
-    rows = "".join(f"p{i},{1000 * (i % 4)},1024,{1 if i % 5 else 0},{(i * 137) % 1000 + 1},,LS,Running,{i},{i + 50},{i}\n" for i in range(120))
-    pods = write(tmp_path / "pods.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n" + rows)
+    nodes = write(
+        tmp_path / "nodes.csv",
+        "sn,cpu_milli,memory_mib,gpu,model\n"
+        + "".join(f"n{i},32000,131072,{g},T4\n" for i, g in enumerate([1, 2, 4, 8] * 3)),
+    )
+    rows = "".join(
+        f"p{i},{1000 * (i % 4)},1024,{1 if i % 5 else 0},{(i * 137) % 1000 + 1},,LS,Running,"
+        f"{i},{i + 50},{i}\n"
+        for i in range(120)
+    )
+    pods = write(
+        tmp_path / "pods.csv",
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
+        + rows,
+    )
     png = tmp_path / "fig.png"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "packing.py"), "--trace", str(pods), "--nodes", str(nodes),
-         "--seeds", "42,43", "--json", "--png", str(png)],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "packing.py"),
+            "--trace",
+            str(pods),
+            "--nodes",
+            str(nodes),
+            "--seeds",
+            "42,43",
+            "--json",
+            "--png",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     report = json.loads(out.stdout)
     assert report["trace"] == "pods"
@@ -223,8 +291,14 @@ def test_benchmark_json_schema_on_a_small_trace(tmp_path):
 
 
 def test_benchmark_stops_on_a_malformed_trace(tmp_path):
-    pods = write(tmp_path / "bad.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1,1,1,5000\n")
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "packing.py"), "--trace", str(pods)],
-                         capture_output=True, text=True, timeout=120)
+    pods = write(
+        tmp_path / "bad.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np0,1,1,1,5000\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "packing.py"), "--trace", str(pods)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "bad.csv:2: gpu_milli must be in 1..1000" in out.stdout + out.stderr

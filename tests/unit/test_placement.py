@@ -32,7 +32,13 @@ def test_default_policy_avoids_a_leftover_no_ask_can_use():
 def test_slices_fill_one_gpu_before_opening_the_next():
     nodes = [gpu_node("a", gpus=2)]
     results = place_all(Ask(memory_mib=20000), 5, nodes, FreeMap.of(nodes, []), policy="bestfit")
-    assert [r.gpu_indices for r in results if isinstance(r, Placement)] == [(0,), (0,), (0,), (0,), (1,)]
+    assert [r.gpu_indices for r in results if isinstance(r, Placement)] == [
+        (0,),
+        (0,),
+        (0,),
+        (0,),
+        (1,),
+    ]
 
 
 def test_whole_gpus_go_to_the_node_left_with_fewest_free_gpus():
@@ -118,7 +124,11 @@ asks = st.one_of(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    shapes=st.lists(st.tuples(st.integers(1, 8), st.sampled_from([16384, 23028, 81920]), st.booleans()), min_size=1, max_size=4),
+    shapes=st.lists(
+        st.tuples(st.integers(1, 8), st.sampled_from([16384, 23028, 81920]), st.booleans()),
+        min_size=1,
+        max_size=4,
+    ),
     stream=st.lists(asks, max_size=40),
     policy=st.sampled_from(POLICIES),
 )

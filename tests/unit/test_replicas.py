@@ -3,7 +3,9 @@ from gpucost.core.snapshot import PlacedPod
 
 
 def pod(replica, phase="Running", deleting=False):
-    return PlacedPod(f"web-{replica}", "u", replica, "n", (0,), (), 1, phase, phase == "Running", deleting)
+    return PlacedPod(
+        f"web-{replica}", "u", replica, "n", (0,), (), 1, phase, phase == "Running", deleting
+    )
 
 
 def test_creates_missing_ordinals_lowest_first():

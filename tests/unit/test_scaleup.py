@@ -6,7 +6,9 @@ from gpucost.core.inventory import Allocation, Ask
 from gpucost.core.scaleup import Offer, Pending, plan_scale_up
 from tests.builders import gpu_node
 
-SPOT_A10G = gpu_node("t-spot", gpus=1, mib=23028, model="A10G", pool="a10g-spot", capacity_type="spot")
+SPOT_A10G = gpu_node(
+    "t-spot", gpus=1, mib=23028, model="A10G", pool="a10g-spot", capacity_type="spot"
+)
 OD_A10G = gpu_node("t-od", gpus=1, mib=23028, model="A10G", pool="a10g-od")
 OD_A100 = gpu_node("t-a100", gpus=8, mib=81920, model="A100", pool="a100-od")
 
@@ -42,10 +44,28 @@ def test_big_asks_open_the_pool_that_holds_them_and_small_ones_share_it():
 
 
 def test_booting_and_existing_room_is_used_before_buying():
-    booting = [gpu_node("boot-0", gpus=1, mib=23028, model="A10G", pool="a10g-spot", capacity_type="spot", schedulable=False)]
-    existing = [gpu_node("run-0", gpus=1, mib=23028, model="A10G", pool="a10g-spot", capacity_type="spot")]
+    booting = [
+        gpu_node(
+            "boot-0",
+            gpus=1,
+            mib=23028,
+            model="A10G",
+            pool="a10g-spot",
+            capacity_type="spot",
+            schedulable=False,
+        )
+    ]
+    existing = [
+        gpu_node("run-0", gpus=1, mib=23028, model="A10G", pool="a10g-spot", capacity_type="spot")
+    ]
     held = [Allocation("run-0", 0, 13028)]
-    plan = plan_scale_up([Pending("web", Ask(memory_mib=10000, capacity_types=BOTH), 4)], OFFERS, existing, held, booting)
+    plan = plan_scale_up(
+        [Pending("web", Ask(memory_mib=10000, capacity_types=BOTH), 4)],
+        OFFERS,
+        existing,
+        held,
+        booting,
+    )
     assert plan.on_existing["web"] == 3  # 1 beside the running one, 2 on the booting node
     assert plan.launches == {"a10g-spot": 1}
 
@@ -58,7 +78,10 @@ def test_max_nodes_caps_a_pool_and_the_rest_goes_to_the_next_cheapest():
 
 def test_work_no_pool_can_hold_is_reported_not_bought_for():
     plan = plan_scale_up(
-        [Pending("huge", Ask(gpus=16), 1), Pending("capped", Ask(memory_mib=20000, pools=frozenset({"a10g-od"})), 2)],
+        [
+            Pending("huge", Ask(gpus=16), 1),
+            Pending("capped", Ask(memory_mib=20000, pools=frozenset({"a10g-od"})), 2),
+        ],
         [offer(SPOT_A10G, 0.39), offer(OD_A10G, 1.01, headroom=1), offer(OD_A100, 27.45)],
     )
     assert plan.launches == {"a10g-od": 1}
@@ -76,7 +99,8 @@ def test_a_booting_node_reserved_for_other_work_is_not_counted_on():
 
     reserved = replace(
         gpu_node("boot-0", gpus=1, mib=23028, model="A10G", pool="a10g-od", schedulable=False),
-        reserved_for=frozenset({"db"}), reserved_until=100.0,
+        reserved_for=frozenset({"db"}),
+        reserved_until=100.0,
     )
     pending = [Pending("web", Ask(memory_mib=20000), 1)]
     assert plan_scale_up(pending, OFFERS, booting=[reserved], now=50.0).launches == {"a10g-od": 1}
@@ -84,7 +108,8 @@ def test_a_booting_node_reserved_for_other_work_is_not_counted_on():
 
 
 def test_every_ask_is_held_exactly_once_after_redundant_nodes_are_dropped():
-    # A mix where the dropping pass runs more than once (the bench's burst found asks counted twice).
+    # A mix where the dropping pass runs more than once (the bench's burst found asks counted
+    # twice).
     pending = [
         Pending("chat-7b", Ask(memory_mib=16000, capacity_types=BOTH), 20),
         Pending("embed", Ask(memory_mib=5000, capacity_types=BOTH), 15),

@@ -24,7 +24,8 @@ DIGITS = "sklearn:digits"
 
 @pytest.fixture(scope="module")
 def model_uri(tmp_path_factory) -> str:
-    """A 64-512-512-10 MLP trained for 8 epochs (~97 % on the held-out fifth), saved as TorchScript."""
+    """A 64-512-512-10 MLP trained for 8 epochs (~97 % on the held-out fifth), saved as
+    TorchScript."""
     data = load_dataset(DIGITS)
     torch.manual_seed(0)
     model = mlp([64, 512, 512, 10])
@@ -36,12 +37,19 @@ def model_uri(tmp_path_factory) -> str:
 
 def run(model_uri: str, tmp_path: Path, method: dict, **kw) -> dict:
     out = tmp_path / "out"
-    results = compress(model_uri, DIGITS, str(out), method, str(tmp_path / "ckpt"), kw.get("every", 20), 0)
-    assert json.loads((out / "results.json").read_text()) == results and (out / "model.pt").stat().st_size > 0
+    results = compress(
+        model_uri, DIGITS, str(out), method, str(tmp_path / "ckpt"), kw.get("every", 20), 0
+    )
+    assert (
+        json.loads((out / "results.json").read_text()) == results
+        and (out / "model.pt").stat().st_size > 0
+    )
     return results
 
 
-def test_int8_quantization_is_under_40_percent_of_fp32_and_loses_under_2_points(model_uri, tmp_path):
+def test_int8_quantization_is_under_40_percent_of_fp32_and_loses_under_2_points(
+    model_uri, tmp_path
+):
     r = run(model_uri, tmp_path, {"quantize": {"dtype": "int8"}})
     assert r["after"]["bytes"] < 0.40 * r["before"]["bytes"]
     assert r["before"]["accuracy"] > 94 and r["accuracyChange"] > -2
@@ -55,12 +63,16 @@ def test_half_precision_halves_the_file(model_uri, tmp_path):
 
 def test_unstructured_pruning_is_sparse_and_smaller_stored_sparse(model_uri, tmp_path):
     r = run(model_uri, tmp_path, {"prune": {"amount": 0.8, "fineTuneEpochs": 1}})
-    assert r["sparsity"] == pytest.approx(0.8, abs=0.01) and r["steps"] == 23  # one epoch of 1,437 samples
+    assert (
+        r["sparsity"] == pytest.approx(0.8, abs=0.01) and r["steps"] == 23
+    )  # one epoch of 1,437 samples
     assert r["after"]["compactBytes"] < 0.5 * r["before"]["bytes"] and r["accuracyChange"] > -2
 
 
 def test_structured_pruning_leaves_a_smaller_dense_model(model_uri, tmp_path):
-    r = run(model_uri, tmp_path, {"prune": {"amount": 0.5, "structured": True, "fineTuneEpochs": 2}})
+    r = run(
+        model_uri, tmp_path, {"prune": {"amount": 0.5, "structured": True, "fineTuneEpochs": 2}}
+    )
     assert r["after"]["bytes"] < 0.35 * r["before"]["bytes"] and r["accuracyChange"] > -2
 
 
@@ -74,13 +86,35 @@ def test_a_killed_distillation_resumes_from_its_checkpoint_to_the_same_result(mo
     method = {"distill": {"epochs": 10}}
     whole = run(model_uri, tmp_path / "whole", method)
     ckpt = tmp_path / "killed" / "ckpt"
-    args = [sys.executable, "-m", "gpucost", "compress", "--model", model_uri, "--dataset", DIGITS, "--output",
-            str(tmp_path / "killed" / "out"), "--method", json.dumps(method), "--checkpoint-dir", str(ckpt),
-            "--checkpoint-every", "20"]
-    worker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "gpucost",
+        "compress",
+        "--model",
+        model_uri,
+        "--dataset",
+        DIGITS,
+        "--output",
+        str(tmp_path / "killed" / "out"),
+        "--method",
+        json.dumps(method),
+        "--checkpoint-dir",
+        str(ckpt),
+        "--checkpoint-every",
+        "20",
+    ]
+    worker = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
-    while not (ckpt / "checkpoint.pt").exists() or torch.load(ckpt / "checkpoint.pt", weights_only=False)["step"] < 60:
-        assert worker.poll() is None and time.monotonic() < deadline, "the worker ended before it was killed"
+    while (
+        not (ckpt / "checkpoint.pt").exists()
+        or torch.load(ckpt / "checkpoint.pt", weights_only=False)["step"] < 60
+    ):
+        assert worker.poll() is None and time.monotonic() < deadline, (
+            "the worker ended before it was killed"
+        )
         time.sleep(0.05)  # polling a file the worker writes; the kill is the event under test
     os.killpg(worker.pid, signal.SIGKILL)  # the spot node is gone
     worker.wait()
@@ -90,20 +124,56 @@ def test_a_killed_distillation_resumes_from_its_checkpoint_to_the_same_result(mo
     assert resumed["after"]["loss"] == pytest.approx(whole["after"]["loss"], abs=1e-3)
 
 
-@pytest.mark.parametrize("model,dataset,method,line", [
-    ("missing.pt", DIGITS, {"quantize": {}}, "model file://{d}/missing.pt: no such file"),
-    ("{model}", "sklearn:iris", {"quantize": {}}, "model {model}: takes 64 features, the dataset has 4"),
-    ("{model}", DIGITS, {"squash": {}}, "method.squash: Extra inputs are not permitted"),
-    ("{model}", "s3://bucket/data", {"quantize": {}}, "s3://bucket/data: only local paths and file:// are read here"),
-    ("conv.pt", DIGITS, {"quantize": {}}, "model file://{d}/conv.pt: incompatible: this worker compresses models made of Linear layers"),
-])
+@pytest.mark.parametrize(
+    "model,dataset,method,line",
+    [
+        ("missing.pt", DIGITS, {"quantize": {}}, "model file://{d}/missing.pt: no such file"),
+        (
+            "{model}",
+            "sklearn:iris",
+            {"quantize": {}},
+            "model {model}: takes 64 features, the dataset has 4",
+        ),
+        ("{model}", DIGITS, {"squash": {}}, "method.squash: Extra inputs are not permitted"),
+        (
+            "{model}",
+            "s3://bucket/data",
+            {"quantize": {}},
+            "s3://bucket/data: only local paths and file:// are read here",
+        ),
+        (
+            "conv.pt",
+            DIGITS,
+            {"quantize": {}},
+            "model file://{d}/conv.pt: incompatible: this worker compresses models made of Linear "
+            "layers",
+        ),
+    ],
+)
 def test_bad_input_is_one_clear_line_and_exit_1(model_uri, tmp_path, model, dataset, method, line):
     torch.save(torch.nn.Conv2d(1, 4, 3).state_dict(), tmp_path / "conv.pt")
     model = model.format(model=model_uri) if "{model}" in model else f"file://{tmp_path}/{model}"
     log = tmp_path / "termination-log"
-    out = subprocess.run([sys.executable, "-m", "gpucost", "compress", "--model", model, "--dataset", dataset,
-                          "--output", str(tmp_path / "out"), "--method", json.dumps(method)],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "GPUCOST_TERMINATION_LOG": str(log)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpucost",
+            "compress",
+            "--model",
+            model,
+            "--dataset",
+            dataset,
+            "--output",
+            str(tmp_path / "out"),
+            "--method",
+            json.dumps(method),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPUCOST_TERMINATION_LOG": str(log)},
+    )
     expected = line.format(d=tmp_path, model=model_uri)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert out.stderr.strip().startswith(expected) and log.read_text().startswith(expected)

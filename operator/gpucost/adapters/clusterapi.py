@@ -59,14 +59,22 @@ class ClusterAPIProvider:
         return ref
 
     def _deployment(self, ref: MachineDeploymentRef) -> Obj:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, "machinedeployments", ref.name)
+        return self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, ref.namespace, "machinedeployments", ref.name
+        )
 
     def _machines(self, ref: MachineDeploymentRef) -> list[Obj]:
         return self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, ref.namespace, "machines", label_selector=f"{DEPLOYMENT_NAME}={ref.name}"
+            GROUP,
+            VERSION,
+            ref.namespace,
+            "machines",
+            label_selector=f"{DEPLOYMENT_NAME}={ref.name}",
         )["items"]
 
-    def _set_replicas(self, ref: MachineDeploymentRef, old: int, new: int, removed: list[str] | None = None) -> None:
+    def _set_replicas(
+        self, ref: MachineDeploymentRef, old: int, new: int, removed: list[str] | None = None
+    ) -> None:
         ops: list[Obj] = [
             {"op": "test", "path": "/spec/replicas", "value": old},
             {"op": "replace", "path": "/spec/replicas", "value": new},
@@ -74,19 +82,35 @@ class ClusterAPIProvider:
         if removed is not None:
             if not self._deployment(ref)["metadata"].get("annotations"):
                 ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-            ops.append({"op": "add", "path": f"/metadata/annotations/{_escape(REMOVED)}", "value": json.dumps(sorted(removed))})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": f"/metadata/annotations/{_escape(REMOVED)}",
+                    "value": json.dumps(sorted(removed)),
+                }
+            )
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ref.namespace, "machinedeployments", ref.name, ops, _content_type="application/json-patch+json"
+            GROUP,
+            VERSION,
+            ref.namespace,
+            "machinedeployments",
+            ref.name,
+            ops,
+            _content_type="application/json-patch+json",
         )
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
+    def launch(
+        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
+    ) -> list[str]:
         """Nodes join later under names Cluster API picks, so the reservation annotations can't be
         set here; the autoscaler counts the requested nodes as in flight until they register."""
         ref = self._ref(spec)
         count = len(annotations)
         replicas = int(self._deployment(ref)["spec"].get("replicas") or 0)
         self._set_replicas(ref, replicas, replicas + count)
-        return [f"MachineDeployment {ref.namespace}/{ref.name} replicas {replicas}->{replicas + count}"]
+        return [
+            f"MachineDeployment {ref.namespace}/{ref.name} replicas {replicas}->{replicas + count}"
+        ]
 
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
         ref = self._ref(spec)
@@ -97,7 +121,12 @@ class ClusterAPIProvider:
         if DELETE_MACHINE not in (machine["metadata"].get("annotations") or {}):
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, "machines", name, {"metadata": {"annotations": {DELETE_MACHINE: stamp}}}
+                GROUP,
+                VERSION,
+                ref.namespace,
+                "machines",
+                name,
+                {"metadata": {"annotations": {DELETE_MACHINE: stamp}}},
             )
         deployment = self._deployment(ref)
         removed = json.loads((deployment["metadata"].get("annotations") or {}).get(REMOVED) or "[]")
@@ -105,9 +134,13 @@ class ClusterAPIProvider:
             return
         live = {m["metadata"]["name"] for m in self._machines(ref)}
         replicas = int(deployment["spec"].get("replicas") or 0)
-        self._set_replicas(ref, replicas, max(replicas - 1, 0), [m for m in removed if m in live] + [name])
+        self._set_replicas(
+            ref, replicas, max(replicas - 1, 0), [m for m in removed if m in live] + [name]
+        )
 
-    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+    def unregistered(
+        self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]
+    ) -> int:
         """Replicas asked for whose Node is not in the pool yet. A joined node gets the pool's
         labels (``node_labels``: every Node's labels now), so a Machine's node belongs to its pool
         whatever its bootstrap config set."""
@@ -120,7 +153,8 @@ class ClusterAPIProvider:
             if node is None or marked(machine) or node not in node_labels:
                 continue
             if any(node_labels[node].get(k) != v for k, v in labels.items()):
-                # Labelled now, but this tick's view of the pool does not have it yet: still in flight.
+                # Labelled now, but this tick's view of the pool does not have it yet: still in
+                # flight.
                 self.kube.patch_node(node, {"metadata": {"labels": labels}})
                 continue
             joined += 1

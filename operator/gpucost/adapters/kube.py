@@ -7,9 +7,9 @@ the wire names stay the ones in the Kubernetes docs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kubernetes
@@ -99,16 +99,27 @@ class Kube:
         return _unless_gone(lambda: _json(self.core.read_node(name, _preload_content=False)))
 
     def post_event(self, obj: Obj, type: str, reason: str, message: str, component: str) -> None:
-        """A core/v1 Event on ``obj``, from a process that is not a kopf operator (the node agent)."""
+        """A core/v1 Event on ``obj``, from a process that is not a kopf operator (the node
+        agent)."""
         meta = obj["metadata"]
         namespace = meta.get("namespace") or "default"
         now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
         event = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj["kind"], "name": meta["name"],
-                               "uid": meta.get("uid"), **({"namespace": meta["namespace"]} if meta.get("namespace") else {})},
-            "type": type, "reason": reason, "message": message[:1024],
-            "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         self.core.create_namespaced_event(namespace, event, _preload_content=False)
 
@@ -117,8 +128,13 @@ class Kube:
         return _json(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
 
     def evict(self, namespace: str, name: str) -> bool:
-        """Through the Eviction API, so PodDisruptionBudgets hold; False when a budget refuses now."""
-        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        """Through the Eviction API, so PodDisruptionBudgets hold; False when a budget refuses
+        now."""
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
         try:
             self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
         except ApiException as e:
@@ -138,24 +154,35 @@ class Kube:
         return self.custom.list_cluster_custom_object(GROUP, VERSION, "compressionjobs")["items"]
 
     def budgets(self, namespace: str | None = None) -> list[Obj]:
-        """The CostBudgets of a namespace (every namespace when None) and every ClusterCostBudget."""
+        """The CostBudgets of a namespace (every namespace when None) and every
+        ClusterCostBudget."""
         if namespace is None:
-            namespaced = self.custom.list_cluster_custom_object(GROUP, VERSION, "costbudgets")["items"]
+            namespaced = self.custom.list_cluster_custom_object(GROUP, VERSION, "costbudgets")[
+                "items"
+            ]
         else:
-            namespaced = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "costbudgets")["items"]
-        return namespaced + self.custom.list_cluster_custom_object(GROUP, VERSION, "clustercostbudgets")["items"]
+            namespaced = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "costbudgets"
+            )["items"]
+        return (
+            namespaced
+            + self.custom.list_cluster_custom_object(GROUP, VERSION, "clustercostbudgets")["items"]
+        )
 
     def namespaces(self, label_selector: str = "") -> list[str]:
         resp = self.core.list_namespace(label_selector=label_selector, _preload_content=False)
         return sorted(o["metadata"]["name"] for o in _json(resp)["items"])
 
     def placed_pods(self, owner_uid: str | None = None, node: str | None = None) -> list[Obj]:
-        """Pods the operator placed, cluster-wide (GPU allocation spans namespaces), or on one node."""
+        """Pods the operator placed, cluster-wide (GPU allocation spans namespaces), or on one
+        node."""
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
         if owner_uid:
             selector += f",{names.LABEL_OWNER_UID}={owner_uid}"
         resp = self.core.list_pod_for_all_namespaces(
-            label_selector=selector, field_selector=f"spec.nodeName={node}" if node else None, _preload_content=False
+            label_selector=selector,
+            field_selector=f"spec.nodeName={node}" if node else None,
+            _preload_content=False,
         )
         return _json(resp)["items"]
 
@@ -176,19 +203,27 @@ class Kube:
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
         """``force`` for a pod bound to a node that is gone: no kubelet will confirm it stopped."""
-        _unless_gone(lambda: self.core.delete_namespaced_pod(
-            name, namespace, grace_period_seconds=0 if force else None, _preload_content=False))
+        _unless_gone(
+            lambda: self.core.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=0 if force else None, _preload_content=False
+            )
+        )
 
     def create_job(self, job: Obj) -> bool:
         return _created(self.batch.create_namespaced_job, job)
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
-        return _unless_gone(lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False)))
+        return _unless_gone(
+            lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        )
 
     def delete_job(self, namespace: str, name: str) -> None:
         """With its pods (background propagation), as `kubectl delete job` does."""
-        _unless_gone(lambda: self.batch.delete_namespaced_job(
-            name, namespace, propagation_policy="Background", _preload_content=False))
+        _unless_gone(
+            lambda: self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            )
+        )
 
     def get_inference_pool(self, namespace: str, name: str) -> Obj | None:
         return self.get_object("inferencepools", name, namespace)
@@ -196,11 +231,21 @@ class Kube:
     def get_object(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
         """One of our objects, or None when it is gone."""
         if namespace is None:
-            return _unless_gone(lambda: self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name))
-        return _unless_gone(lambda: self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+            return _unless_gone(
+                lambda: self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+            )
+        return _unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        )
 
     def patch_status(
-        self, plural: str, name: str, status: Obj, namespace: str | None = None,
+        self,
+        plural: str,
+        name: str,
+        status: Obj,
+        namespace: str | None = None,
         resource_version: str | None = None,
     ) -> bool:
         """False when the object changed since ``resource_version`` was read (409: the status was
@@ -210,11 +255,17 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             if namespace is None:
-                done = _unless_gone(lambda: self.custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, plural, name, body))
+                done = _unless_gone(
+                    lambda: self.custom.patch_cluster_custom_object_status(
+                        GROUP, VERSION, plural, name, body
+                    )
+                )
             else:
-                done = _unless_gone(lambda: self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, body))
+                done = _unless_gone(
+                    lambda: self.custom.patch_namespaced_custom_object_status(
+                        GROUP, VERSION, namespace, plural, name, body
+                    )
+                )
         except ApiException as e:
             if e.status == 409:
                 return False
@@ -223,5 +274,8 @@ class Kube:
 
     def annotate_node_pool(self, name: str, annotations: dict[str, str | None]) -> None:
         """None removes an annotation; a pool deleted meanwhile needs none."""
-        _unless_gone(lambda: self.custom.patch_cluster_custom_object(
-            GROUP, VERSION, "gpunodepools", name, {"metadata": {"annotations": annotations}}))
+        _unless_gone(
+            lambda: self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, "gpunodepools", name, {"metadata": {"annotations": annotations}}
+            )
+        )

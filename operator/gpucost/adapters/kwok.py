@@ -1,4 +1,5 @@
-"""The ``kwok`` node provider: a pool's nodes are KWOK fake Nodes, created and deleted through the API.
+"""The ``kwok`` node provider: a pool's nodes are KWOK fake Nodes, created and deleted through the
+API.
 
 A new node carries the pool's labels, taints and GPU capacity, labelled as the node agent would
 label a real one; KWOK keeps it NotReady for the pool's ``bootDelay`` (see the dev cluster's
@@ -46,7 +47,11 @@ def fake_node(pool: str, spec: GPUNodePoolSpec, name: str) -> dict[str, Any]:
             "annotations": {
                 KWOK: "fake",
                 names.ANNOTATION_GPUS: json.dumps(gpus),
-                **({names.KWOK_BOOT_DELAY: spec.provider.boot_delay} if duration_seconds(spec.provider.boot_delay) else {}),
+                **(
+                    {names.KWOK_BOOT_DELAY: spec.provider.boot_delay}
+                    if duration_seconds(spec.provider.boot_delay)
+                    else {}
+                ),
             },
             "labels": {**spec.node_labels(pool), KWOK: "fake", "kubernetes.io/hostname": name},
         },
@@ -61,7 +66,9 @@ class KwokProvider:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
+    def launch(
+        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
+    ) -> list[str]:
         """Random suffixes like a cloud's instance names: a name is never reused, so a node
         deleted a moment ago can't be mistaken for the new one."""
         nodes = []
@@ -75,6 +82,8 @@ class KwokProvider:
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
         self.kube.delete_node(node)
 
-    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+    def unregistered(
+        self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]
+    ) -> int:
         """A kwok launch creates the Node itself: nothing is ever in flight without one."""
         return 0

@@ -15,20 +15,38 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 WORKLOAD = ["kind", "namespace", "name"]
 POOL = ["pool", "capacity_type"]
 
-workload_cost_per_hour = Gauge("gpucost_workload_cost_per_hour", "USD per hour of the GPU memory a workload holds", WORKLOAD)
-workload_cost = Gauge("gpucost_workload_cost_dollars", "USD accumulated by a workload (as in its status)", WORKLOAD)
-pool_cost_per_hour = Gauge("gpucost_pool_cost_per_hour", "USD per hour of a GPUNodePool's nodes", POOL)
-pool_idle_cost_per_hour = Gauge("gpucost_pool_idle_cost_per_hour", "USD per hour of GPU memory nobody holds", POOL)
+workload_cost_per_hour = Gauge(
+    "gpucost_workload_cost_per_hour", "USD per hour of the GPU memory a workload holds", WORKLOAD
+)
+workload_cost = Gauge(
+    "gpucost_workload_cost_dollars", "USD accumulated by a workload (as in its status)", WORKLOAD
+)
+pool_cost_per_hour = Gauge(
+    "gpucost_pool_cost_per_hour", "USD per hour of a GPUNodePool's nodes", POOL
+)
+pool_idle_cost_per_hour = Gauge(
+    "gpucost_pool_idle_cost_per_hour", "USD per hour of GPU memory nobody holds", POOL
+)
 pool_cost = Gauge("gpucost_pool_cost_dollars", "USD accumulated by a pool's nodes", POOL)
 pool_idle_cost = Gauge("gpucost_pool_idle_cost_dollars", "USD accumulated by idle GPU memory", POOL)
-gpu_memory_allocated = Gauge("gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", POOL)
-gpu_memory_total = Gauge("gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", POOL)
+gpu_memory_allocated = Gauge(
+    "gpucost_pool_gpu_memory_allocated_mib", "GPU memory held by placed pods", POOL
+)
+gpu_memory_total = Gauge(
+    "gpucost_pool_gpu_memory_total_mib", "GPU memory of the pool's nodes", POOL
+)
 pool_nodes = Gauge("gpucost_pool_nodes", "Nodes of the pool", POOL)
 BUDGET = ["kind", "namespace", "name", "window"]
-budget_spent = Gauge("gpucost_budget_spent_dollars", "USD spent in a CostBudget's current period", BUDGET)
+budget_spent = Gauge(
+    "gpucost_budget_spent_dollars", "USD spent in a CostBudget's current period", BUDGET
+)
 budget_limit = Gauge("gpucost_budget_limit_dollars", "A CostBudget's limit for its period", BUDGET)
 placements = Counter("gpucost_placements_total", "Replica placement attempts", ["result"])
-decisions = Counter("gpucost_autoscaler_decisions_total", "Autoscaler decisions (the Event reasons)", ["pool", "reason"])
+decisions = Counter(
+    "gpucost_autoscaler_decisions_total",
+    "Autoscaler decisions (the Event reasons)",
+    ["pool", "reason"],
+)
 reconcile_seconds = Histogram("gpucost_reconcile_duration_seconds", "Reconcile wall time", ["kind"])
 reconcile_errors = Counter("gpucost_reconcile_errors_total", "Reconciles that raised", ["kind"])
 
@@ -59,8 +77,19 @@ def forget_workload(kind: str, namespace: str, name: str) -> None:
 
 
 def forget_pool(pool: str, capacity_type: str) -> None:
-    remove_series((pool_cost_per_hour, pool_idle_cost_per_hour, pool_cost, pool_idle_cost, gpu_memory_allocated,
-             gpu_memory_total, pool_nodes), pool, capacity_type)
+    remove_series(
+        (
+            pool_cost_per_hour,
+            pool_idle_cost_per_hour,
+            pool_cost,
+            pool_idle_cost,
+            gpu_memory_allocated,
+            gpu_memory_total,
+            pool_nodes,
+        ),
+        pool,
+        capacity_type,
+    )
 
 
 def forget_budget(kind: str, namespace: str, name: str, window: str) -> None:

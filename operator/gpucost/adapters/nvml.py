@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pynvml
@@ -39,17 +38,6 @@ class Process:
     used_mib: int
 
 
-def load(backend: str, fake_state: Path | None = None) -> Any:
-    """The module-like object the agent calls: ``real`` is pynvml itself."""
-    if backend == "real":
-        return pynvml
-    from gpucost.devcluster.fakenvml import FakeNVML
-
-    if fake_state is None:
-        raise SystemExit("--nvml fake needs --fake-nvml-state FILE")
-    return FakeNVML(fake_state)
-
-
 def product_label(name: str) -> str:
     """NVML's "NVIDIA A100-SXM4-80GB" as GPU feature discovery labels it: NVIDIA-A100-SXM4-80GB."""
     return "-".join(name.split())
@@ -65,7 +53,8 @@ class NVML:
         self._events: Any = None
 
     def start(self) -> str | None:
-        """Initialise (again); None when NVML answers, else why not (the agent retries next tick)."""
+        """Initialise (again); None when NVML answers, else why not (the agent retries next
+        tick)."""
         try:
             self.lib.nvmlInit()
             self.driver = str(self.lib.nvmlSystemGetDriverVersion())
@@ -84,15 +73,17 @@ class NVML:
                 handle = self.lib.nvmlDeviceGetHandleByIndex(index)
                 memory = self.lib.nvmlDeviceGetMemoryInfo(handle)
                 mig = self.lib.nvmlDeviceGetMigMode(handle)[0] == 1
-                out.append(GPUReading(
-                    index=index,
-                    uuid=str(self.lib.nvmlDeviceGetUUID(handle)),
-                    model=product_label(str(self.lib.nvmlDeviceGetName(handle))),
-                    memory_mib=int(memory.total // MIB),
-                    used_mib=int(memory.used // MIB),
-                    utilization=int(self.lib.nvmlDeviceGetUtilizationRates(handle).gpu),
-                    mig=mig,
-                ))
+                out.append(
+                    GPUReading(
+                        index=index,
+                        uuid=str(self.lib.nvmlDeviceGetUUID(handle)),
+                        model=product_label(str(self.lib.nvmlDeviceGetName(handle))),
+                        memory_mib=int(memory.total // MIB),
+                        used_mib=int(memory.used // MIB),
+                        utilization=int(self.lib.nvmlDeviceGetUtilizationRates(handle).gpu),
+                        mig=mig,
+                    )
+                )
             except NVMLError as e:
                 self.errors += 1
                 out.append(GPUReading(index=index, error=str(e)))
@@ -108,13 +99,17 @@ class NVML:
             return []
         return [Process(int(p.pid), int((p.usedGpuMemory or 0) // MIB)) for p in procs]
 
-    def set_memory_limit(self, index: int, namespace: str, soft_mib: int, hard_mib: int) -> str | None:
+    def set_memory_limit(
+        self, index: int, namespace: str, soft_mib: int, hard_mib: int
+    ) -> str | None:
         """The driver's per-cgroup limit (R615+); None when set, else why not."""
         limits = pynvml.c_nvmlSetMemoryLimits_v1_t()
         limits.nameSpace = namespace.encode()
         limits.softLimit, limits.hardLimit = soft_mib * MIB, hard_mib * MIB
         try:
-            self.lib.nvmlDeviceSetMemoryLimits_v1(self.lib.nvmlDeviceGetHandleByIndex(index), limits)
+            self.lib.nvmlDeviceSetMemoryLimits_v1(
+                self.lib.nvmlDeviceGetHandleByIndex(index), limits
+            )
         except NVMLError as e:
             self.errors += 1
             return str(e)
@@ -150,12 +145,17 @@ class NVML:
                 for index in range(gpu_count):
                     try:
                         handle = self.lib.nvmlDeviceGetHandleByIndex(index)
-                        self.lib.nvmlDeviceRegisterEvents(handle, pynvml.nvmlEventTypeXidCriticalError, self._events)
+                        self.lib.nvmlDeviceRegisterEvents(
+                            handle, pynvml.nvmlEventTypeXidCriticalError, self._events
+                        )
                     except NVMLError:
                         self.errors += 1  # a lost GPU reports no events; its reading says so
             while True:
                 event = self.lib.nvmlEventSetWait_v2(self._events, 0)
-                if event.eventType == pynvml.nvmlEventTypeXidCriticalError and event.eventData in FATAL_XIDS:
+                if (
+                    event.eventType == pynvml.nvmlEventTypeXidCriticalError
+                    and event.eventData in FATAL_XIDS
+                ):
                     index = self._index_of(event.device)
                     if index >= 0:  # a GPU too far gone to name is already unhealthy by its reading
                         out.append((index, int(event.eventData)))

@@ -51,23 +51,33 @@ class CostHistory:
         """USD per label tuple over the period: the $/hour gauge integrated over a subquery at
         ``step_seconds(period)``, so workloads deleted during the period are counted too."""
         step = step_seconds(period_seconds)
-        query = f"sum by ({by}) (sum_over_time({metric}[{int(period_seconds)}s:{step}s])) * {step} / 3600"
+        window = f"{int(period_seconds)}s:{step}s"
+        query = f"sum by ({by}) (sum_over_time({metric}[{window}])) * {step} / 3600"
         labels = [label.strip() for label in by.split(",")]
         return {
             tuple(series["metric"].get(label, "") for label in labels): float(series["value"][1])
             for series in self.client.custom_query(query)
         }
 
-    def timeline(self, query: str, by: str, period_seconds: float) -> dict[str, list[tuple[float, float]]]:
+    def timeline(
+        self, query: str, by: str, period_seconds: float
+    ) -> dict[str, list[tuple[float, float]]]:
         """``query`` summed by one label, sampled over the period (for a plot)."""
         end = datetime.now(timezone.utc)
         step = max(step_seconds(period_seconds), int(period_seconds // 500))
         result = self.client.custom_query_range(
-            f"sum by ({by}) ({query})", start_time=end - timedelta(seconds=period_seconds), end_time=end, step=f"{step}s"
+            f"sum by ({by}) ({query})",
+            start_time=end - timedelta(seconds=period_seconds),
+            end_time=end,
+            step=f"{step}s",
         )
-        return {series["metric"].get(by, ""): [(float(t), float(v)) for t, v in series["values"]] for series in result}
+        return {
+            series["metric"].get(by, ""): [(float(t), float(v)) for t, v in series["values"]]
+            for series in result
+        }
 
 
 def step_seconds(period_seconds: float) -> int:
-    """Fine enough to see a short test period, coarse enough for a month (43,200 samples a series)."""
+    """Fine enough to see a short test period, coarse enough for a month (43,200 samples a
+    series)."""
     return int(min(max(period_seconds / 720, 1), 60))

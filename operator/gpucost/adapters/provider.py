@@ -24,7 +24,9 @@ class ProviderError(RuntimeError):
 class NodeProvider(Protocol):
     name: str
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
+    def launch(
+        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
+    ) -> list[str]:
         """One new node per entry of ``annotations``, which go on that Node where the provider
         names it (the autoscaler's reservation and the plan's GPU slots for it)."""
         ...
@@ -33,8 +35,11 @@ class NodeProvider(Protocol):
         """Called again on every tick until the node is gone: must be idempotent."""
         ...
 
-    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
-        """Nodes launched that have no Node object yet: capacity in flight the cluster can't show."""
+    def unregistered(
+        self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]
+    ) -> int:
+        """Nodes launched that have no Node object yet: capacity in flight the cluster can't
+        show."""
         ...
 
 
@@ -50,7 +55,9 @@ class Providers:
     def supports(self, spec: GPUNodePoolSpec) -> bool:
         return spec.provider.kind in self._by_kind
 
-    def launch(self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]) -> list[str]:
+    def launch(
+        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
+    ) -> list[str]:
         try:
             return self._by_kind[spec.provider.kind].launch(pool, spec, annotations)
         except ApiException as e:
@@ -62,7 +69,9 @@ class Providers:
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 
-    def unregistered(self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]) -> int:
+    def unregistered(
+        self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]
+    ) -> int:
         try:
             return self._by_kind[spec.provider.kind].unregistered(pool, spec, node_labels)
         except ApiException as e:

@@ -24,34 +24,46 @@ class Webhook(Wire):
         min_length=1,
         max_length=2048,
         pattern=r"^https?://",
-        description="POSTed once per threshold crossed per period; retried on the next tick until it answers 2xx.",
+        description="POSTed once per threshold crossed per period; retried on the next tick until "
+        "it answers 2xx.",
     )
     format: WebhookFormat = Field(
         WebhookFormat.JSON,
-        description="alertmanager: a list of alerts for Alertmanager's /api/v2/alerts; json: one plain object.",
+        description="alertmanager: a list of alerts for Alertmanager's /api/v2/alerts; json: one "
+        "plain object.",
     )
 
 
 class Enforcement(Wire):
     suspend_compression_jobs: bool = Field(
-        True, description="At 100 %, CompressionJobs that have not started stay Suspended until the period resets."
+        True,
+        description="At 100 %, CompressionJobs that have not started stay Suspended until the "
+        "period resets.",
     )
     cap_inference_pools: bool = Field(
         True,
-        description="At 100 %, InferencePools run at most spec.minReplicas (0 when unset) until the period resets.",
+        description="At 100 %, InferencePools run at most spec.minReplicas (0 when unset) until "
+        "the period resets.",
     )
 
 
 class BudgetSpec(Wire):
-    daily: float | None = Field(None, gt=0, description="USD limit per day (from local midnight in timeZone).")
-    monthly: float | None = Field(None, gt=0, description="USD limit per calendar month in timeZone.")
+    daily: float | None = Field(
+        None, gt=0, description="USD limit per day (from local midnight in timeZone)."
+    )
+    monthly: float | None = Field(
+        None, gt=0, description="USD limit per calendar month in timeZone."
+    )
     thresholds: list[int] = Field(
         default=[50, 80, 100],
         min_length=1,
         max_length=20,
-        description="Percent of a limit at which to alert (Event, condition, webhook), each once per period.",
+        description="Percent of a limit at which to alert (Event, condition, webhook), each once "
+        "per period.",
     )
-    time_zone: str = Field("UTC", min_length=1, max_length=64, description="IANA time zone the periods reset in.")
+    time_zone: str = Field(
+        "UTC", min_length=1, max_length=64, description="IANA time zone the periods reset in."
+    )
     webhook: Webhook | None = None
     enforce: Enforcement | None = Field(
         None, description="What happens at 100 % of a limit; unset alerts only."
@@ -60,7 +72,10 @@ class BudgetSpec(Wire):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "has(self.daily) || has(self.monthly)", "message": "set daily, monthly or both"},
+                {
+                    "rule": "has(self.daily) || has(self.monthly)",
+                    "message": "set daily, monthly or both",
+                },
                 {
                     "rule": "self.thresholds.all(t, t >= 1 && t <= 1000)",
                     "message": "thresholds are percentages between 1 and 1000",
@@ -79,11 +94,14 @@ class BudgetSpec(Wire):
     @field_validator("time_zone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        # The schema can't know the zone database: an unknown zone is a status condition, not a crash.
+        # The schema can't know the zone database: an unknown zone is a status condition, not a
+        # crash.
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -109,8 +127,9 @@ class SelectorRequirement(Wire):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.operator in ['Exists', 'DoesNotExist'] ? (!has(self.values) || size(self.values) == 0)"
-                            " : (has(self.values) && size(self.values) > 0)",
+                    "rule": "self.operator in ['Exists', 'DoesNotExist'] ? (!has(self.values) || "
+                    "size(self.values) == 0)"
+                    " : (has(self.values) && size(self.values) > 0)",
                     "message": "In and NotIn need values; Exists and DoesNotExist take none",
                 }
             ]
@@ -146,15 +165,25 @@ class Window(Wire):
     period_start: str = Field(description="RFC 3339 start of the current period.")
     spent: float = Field(0.0, ge=0, description="USD spent in this period.")
     percent: float = Field(0.0, ge=0)
-    reached: list[int] = Field(default_factory=list, description="Thresholds crossed this period (Event posted).")
-    notified: list[int] = Field(default_factory=list, description="Thresholds the webhook has accepted this period.")
-    last_period_spent: float | None = Field(None, ge=0, description="USD spent in the period before.")
+    reached: list[int] = Field(
+        default_factory=list, description="Thresholds crossed this period (Event posted)."
+    )
+    notified: list[int] = Field(
+        default_factory=list, description="Thresholds the webhook has accepted this period."
+    )
+    last_period_spent: float | None = Field(
+        None, ge=0, description="USD spent in the period before."
+    )
 
 
 class BudgetStatus(Wire):
     namespaces: list[str] = Field(default_factory=list, description="Namespaces counted.")
-    cost_per_hour: float = Field(0.0, ge=0, description="USD per hour of their workloads right now.")
-    accounted_at: str | None = Field(None, description="RFC 3339 time the windows are accounted up to.")
+    cost_per_hour: float = Field(
+        0.0, ge=0, description="USD per hour of their workloads right now."
+    )
+    accounted_at: str | None = Field(
+        None, description="RFC 3339 time the windows are accounted up to."
+    )
     daily: Window | None = None
     monthly: Window | None = None
     observed_generation: int | None = Field(None, ge=0)

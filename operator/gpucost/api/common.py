@@ -97,7 +97,8 @@ class GPUAsk(Wire):
             "x-kubernetes-validations": [
                 {
                     "rule": "has(self.memoryMiB) != has(self.gpus)",
-                    "message": "set exactly one of gpu.memoryMiB (a slice) or gpu.gpus (whole GPUs)",
+                    "message": "set exactly one of gpu.memoryMiB (a slice) or gpu.gpus "
+                    "(whole GPUs)",
                 }
             ]
         }
@@ -112,7 +113,8 @@ class GPUAsk(Wire):
 
 
 def condition(status: dict[str, Any] | None, type: str) -> dict[str, Any]:
-    """The condition of ``type`` in an object's status (Nodes, Pods and ours share the shape), or {}."""
+    """The condition of ``type`` in an object's status (Nodes, Pods and ours share the shape), or
+    {}."""
     return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type), {})
 
 
@@ -144,7 +146,11 @@ def set_condition(
 
 
 def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(seconds, timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def epoch(text: str | None) -> float | None:
@@ -161,5 +167,9 @@ class Costed(Wire):
     """Running cost kept in a status, so an operator restart keeps counting from it."""
 
     cost_per_hour: float = Field(0.0, ge=0, description="USD per hour right now.")
-    cost_accumulated: float = Field(0.0, ge=0, description="USD since the operator started accounting this object.")
-    cost_accounted_at: str | None = Field(None, description="RFC 3339 time costAccumulated is accounted up to.")
+    cost_accumulated: float = Field(
+        0.0, ge=0, description="USD since the operator started accounting this object."
+    )
+    cost_accounted_at: str | None = Field(
+        None, description="RFC 3339 time costAccumulated is accounted up to."
+    )

@@ -1,4 +1,5 @@
-"""CompressionJob: make a model cheaper to serve. Model and schema only; the controller comes later."""
+"""CompressionJob: make a model cheaper to serve. Model and schema only; the controller comes
+later."""
 
 from __future__ import annotations
 
@@ -17,19 +18,33 @@ class QuantizeDType(str, enum.Enum):
 
 
 class Quantize(Wire):
-    dtype: QuantizeDType = Field(QuantizeDType.INT8, description="int8 dynamic quantization of Linear layers, or a half-precision cast.")
+    dtype: QuantizeDType = Field(
+        QuantizeDType.INT8,
+        description="int8 dynamic quantization of Linear layers, or a half-precision cast.",
+    )
 
 
 class Prune(Wire):
     amount: float = Field(gt=0, lt=1, description="Fraction of weights (or channels) to remove.")
-    structured: bool = Field(False, description="Remove whole channels (L1-norm) instead of single weights.")
+    structured: bool = Field(
+        False, description="Remove whole channels (L1-norm) instead of single weights."
+    )
     fine_tune_epochs: int = Field(0, ge=0, le=1000)
 
 
 class Distill(Wire):
-    student_uri: str | None = Field(None, max_length=2048, description="Student model; default is a smaller copy of the teacher.")
+    student_uri: str | None = Field(
+        None,
+        max_length=2048,
+        description="Student model; default is a smaller copy of the teacher.",
+    )
     temperature: float = Field(4.0, gt=0, le=100)
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target (KL) loss against the hard-label loss.")
+    alpha: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of the soft-target (KL) loss against the hard-label loss.",
+    )
     epochs: int = Field(3, ge=1, le=10_000)
 
 
@@ -42,7 +57,8 @@ class Method(Wire):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "[has(self.quantize), has(self.prune), has(self.distill)].filter(x, x).size() == 1",
+                    "rule": "[has(self.quantize), has(self.prune), has(self.distill)].filter(x, "
+                    "x).size() == 1",
                     "message": "set exactly one of method.quantize, method.prune, method.distill",
                 }
             ]
@@ -60,42 +76,85 @@ class Storage(Wire):
     """Where model, dataset, output and checkpoints live: a PersistentVolumeClaim mounted into the
     worker, so a re-placed attempt finds the checkpoints the last one wrote."""
 
-    claim_name: str = Field(min_length=1, max_length=253, description="A PersistentVolumeClaim in the job's namespace.")
-    mount_path: str = Field("/data", min_length=1, max_length=1024, pattern=r"^/", description="Where the worker sees it.")
+    claim_name: str = Field(
+        min_length=1, max_length=253, description="A PersistentVolumeClaim in the job's namespace."
+    )
+    mount_path: str = Field(
+        "/data",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^/",
+        description="Where the worker sees it.",
+    )
 
 
 class CompressionJobSpec(Wire):
-    model_uri: str = Field(min_length=1, max_length=2048, description="TorchScript or state-dict model to compress.")
+    model_uri: str = Field(
+        min_length=1, max_length=2048, description="TorchScript or state-dict model to compress."
+    )
     method: Method
-    dataset: str = Field(min_length=1, max_length=2048, description="Evaluation (and training) dataset path or URI.")
-    output_uri: str = Field(min_length=1, max_length=2048, description="Where the compressed model and results.json go; never deleted by the operator.")
+    dataset: str = Field(
+        min_length=1, max_length=2048, description="Evaluation (and training) dataset path or URI."
+    )
+    output_uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the compressed model and results.json go; never deleted by the "
+        "operator.",
+    )
     gpu: GPUAsk
     image: str = Field("ghcr.io/gpucost/compress:0.1.0", min_length=1, max_length=1024)
-    interruptible: bool = Field(False, description="May run on spot capacity; the worker checkpoints and resumes.")
-    deadline: datetime | None = Field(None, description="Stop the job (Failed, DeadlineExceeded) if unfinished by then.")
-    max_cost: float | None = Field(None, gt=0, description="Stop the job once its GPU cost in USD reaches this.")
+    interruptible: bool = Field(
+        False, description="May run on spot capacity; the worker checkpoints and resumes."
+    )
+    deadline: datetime | None = Field(
+        None, description="Stop the job (Failed, DeadlineExceeded) if unfinished by then."
+    )
+    max_cost: float | None = Field(
+        None, gt=0, description="Stop the job once its GPU cost in USD reaches this."
+    )
     gpu_models: list[str] = Field(
-        default_factory=list, description="Allowed GPU models (nvidia.com/gpu.product); empty allows any."
+        default_factory=list,
+        description="Allowed GPU models (nvidia.com/gpu.product); empty allows any.",
     )
     node_pool_selector: dict[str, str] = Field(
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
     )
-    storage: Storage | None = Field(None, description="A volume for the URIs (file:// paths under mountPath).")
+    storage: Storage | None = Field(
+        None, description="A volume for the URIs (file:// paths under mountPath)."
+    )
     pod_annotations: dict[str, str] = Field(
-        default_factory=dict, description="Added to the worker pod (e.g. for a service mesh or cost allocation)."
+        default_factory=dict,
+        description="Added to the worker pod (e.g. for a service mesh or cost allocation).",
     )
 
 
 class CompressionJobStatus(Costed):
-    phase: str = Field("Pending", description="Pending, Suspended (an enforcing CostBudget is over its limit), Running, Succeeded or Failed.")
-    attempts: int = Field(0, ge=0, description="Worker Jobs created: the first run and one per interruption.")
-    interruptions: int = Field(0, ge=0, description="Attempts lost to a reclaimed or vanished node (resumed from the checkpoint).")
+    phase: str = Field(
+        "Pending",
+        description="Pending, Suspended (an enforcing CostBudget is over its limit), Running, "
+        "Succeeded or Failed.",
+    )
+    attempts: int = Field(
+        0, ge=0, description="Worker Jobs created: the first run and one per interruption."
+    )
+    interruptions: int = Field(
+        0,
+        ge=0,
+        description="Attempts lost to a reclaimed or vanished node (resumed from the checkpoint).",
+    )
     job_name: str | None = Field(None, description="The batch/v1 Job of the current attempt.")
     node: str | None = None
     gpu_indices: list[int] = Field(default_factory=list)
-    start_time: str | None = Field(None, description="RFC 3339: when the first attempt started running.")
-    completion_time: str | None = Field(None, description="RFC 3339: when it succeeded or was stopped.")
-    message: str | None = Field(None, description="The worker's last line on failure, or why the operator stopped the job.")
+    start_time: str | None = Field(
+        None, description="RFC 3339: when the first attempt started running."
+    )
+    completion_time: str | None = Field(
+        None, description="RFC 3339: when it succeeded or was stopped."
+    )
+    message: str | None = Field(
+        None, description="The worker's last line on failure, or why the operator stopped the job."
+    )
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

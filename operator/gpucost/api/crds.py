@@ -42,7 +42,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP or (key == "additionalProperties" and value is False):
-            continue  # structural schemas forbid it beside properties; the API server prunes instead
+            # structural schemas forbid it beside properties; the API server prunes instead
+            continue
         if key == "exclusiveMinimum":
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum":
@@ -82,9 +83,17 @@ _BUDGET_COLUMNS = [
     {"name": "Monthly", "type": "number", "jsonPath": ".spec.monthly"},
     {"name": "Monthly-%", "type": "number", "jsonPath": ".status.monthly.percent"},
     {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
-    {"name": "Exceeded", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Exceeded")].status'},
+    {
+        "name": "Exceeded",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Exceeded")].status',
+    },
 ]
-_READY = {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+_READY = {
+    "name": "Ready",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+}
 
 KINDS: list[Kind] = [
     Kind(
@@ -93,14 +102,25 @@ KINDS: list[Kind] = [
         "gpunodepools",
         ["gnp", "gpupool"],
         "Cluster",
-        "A kind of GPU node the operator can add: instance type, spot or on-demand price, GPUs, and how they are shared.",
+        "A kind of GPU node the operator can add: instance type, spot or on-demand price, GPUs, "
+        "and how they are shared.",
         [
             {"name": "Instance", "type": "string", "jsonPath": ".spec.instanceType"},
             {"name": "Capacity", "type": "string", "jsonPath": ".spec.capacityType"},
             {"name": "GPU", "type": "string", "jsonPath": ".spec.gpu.model"},
             {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes"},
-            {"name": "Ready-Nodes", "type": "integer", "jsonPath": ".status.readyNodes", "priority": 1},
-            {"name": "In-Flight", "type": "integer", "jsonPath": ".status.inFlightNodes", "priority": 1},
+            {
+                "name": "Ready-Nodes",
+                "type": "integer",
+                "jsonPath": ".status.readyNodes",
+                "priority": 1,
+            },
+            {
+                "name": "In-Flight",
+                "type": "integer",
+                "jsonPath": ".status.inFlightNodes",
+                "priority": 1,
+            },
             {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
             _READY,
             _AGE,
@@ -143,7 +163,8 @@ KINDS: list[Kind] = [
         "costbudgets",
         ["cbudget"],
         "Namespaced",
-        "A daily and/or monthly GPU spending limit for this namespace: alerts at thresholds, enforcement at 100 %.",
+        "A daily and/or monthly GPU spending limit for this namespace: alerts at thresholds, "
+        "enforcement at 100 %.",
         [*_BUDGET_COLUMNS, _AGE],
     ),
     Kind(

@@ -22,22 +22,32 @@ class InferencePoolSpec(Wire):
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
-    port: int | None = Field(None, ge=1, le=65535, description="Container port the server listens on.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Container port the server listens on."
+    )
     model_uri: str | None = Field(
         None, max_length=2048, description="Model to serve; passed to the container as MODEL_URI."
     )
     replicas: int = Field(1, ge=0, le=1000)
-    min_replicas: int | None = Field(None, ge=0, le=1000, description="Lower bound for autoscaling.")
-    max_replicas: int | None = Field(None, ge=0, le=1000, description="Upper bound for autoscaling.")
+    min_replicas: int | None = Field(
+        None, ge=0, le=1000, description="Lower bound for autoscaling."
+    )
+    max_replicas: int | None = Field(
+        None, ge=0, le=1000, description="Upper bound for autoscaling."
+    )
     gpu: GPUAsk = Field(description="GPU ask per replica.")
-    resources: ContainerResources = Field(default_factory=ContainerResources, json_schema_extra={"default": {}})
+    resources: ContainerResources = Field(
+        default_factory=ContainerResources, json_schema_extra={"default": {}}
+    )
     capacity_types: list[CapacityType] = Field(
         default=[CapacityType.ON_DEMAND.value],
         min_length=1,
-        description="Capacity types replicas may run on. Serving is not interruptible by default, so only on-demand.",
+        description="Capacity types replicas may run on. Serving is not interruptible by default, "
+        "so only on-demand.",
     )
     gpu_models: list[str] = Field(
-        default_factory=list, description="Allowed GPU models (nvidia.com/gpu.product); empty allows any."
+        default_factory=list,
+        description="Allowed GPU models (nvidia.com/gpu.product); empty allows any.",
     )
     node_pool_selector: dict[str, str] = Field(
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
@@ -47,7 +57,8 @@ class InferencePoolSpec(Wire):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas "
+                    "<= self.maxReplicas",
                     "message": "minReplicas must not exceed maxReplicas",
                 },
                 {
@@ -79,7 +90,9 @@ class ReplicaPlacement(Wire):
     node: str
     gpu_indices: list[int] = Field(default_factory=list)
     gpu_uui_ds: list[str] = Field(default_factory=list, alias="gpuUUIDs")
-    memory_mi_b: int = Field(alias="memoryMiB", ge=0, description="GPU memory reserved, summed over its GPUs.")
+    memory_mi_b: int = Field(
+        alias="memoryMiB", ge=0, description="GPU memory reserved, summed over its GPUs."
+    )
     phase: str = Field("Pending", description="Pod phase, or Terminating.")
     ready: bool = Field(False, description="The pod's Ready condition.")
 

@@ -50,8 +50,12 @@ class Taint(Wire):
     def toleration(self) -> dict[str, str]:
         """What the operator's pods carry for it: they are placed on the pool's nodes on purpose."""
         if self.value:
-            return {"key": self.key, "operator": "Equal", "value": self.value,
-                    "effect": self.effect}
+            return {
+                "key": self.key,
+                "operator": "Equal",
+                "value": self.value,
+                "effect": self.effect,
+            }
         return {"key": self.key, "operator": "Exists", "effect": self.effect}
 
 
@@ -59,9 +63,12 @@ class NodeGPU(Wire):
     model: str = Field(
         min_length=1,
         max_length=63,
-        description="GPU product as NVIDIA GPU feature discovery names it (nvidia.com/gpu.product), e.g. NVIDIA-A100-SXM4-80GB.",
+        description="GPU product as NVIDIA GPU feature discovery names it "
+        "(nvidia.com/gpu.product), e.g. NVIDIA-A100-SXM4-80GB.",
     )
-    memory_mi_b: int = Field(alias="memoryMiB", ge=1, le=1_048_576, description="Memory per GPU in MiB.")
+    memory_mi_b: int = Field(
+        alias="memoryMiB", ge=1, le=1_048_576, description="Memory per GPU in MiB."
+    )
     count: int = Field(ge=1, le=64, description="GPUs per node.")
 
 
@@ -71,20 +78,26 @@ class MachineDeploymentRef(Wire):
 
 
 class Provider(Wire):
-    kind: ProviderKind = Field(ProviderKind.KWOK, description="What creates and deletes this pool's nodes.")
+    kind: ProviderKind = Field(
+        ProviderKind.KWOK, description="What creates and deletes this pool's nodes."
+    )
     boot_delay: Duration = Field(
         "0s", description="kwok only: how long a new node stays NotReady, to mimic instance boot."
     )
     machine_deployment: MachineDeploymentRef | None = Field(
         None,
-        description="clusterAPI only: the Cluster API MachineDeployment whose replicas are this pool's nodes.",
+        description="clusterAPI only: the Cluster API MachineDeployment whose replicas are this "
+        "pool's nodes.",
     )
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "!has(self.kind) || self.kind != 'clusterAPI' || has(self.machineDeployment)",
-                 "message": "a clusterAPI provider names its machineDeployment"}
+                {
+                    "rule": "!has(self.kind) || self.kind != 'clusterAPI' || "
+                    "has(self.machineDeployment)",
+                    "message": "a clusterAPI provider names its machineDeployment",
+                }
             ]
         }
     )
@@ -98,40 +111,63 @@ class Provider(Wire):
 
 class GPUNodePoolSpec(Wire):
     instance_type: str = Field(
-        min_length=1, max_length=63, description="Cloud instance type, e.g. p4d.24xlarge (label node.kubernetes.io/instance-type)."
+        min_length=1,
+        max_length=63,
+        description="Cloud instance type, e.g. p4d.24xlarge (label "
+        "node.kubernetes.io/instance-type).",
     )
-    capacity_type: CapacityType = Field(description="spot or on-demand (label karpenter.sh/capacity-type).")
-    price_per_hour: float = Field(ge=0, le=10_000, description="USD per node-hour at this capacity type.")
+    capacity_type: CapacityType = Field(
+        description="spot or on-demand (label karpenter.sh/capacity-type)."
+    )
+    price_per_hour: float = Field(
+        ge=0, le=10_000, description="USD per node-hour at this capacity type."
+    )
     gpu: NodeGPU
-    cpu: Quantity = Field(description="Allocatable CPU per node, e.g. \"96\".")
-    memory: Quantity = Field(description="Allocatable memory per node, e.g. \"1152Gi\".")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels every node of the pool carries.")
+    cpu: Quantity = Field(description='Allocatable CPU per node, e.g. "96".')
+    memory: Quantity = Field(description='Allocatable memory per node, e.g. "1152Gi".')
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels every node of the pool carries."
+    )
     taints: list[Taint] = Field(
-        default_factory=list, description="Taints every node carries; the operator's pods tolerate them."
+        default_factory=list,
+        description="Taints every node carries; the operator's pods tolerate them.",
     )
     min_nodes: int = Field(0, ge=0, le=10_000, description="Never scale below this many nodes.")
     max_nodes: int = Field(10, ge=0, le=10_000, description="Never scale above this many nodes.")
     idle_timeout: Duration = Field(
-        "10m", description="How long a node may sit idle (no pod using its GPUs) before it is removed."
+        "10m",
+        description="How long a node may sit idle (no pod using its GPUs) before it is removed.",
     )
     idle_utilization_pct: float | None = Field(
-        None, alias="idleUtilizationPercent", ge=0, le=100,
-        description="Also idle: a busy node whose GPUs stayed under this utilization (%) for idleTimeout, "
+        None,
+        alias="idleUtilizationPercent",
+        ge=0,
+        le=100,
+        description="Also idle: a busy node whose GPUs stayed under this utilization (%) for "
+        "idleTimeout, "
         "per Prometheus (the operator's --prometheus-url). Unset: idle means nothing placed.",
     )
     disruption_budget: int = Field(
-        1, ge=0, le=1000, description="At most this many of the pool's nodes are drained for removal at a time; 0 never removes idle nodes."
+        1,
+        ge=0,
+        le=1000,
+        description="At most this many of the pool's nodes are drained for removal at a time; 0 "
+        "never removes idle nodes.",
     )
     consolidation_policy: ConsolidationPolicy = Field(
         ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED,
-        description="WhenEmptyOrUnderutilized also removes a busy node once its pods fit on other nodes; WhenEmpty only idle ones.",
+        description="WhenEmptyOrUnderutilized also removes a busy node once its pods fit on other "
+        "nodes; WhenEmpty only idle ones.",
     )
     consolidate_after: Duration = Field(
-        "5m", description="How long a busy node's pods must have fit elsewhere before it is consolidated."
+        "5m",
+        description="How long a busy node's pods must have fit elsewhere before it is "
+        "consolidated.",
     )
     sharing: SharingMode = Field(
         SharingMode.MEMORY_SLICE,
-        description="memory-slice packs several workloads per GPU; whole gives each workload whole GPUs.",
+        description="memory-slice packs several workloads per GPU; whole gives each workload "
+        "whole GPUs.",
     )
     isolation: IsolationMode = Field(
         IsolationMode.NVML_LIMIT, description="How the node agent enforces a memory slice."
@@ -142,7 +178,10 @@ class GPUNodePoolSpec(Wire):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.minNodes <= self.maxNodes", "message": "minNodes must not exceed maxNodes"}
+                {
+                    "rule": "self.minNodes <= self.maxNodes",
+                    "message": "minNodes must not exceed maxNodes",
+                }
             ]
         }
     )
@@ -170,13 +209,26 @@ class GPUNodePoolSpec(Wire):
 class GPUNodePoolStatus(Costed):
     nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
     ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
-    in_flight_nodes: int = Field(0, ge=0, description="Created and not Ready yet (booting): counted as capacity, never provisioned twice.")
-    idle_nodes: list[str] = Field(default_factory=list, description="Nodes with no pod using a GPU.")
-    draining_nodes: list[str] = Field(default_factory=list, description="Nodes cordoned and being drained for removal.")
+    in_flight_nodes: int = Field(
+        0,
+        ge=0,
+        description="Created and not Ready yet (booting): counted as capacity, never provisioned "
+        "twice.",
+    )
+    idle_nodes: list[str] = Field(
+        default_factory=list, description="Nodes with no pod using a GPU."
+    )
+    draining_nodes: list[str] = Field(
+        default_factory=list, description="Nodes cordoned and being drained for removal."
+    )
     gpu_memory_allocated_mi_b: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
     gpu_memory_total_mi_b: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
-    idle_cost_per_hour: float = Field(0.0, ge=0, description="USD per hour of GPU memory no workload holds.")
-    idle_cost_accumulated: float = Field(0.0, ge=0, description="USD of idle capacity, accounted with costAccumulated.")
+    idle_cost_per_hour: float = Field(
+        0.0, ge=0, description="USD per hour of GPU memory no workload holds."
+    )
+    idle_cost_accumulated: float = Field(
+        0.0, ge=0, description="USD of idle capacity, accounted with costAccumulated."
+    )
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -13,7 +13,8 @@ One look, four decisions, in this order:
    or being reclaimed. A drained node is terminated only once no pod but DaemonSet pods is left on
    it, so no workload ever loses its node under it.
 2. Consolidation (``core.consolidate``), only while the cluster is calm (nothing pending, booting
-   or draining): a busy node whose pods fit elsewhere for the pool's ``consolidateAfter`` is drained;
+   or draining): a busy node whose pods fit elsewhere for the pool's ``consolidateAfter`` is
+drained;
    one that needs a cheaper new node first is marked *replacing* before that node is launched, and
    drained on the first calm look after it booted, so moved replicas never wait for a boot.
 3. Scale-up (``core.scaleup``): pending work, batched until it stops changing, packed onto the
@@ -59,7 +60,8 @@ class PoolView:
     nodes: int
     """Nodes labelled for the pool now."""
     joining: int | None
-    """Launched but not yet Nodes; None when no provider can drive the pool (left out of scale-up)."""
+    """Launched but not yet Nodes; None when no provider can drive the pool (left out of
+    scale-up)."""
     cooldown_until: float = 0.0
     boot_seconds: float = 0.0
 
@@ -77,10 +79,23 @@ def pool_view(
         if spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value
         else None
     )
-    limits = PoolLimits(spec.min_nodes, duration_seconds(spec.idle_timeout), spec.disruption_budget,
-                        consolidate, spec.idle_utilization_pct)
-    return PoolView(name, pool_template_node(name, spec), limits, spec.max_nodes, nodes, joining,
-                    cooldown_until, duration_seconds(spec.provider.boot_delay))
+    limits = PoolLimits(
+        spec.min_nodes,
+        duration_seconds(spec.idle_timeout),
+        spec.disruption_budget,
+        consolidate,
+        spec.idle_utilization_pct,
+    )
+    return PoolView(
+        name,
+        pool_template_node(name, spec),
+        limits,
+        spec.max_nodes,
+        nodes,
+        joining,
+        cooldown_until,
+        duration_seconds(spec.provider.boot_delay),
+    )
 
 
 @dataclass(frozen=True)
@@ -223,7 +238,17 @@ class Keep:
     why: str
 
 
-Command = MarkIdle | MarkConsolidatable | MarkReplacing | Cooldown | Disrupt | Evict | Terminate | Launch | Keep
+Command = (
+    MarkIdle
+    | MarkConsolidatable
+    | MarkReplacing
+    | Cooldown
+    | Disrupt
+    | Evict
+    | Terminate
+    | Launch
+    | Keep
+)
 
 
 @dataclass
@@ -258,7 +283,9 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True)
     )
     if not calm:  # work moves only while nothing else changes
         out.commands += [
-            MarkConsolidatable(s.name, None) for s in snap.states if s.consolidatable_since is not None
+            MarkConsolidatable(s.name, None)
+            for s in snap.states
+            if s.consolidatable_since is not None
         ]
     elif replacing:  # their replacements have booted: drain them now
         for s in replacing:
@@ -273,7 +300,11 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True)
     if ready:
         out.scale_up = _scale_up(snap, offers)
         out.commands += _launches(snap, out.scale_up.new_nodes, timing)
-    marks = {(type(c), c.node): c.since for c in out.commands if isinstance(c, MarkIdle | MarkConsolidatable)}
+    marks = {
+        (type(c), c.node): c.since
+        for c in out.commands
+        if isinstance(c, MarkIdle | MarkConsolidatable)
+    }
     out.wake_at = _wake_at(snap, out.batch, timing, marks)
     return out
 
@@ -289,10 +320,19 @@ def _offers(snap: Snapshot) -> list[Offer]:
 
 def _consolidate(snap: Snapshot, offers: list[Offer], timing: Timing) -> list[Command]:
     now = snap.now
-    since = {s.name: s.consolidatable_since for s in snap.states if s.consolidatable_since is not None}
+    since = {
+        s.name: s.consolidatable_since for s in snap.states if s.consolidatable_since is not None
+    }
     result = plan_consolidation(
-        snap.nodes, {s.name: s for s in snap.states}, snap.held, snap.movable,
-        {name: p.limits for name, p in snap.pools.items()}, since, snap.policy, now, offers,
+        snap.nodes,
+        {s.name: s for s in snap.states},
+        snap.held,
+        snap.movable,
+        {name: p.limits for name, p in snap.pools.items()},
+        since,
+        snap.policy,
+        now,
+        offers,
     )
     out: list[Command] = [MarkConsolidatable(n, None) for n in since if n not in result.since]
     out += [MarkConsolidatable(n, t) for n, t in result.since.items() if since.get(n) != t]
@@ -315,15 +355,21 @@ def _launches(
     for name in sorted({n.pool for n in new_nodes}):
         pool = snap.pools[name]
         mine = tuple(n for n in new_nodes if n.pool == name)
-        out.append(Launch(
-            name, mine, snap.now + pool.boot_seconds + timing.reservation, pool.price,
-            (Cooldown(name, snap.now + timing.cooldown), *rollback),
-        ))
+        out.append(
+            Launch(
+                name,
+                mine,
+                snap.now + pool.boot_seconds + timing.reservation,
+                pool.price,
+                (Cooldown(name, snap.now + timing.cooldown), *rollback),
+            )
+        )
     return out
 
 
 def _drain(snap: Snapshot) -> list[Command]:
-    """Evict what is left on nodes being removed; terminate a node once only DaemonSet pods remain."""
+    """Evict what is left on nodes being removed; terminate a node once only DaemonSet pods
+    remain."""
     out: list[Command] = []
     for s in snap.states:
         if s.disruption is None:
@@ -340,7 +386,9 @@ def _scale_up(snap: Snapshot, offers: list[Offer]) -> ScaleUpPlan:
     existing = [n for n in snap.nodes if n.schedulable]
     booting = [n for n in snap.nodes if n.name in booting_names]
     for name, p in snap.pools.items():
-        booting += [replace(p.template, name=f"<{name} node joining #{i}>") for i in range(p.joining or 0)]
+        booting += [
+            replace(p.template, name=f"<{name} node joining #{i}>") for i in range(p.joining or 0)
+        ]
     return plan_scale_up(snap.pending, offers, existing, snap.held, booting, snap.policy, snap.now)
 
 

@@ -46,7 +46,9 @@ class Spend:
     last_period_spent: float | None = None
 
 
-def charge(old: Spend | None, period: Period, rate: float, since: float | None, now: float, tz: ZoneInfo) -> Spend:
+def charge(
+    old: Spend | None, period: Period, rate: float, since: float | None, now: float, tz: ZoneInfo
+) -> Spend:
     """``old`` accounted up to ``since`` at ``rate`` $/hour, brought up to ``now``."""
     start, _ = period_bounds(period, now, tz)
     if old is None or since is None:

@@ -61,7 +61,8 @@ def plan_consolidation(
     # An empty node is on its way out (idle removal) unless its pool keeps it at minNodes: moving
     # work onto it would keep it, and what the move saves would be less than what it costs.
     receives = {
-        name: states[name].busy or staying[n.pool] <= (limits[n.pool].min_nodes if n.pool in limits else 0)
+        name: states[name].busy
+        or staying[n.pool] <= (limits[n.pool].min_nodes if n.pool in limits else 0)
         for name, n in settled.items()
     }
     room = sum(mib for node_name, mib in free_on.items() if receives.get(node_name))
@@ -76,18 +77,32 @@ def plan_consolidation(
             pool is None
             or pool.consolidate_after_s is None
             or not state.busy
-            or gpu_pods != len(asks)  # a GPU pod the operator did not place can't be re-placed by it
+            or gpu_pods
+            != len(asks)  # a GPU pod the operator did not place can't be re-placed by it
             or state.keepers
             or not node.open_to("", now)  # still held for the work it was launched for
             or node.price_per_hour <= 0
         ):
             continue
-        kinds = frozenset.intersection(*(a.capacity_types for _, a in asks)) if asks else frozenset()
-        cheapest_new = min((o.price for o in offers if o.headroom > 0 and o.template.capacity_type in kinds), default=float("inf"))
+        kinds = (
+            frozenset.intersection(*(a.capacity_types for _, a in asks)) if asks else frozenset()
+        )
+        cheapest_new = min(
+            (o.price for o in offers if o.headroom > 0 and o.template.capacity_type in kinds),
+            default=float("inf"),
+        )
         if used_on[name] > room - free_on[name] and cheapest_new >= node.price_per_hour:
             continue  # neither room elsewhere nor a cheaper node: skip the planning
         others = [n for other, n in settled.items() if other != name and receives[other]]
-        moved = plan_scale_up([Pending(owner, ask) for owner, ask in asks], offers, others, allocations, (), policy, now)
+        moved = plan_scale_up(
+            [Pending(owner, ask) for owner, ask in asks],
+            offers,
+            others,
+            allocations,
+            (),
+            policy,
+            now,
+        )
         saving = node.price_per_hour - sum(price[p] * k for p, k in moved.launches.items())
         if moved.unfit or saving <= 1e-9:
             continue
@@ -102,7 +117,9 @@ def plan_consolidation(
         node = settled[name]
         new = ", ".join(f"{k} new {p} node(s)" for p, k in sorted(moved.launches.items()))
         plan.drain = Disruption(
-            name, node.pool, CONSOLIDATION,
+            name,
+            node.pool,
+            CONSOLIDATION,
             f"its {moves} GPU pod(s) fit on the other nodes{' and ' + new if new else ''}"
             f" (for {now - plan.since[name]:.0f}s), saving ${-saving:.2f}/h",
         )

@@ -79,6 +79,10 @@ def advance(old: Account, rate: float, now: float, every: float = 60.0) -> Accou
     """Charge the old rate up to now and take the new one. While the rate holds, the total moves on
     only every ``every`` seconds (one status write a minute, not one per reconcile), and never
     while it is zero: nothing accrues, so an unplaceable pool's status stays still."""
-    if old.at is not None and abs(rate - old.rate) < 1e-9 and (old.rate == 0 or now - old.at < every):
+    if (
+        old.at is not None
+        and abs(rate - old.rate) < 1e-9
+        and (old.rate == 0 or now - old.at < every)
+    ):
         return old
     return Account(rate, accrue(old.total, old.at, old.rate, now), now)

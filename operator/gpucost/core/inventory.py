@@ -30,11 +30,14 @@ class GPUNode:
     reserved_until: float = 0.0
     """A new node is held for the workloads it was launched for until this time (epoch seconds)."""
     slots: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    """(owner, GPU indices) of each ask the scale-up plan packed onto this node when it bought it."""
+    """(owner, GPU indices) of each ask the scale-up plan packed onto this node when it bought
+    it."""
 
     def slots_of(self, owner: str, now: float) -> list[tuple[int, ...]]:
         """The GPUs the plan gave this owner's asks here, while the reservation holds."""
-        return [gpus for who, gpus in self.slots if who == owner] if now < self.reserved_until else []
+        return (
+            [gpus for who, gpus in self.slots if who == owner] if now < self.reserved_until else []
+        )
 
     def open_to(self, owner: str, now: float) -> bool:
         return not self.reserved_for or owner in self.reserved_for or now >= self.reserved_until
@@ -65,7 +68,8 @@ class Ask:
 
 @dataclass
 class FreeMap:
-    """Free MiB per (node, gpu index); mutable so a batch of placements sees its own earlier picks."""
+    """Free MiB per (node, gpu index); mutable so a batch of placements sees its own earlier
+    picks."""
 
     free: dict[tuple[str, int], int] = field(default_factory=dict)
 

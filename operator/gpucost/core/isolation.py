@@ -17,7 +17,9 @@ NVML_LIMIT, MPS, WATCH_EVICT, NONE = "nvml-limit", "mps", "watch-evict", "none"
 # The pod segment of a kubelet cgroup path, for both cgroup drivers:
 #   systemd:  …/kubepods-burstable-pod1f2e…_9a8b….slice/cri-containerd-….scope
 #   cgroupfs: …/kubepods/burstable/pod1f2e…-9a8b…/<container id>
-_POD = re.compile(r"^(.*?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?)(?:/|$)")
+_POD = re.compile(
+    r"^(.*?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?)(?:/|$)"
+)
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,17 @@ class Mode:
 def choose_mode(requested: str, memory_limits: str | None, mps_daemon: bool) -> Mode:
     """``memory_limits`` is None when the driver took a limit, else its error."""
     if requested == NVML_LIMIT and memory_limits is not None:
-        return Mode(requested, WATCH_EVICT, f"the driver cannot limit memory per cgroup ({memory_limits})")
+        return Mode(
+            requested, WATCH_EVICT, f"the driver cannot limit memory per cgroup ({memory_limits})"
+        )
     if requested == MPS and not mps_daemon:
         return Mode(requested, WATCH_EVICT, "no MPS control daemon on the node")
     return Mode(requested, requested, "")
 
 
 def pod_cgroup(cgroup_file: str) -> tuple[str, str] | None:
-    """(pod UID, the pod's cgroup path) from a /proc/<pid>/cgroup; None for a process outside pods."""
+    """(pod UID, the pod's cgroup path) from a /proc/<pid>/cgroup; None for a process outside
+    pods."""
     for line in cgroup_file.splitlines():
         path = line.split(":", 2)[-1]
         match = _POD.match(path)
@@ -65,8 +70,11 @@ class Violation:
     seconds: float
 
 
-def usage_by_pod(processes: dict[int, list[tuple[int, int]]], pod_of_pid: dict[int, str]) -> dict[tuple[str, int], int]:
-    """(pod UID, GPU index) → MiB, from each GPU's (pid, MiB) list; processes of no pod are left out."""
+def usage_by_pod(
+    processes: dict[int, list[tuple[int, int]]], pod_of_pid: dict[int, str]
+) -> dict[tuple[str, int], int]:
+    """(pod UID, GPU index) → MiB, from each GPU's (pid, MiB) list; processes of no pod are left
+    out."""
     used: dict[tuple[str, int], int] = defaultdict(int)
     for gpu, procs in processes.items():
         for pid, mib in procs:

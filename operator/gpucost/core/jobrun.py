@@ -26,7 +26,8 @@ class Attempt:
     node_lost: bool = False
     """Its node is gone, reclaimed (interruption taint), or the pod was disrupted."""
     message: str = ""
-    """The worker's termination message: its one-line summary, or the one clear line it failed with."""
+    """The worker's termination message: its one-line summary, or the one clear line it failed
+    with."""
     lost_why: str = ""
     """What happened to the node, naming it, when it is known."""
 
@@ -64,19 +65,40 @@ def decide(
 ) -> Decision:
     """Only for a job not yet finished (the caller leaves a Succeeded or Failed job as it is)."""
     if deadline is not None and now >= deadline:
-        return Decision(Step.STOP, "Failed", "DeadlineExceeded", f"stopped: the deadline {rfc3339(deadline)} passed")
+        return Decision(
+            Step.STOP,
+            "Failed",
+            "DeadlineExceeded",
+            f"stopped: the deadline {rfc3339(deadline)} passed",
+        )
     if max_cost is not None and spent >= max_cost:
-        return Decision(Step.STOP, "Failed", "MaxCostReached", f"stopped: ${spent:.4f} spent, maxCost is ${max_cost:.4f}")
+        return Decision(
+            Step.STOP,
+            "Failed",
+            "MaxCostReached",
+            f"stopped: ${spent:.4f} spent, maxCost is ${max_cost:.4f}",
+        )
     if attempts == 0 or attempt is None or not attempt.exists:
         return Decision(Step.LAUNCH, "Pending", "Placing", "placing the worker on a GPU")
     if attempt.pod_phase == "Succeeded":
-        return Decision(Step.SUCCEED, "Succeeded", "Completed", attempt.message or "the worker finished")
+        return Decision(
+            Step.SUCCEED, "Succeeded", "Completed", attempt.message or "the worker finished"
+        )
     if attempt.node_lost:
-        return Decision(Step.RELAUNCH, "Pending", "Interrupted",
-                        f"attempt {attempts} lost its node{_why(attempt.lost_why)}; "
-                        f"attempt {attempts + 1} resumes from the checkpoint")
+        return Decision(
+            Step.RELAUNCH,
+            "Pending",
+            "Interrupted",
+            f"attempt {attempts} lost its node{_why(attempt.lost_why)}; "
+            f"attempt {attempts + 1} resumes from the checkpoint",
+        )
     if attempt.pod_phase == "Failed":
-        return Decision(Step.FAIL, "Failed", "WorkerFailed", attempt.message or "the worker exited with an error")
+        return Decision(
+            Step.FAIL,
+            "Failed",
+            "WorkerFailed",
+            attempt.message or "the worker exited with an error",
+        )
     if attempt.pod_phase == "Running":
         return Decision(Step.WAIT, "Running", "Running", f"attempt {attempts} running")
     return Decision(Step.WAIT, "Pending", "Starting", f"attempt {attempts} starting")

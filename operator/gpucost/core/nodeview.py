@@ -1,4 +1,5 @@
-"""What the autoscaler reads off Nodes and Pods (plain API dicts): node states and pending GPU pods."""
+"""What the autoscaler reads off Nodes and Pods (plain API dicts): node states and pending GPU
+pods."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def _requests(pod: Obj, resource: str) -> int:
     total = 0
     for c in (pod.get("spec") or {}).get("containers") or []:
         res = c.get("resources") or {}
-        raw = (res.get("requests") or {}).get(resource, (res.get("limits") or {}).get(resource, "0"))
+        raw = (res.get("requests") or {}).get(
+            resource, (res.get("limits") or {}).get(resource, "0")
+        )
         try:
             total += int(raw)
         except ValueError:
@@ -56,8 +59,14 @@ def _daemon(pod: Obj) -> bool:
 
 def node_pod(pod: Obj) -> NodePod:
     meta = pod["metadata"]
-    return NodePod(meta["namespace"], meta["name"], uses_gpu(pod), _daemon(pod), _keep(pod),
-                   bool(meta.get("deletionTimestamp")))
+    return NodePod(
+        meta["namespace"],
+        meta["name"],
+        uses_gpu(pod),
+        _daemon(pod),
+        _keep(pod),
+        bool(meta.get("deletionTimestamp")),
+    )
 
 
 def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
@@ -110,12 +119,16 @@ def unschedulable_gpu_pod(pod: Obj) -> bool:
     meta = pod.get("metadata") or {}
     if (meta.get("labels") or {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY:
         return False  # ours: its InferencePool's status carries it
-    if (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get("phase") != "Pending":
+    if (pod.get("spec") or {}).get("nodeName") or (pod.get("status") or {}).get(
+        "phase"
+    ) != "Pending":
         return False
     return scheduler_refusal(pod) is not None and _requests(pod, names.RESOURCE_GPU) > 0
 
 
-def pod_ask(pod: Obj, pool_labels: dict[str, dict[str, str]], pool_taints: dict[str, list[dict[str, str]]]) -> Ask:
+def pod_ask(
+    pod: Obj, pool_labels: dict[str, dict[str, str]], pool_taints: dict[str, list[dict[str, str]]]
+) -> Ask:
     """The pod's GPU ask and the pools whose nodes it could land on (labels, taints, capacity type).
 
     Work is not interruptible unless it says so (``gpucost.dev/interruptible: "true"``, or a

@@ -60,12 +60,14 @@ def task_of(ask: Ask) -> Task:
 
 
 def demand_shapes(asks: list[Ask]) -> ShapeDistribution:
-    """The policy's estimate of the work to come: the asks in the cluster now, placed and pending."""
+    """The policy's estimate of the work to come: the asks in the cluster now, placed and
+    pending."""
     return ShapeDistribution.of([task_of(a) for a in asks])
 
 
 def _node_spec(node: GPUNode) -> NodeSpec:
-    """One unit = one MiB; CPU and host memory are left to kube-scheduler, so they never bind here."""
+    """One unit = one MiB; CPU and host memory are left to kube-scheduler, so they never bind
+    here."""
     return NodeSpec(
         name=node.name,
         cpu_milli=UNTRACKED,
@@ -91,7 +93,10 @@ def _shortfall(ask: Ask, nodes: list[GPUNode], free: FreeMap) -> int:
         return max((ask.memory_mib or 0) - max(usable, default=0), 0)
     per_gpu = max((g.memory_mib for n in nodes for g in n.gpus), default=0)
     most = max(
-        (sum(g.memory_mib for g in n.gpus if free.free[(n.name, g.index)] == g.memory_mib) for n in nodes),
+        (
+            sum(g.memory_mib for g in n.gpus if free.free[(n.name, g.index)] == g.memory_mib)
+            for n in nodes
+        ),
         default=0,
     )
     return max(ask.gpus * per_gpu - most, 0)
@@ -123,18 +128,26 @@ def place(
     cluster = Cluster([_node_spec(n) for n in candidates])
     for i, node in enumerate(candidates):
         for j, gpu in enumerate(node.gpus):
-            cluster.reserve(i, j, max(cluster.nodes[i].gpu_units - free.free[(node.name, gpu.index)], 0))
+            cluster.reserve(
+                i, j, max(cluster.nodes[i].gpu_units - free.free[(node.name, gpu.index)], 0)
+            )
     chosen = make_policy(policy, shapes or demand_shapes([ask])).choose(cluster, task_of(ask))
     if chosen is None:
         short = _shortfall(ask, candidates, free)
-        return NoFit("Unschedulable", f"no GPU has room for {_describe(ask)}; short {short} MiB", short)
+        return NoFit(
+            "Unschedulable", f"no GPU has room for {_describe(ask)}; short {short} MiB", short
+        )
     node = candidates[chosen.node]
     gpus = [node.gpus[j] for j in chosen.gpus]
     # A whole GPU (or any GPU of a whole-only pool) is reserved with all of its memory.
-    takes = [g.memory_mib if (ask.gpus is not None or not node.shared) else chosen.units for g in gpus]
+    takes = [
+        g.memory_mib if (ask.gpus is not None or not node.shared) else chosen.units for g in gpus
+    ]
     for g, take in zip(gpus, takes):
         free.take(node.name, g.index, take)
-    return Placement(node.name, tuple(g.index for g in gpus), tuple(g.uuid for g in gpus if g.uuid), sum(takes))
+    return Placement(
+        node.name, tuple(g.index for g in gpus), tuple(g.uuid for g in gpus if g.uuid), sum(takes)
+    )
 
 
 def place_all(
@@ -144,7 +157,9 @@ def place_all(
     return [place(ask, nodes, free, policy) for _ in range(count)]
 
 
-def place_planned(ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float) -> Placement | None:
+def place_planned(
+    ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float
+) -> Placement | None:
     """The ask on GPUs a scale-up plan gave this owner on a node it bought, if one still has room:
     the plan packed every owner of the batch together, so following it buys no node twice
     (placing pool by pool with the cluster-wide policy would spread over other pools' GPUs)."""

@@ -21,7 +21,11 @@ class ReplicaPlan:
 
 def plan(desired: int, pods: list[PlacedPod]) -> ReplicaPlan:
     live = {p.replica for p in pods if not p.terminal}
-    delete = [p.name for p in pods if not p.deleting and (p.replica >= desired or p.terminal or p.replica < 0)]
+    delete = [
+        p.name
+        for p in pods
+        if not p.deleting and (p.replica >= desired or p.terminal or p.replica < 0)
+    ]
     # A finished pod must be gone before its ordinal is reused: same name.
     blocked = {p.replica for p in pods if p.terminal or p.deleting}
     create = [i for i in range(desired) if i not in live and i not in blocked]

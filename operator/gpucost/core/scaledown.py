@@ -2,9 +2,11 @@
 
 A GPU node is idle when no pod on it uses a GPU (DaemonSet pods never count, like the cluster
 autoscaler), or, where its pool sets ``idleUtilizationPercent`` and Prometheus knows, when its
-GPUs stayed under that utilization for the whole ``idleTimeout`` although pods hold them. An idle node is removed once it has been idle for its pool's ``idleTimeout``, never
+GPUs stayed under that utilization for the whole ``idleTimeout`` although pods hold them. An idle
+node is removed once it has been idle for its pool's ``idleTimeout``, never
 below ``minNodes`` and at most ``disruptionBudget`` nodes of a pool at a time. A node whose
-remaining pods must not be disrupted (``gpucost.dev/do-not-disrupt``, ``karpenter.sh/do-not-disrupt``,
+remaining pods must not be disrupted (``gpucost.dev/do-not-disrupt``,
+``karpenter.sh/do-not-disrupt``,
 ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``) stays. A spot node being reclaimed is
 drained at once, whatever the budget: it is going away either way and its work needs a new home.
 
@@ -86,7 +88,8 @@ class PoolLimits:
     consolidate_after_s: float | None = None
     """How long a busy node's work must have fit elsewhere before it is consolidated; None never."""
     idle_utilization_pct: float | None = None
-    """A busy node whose GPUs stayed under this utilization for idleTimeout is idle too; None off."""
+    """A busy node whose GPUs stayed under this utilization for idleTimeout is idle too; None
+    off."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,9 @@ class ScaleDownPlan:
     """Nodes idle past their timeout that stay, and why."""
 
 
-def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], now: float) -> ScaleDownPlan:
+def plan_scale_down(
+    nodes: Sequence[NodeState], pools: dict[str, PoolLimits], now: float
+) -> ScaleDownPlan:
     plan = ScaleDownPlan()
     for n in nodes:
         idle = n.ready and not n.busy and now >= n.reserved_until
@@ -117,7 +122,9 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
             plan.idle_since[n.name] = None
     for n in nodes:
         if n.interrupted and n.disruption is None:
-            plan.drain.append(Disruption(n.name, n.pool, INTERRUPTED, "the cloud is reclaiming this spot node"))
+            plan.drain.append(
+                Disruption(n.name, n.pool, INTERRUPTED, "the cloud is reclaiming this spot node")
+            )
     staying = Counter(n.pool for n in nodes if n.disruption is None and not n.interrupted)
     draining = Counter(n.pool for n in nodes if n.disruption is not None or n.interrupted)
     candidates = sorted(
@@ -132,8 +139,11 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
             idle_for = f"idle for {now - since:.0f}s (idleTimeout {limits.idle_timeout_s:.0f}s)"
         elif _underutilized(n, limits):
             reason = UNDERUTILIZED
-            idle_for = (f"GPU utilization peaked at {n.utilization_pct:.0f}% over the last {limits.idle_timeout_s:.0f}s "
-                        f"(idleUtilizationPercent {limits.idle_utilization_pct:g})")
+            idle_for = (
+                f"GPU utilization peaked at {n.utilization_pct:.0f}% over the last "
+                f"{limits.idle_timeout_s:.0f}s "
+                f"(idleUtilizationPercent {limits.idle_utilization_pct:g})"
+            )
         else:
             continue
         if n.keepers:
@@ -142,7 +152,10 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
         elif staying[n.pool] <= limits.min_nodes:
             plan.kept[n.name] = f"the pool is at minNodes {limits.min_nodes}"
         elif draining[n.pool] >= limits.disruption_budget:
-            plan.kept[n.name] = f"{draining[n.pool]} node(s) of the pool are being removed (disruptionBudget {limits.disruption_budget})"
+            plan.kept[n.name] = (
+                f"{draining[n.pool]} node(s) of the pool are being removed (disruptionBudget "
+                f"{limits.disruption_budget})"
+            )
         else:
             plan.drain.append(Disruption(n.name, n.pool, reason, idle_for))
             staying[n.pool] -= 1
@@ -153,6 +166,9 @@ def plan_scale_down(nodes: Sequence[NodeState], pools: dict[str, PoolLimits], no
 def _underutilized(n: NodeState, limits: PoolLimits) -> bool:
     """Busy but its GPUs did (almost) nothing for the whole idleTimeout window."""
     return (
-        n.ready and n.busy and limits.idle_utilization_pct is not None and n.utilization_pct is not None
+        n.ready
+        and n.busy
+        and limits.idle_utilization_pct is not None
+        and n.utilization_pct is not None
         and n.utilization_pct < limits.idle_utilization_pct
     )

@@ -111,8 +111,13 @@ def plan_scale_up(
         fitted = 0
         while fitted < count and place_planned(ask, planned, owner, free, now) is not None:
             fitted += 1
-        mine = [n for n in nodes if n.open_to(owner, now) and eligible(ask, n)
-                and not (n.slots and now < n.reserved_until)]
+        mine = [
+            n
+            for n in nodes
+            if n.open_to(owner, now)
+            and eligible(ask, n)
+            and not (n.slots and now < n.reserved_until)
+        ]
         while fitted < count:
             mine = [n for n in mine if _may_hold(ask, n, free)]
             if not mine or isinstance(place(ask, mine, free, policy), NoFit):
@@ -193,7 +198,9 @@ def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
             for k, n in kept.items()
             if k != name
         }
-        if all(any(n.take(owner, ask, policy) for n in trial.values()) for owner, ask in cand.holds):
+        if all(
+            any(n.take(owner, ask, policy) for n in trial.values()) for owner, ask in cand.holds
+        ):
             kept = trial
     return list(kept.values())
 

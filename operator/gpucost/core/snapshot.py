@@ -24,13 +24,20 @@ def _ready(obj: dict[str, Any]) -> bool:
 
 
 def node_gpus(node: dict[str, Any], pool: GPUNodePoolSpec | None) -> tuple[GPU, ...]:
-    """The agent's discovery annotation if present, else GPU feature discovery labels, else the pool."""
+    """The agent's discovery annotation if present, else GPU feature discovery labels, else the
+    pool."""
     meta = node.get("metadata", {})
     raw = (meta.get("annotations") or {}).get(names.ANNOTATION_GPUS)
     if raw:
         try:
             return tuple(
-                GPU(int(g["index"]), str(g["model"]), int(g["memoryMiB"]), g.get("uuid"), bool(g.get("healthy", True)))
+                GPU(
+                    int(g["index"]),
+                    str(g["model"]),
+                    int(g["memoryMiB"]),
+                    g.get("uuid"),
+                    bool(g.get("healthy", True)),
+                )
                 for g in json.loads(raw)
             )
         except (ValueError, KeyError, TypeError):
@@ -59,7 +66,8 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     if not gpus:
         return None
     reserved_for, reserved_until, slots = reservation(
-        (meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR))
+        (meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR)
+    )
     return GPUNode(
         name=meta["name"],
         pool=pool_name or "",
@@ -138,7 +146,9 @@ class PlacedPod:
 def scheduler_refusal(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The pod's PodScheduled condition while kube-scheduler calls it Unschedulable, else None."""
     scheduled = condition(pod.get("status"), "PodScheduled")
-    unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    unschedulable = (
+        scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+    )
     return scheduled if unschedulable else None
 
 

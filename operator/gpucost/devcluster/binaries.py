@@ -35,19 +35,24 @@ def require() -> Path:
     """The binary folder, or ToolsMissing naming what to run."""
     folder = bin_dir()
     missing = [b for b in REQUIRED if not os.access(folder / b, os.X_OK)]
-    for data in ("kwok-stages/node-initialize.yaml", "capi-crds/cluster.x-k8s.io_machinedeployments.yaml"):
+    for data in (
+        "kwok-stages/node-initialize.yaml",
+        "capi-crds/cluster.x-k8s.io_machinedeployments.yaml",
+    ):
         if not (folder / data).exists():
             missing.append(data.split("/")[0] + "/")
     if missing:
         raise ToolsMissing(
-            f"missing {', '.join(missing)} in {folder}. Run scripts/setup.sh: it builds the control "
+            f"missing {', '.join(missing)} in {folder}. Run scripts/setup.sh: it builds the "
+            "control "
             "plane from Go modules (about 5 minutes cold on 2 cores) and unpacks kubectl and helm."
         )
     return folder
 
 
 def capi_crds() -> Path:
-    """Cluster API's own CRDs (from the sigs.k8s.io/cluster-api module) for the clusterAPI provider."""
+    """Cluster API's own CRDs (from the sigs.k8s.io/cluster-api module) for the clusterAPI
+    provider."""
     return bin_dir() / "capi-crds"
 
 

@@ -7,8 +7,8 @@ test needs (API ready, default service account present) and checks nothing is le
 from __future__ import annotations
 
 import os
-import socket
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -18,7 +18,6 @@ import yaml
 
 from gpucost import names
 from gpucost.devcluster import binaries
-
 
 OWNER = "owner.pid"
 CHILDREN = "children"
@@ -38,7 +37,9 @@ def _read_pid(path: Path) -> int:
 def reap_orphans(workdir: Path) -> list[str]:
     """Stop clusters under ``workdir`` whose owning process is gone (a test run that was killed)."""
     reaped = []
-    for owner in sorted((workdir / "clusters").glob(f"*/{OWNER}")) if (workdir / "clusters").exists() else []:
+    for owner in (
+        sorted((workdir / "clusters").glob(f"*/{OWNER}")) if (workdir / "clusters").exists() else []
+    ):
         if not alive(_read_pid(owner)):
             ControlPlane(owner.parent.name, workdir).stop()
             reaped.append(owner.parent.name)
@@ -63,7 +64,10 @@ def poll(what: str, check, timeout: float, interval: float = 0.2):
         except Exception as e:  # noqa: BLE001 - the last error is reported on timeout
             last_error = e
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}" + (f": {last_error}" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f": {last_error}" if last_error else "")
+    )
 
 
 @dataclass
@@ -82,7 +86,9 @@ class ControlPlane:
         return self.workdir / "clusters" / self.name / "logs"
 
     def _env(self) -> dict[str, str]:
-        return binaries.tool_env({"KWOK_WORKDIR": str(self.workdir), "KUBECONFIG": str(self.kubeconfig)})
+        return binaries.tool_env(
+            {"KWOK_WORKDIR": str(self.workdir), "KUBECONFIG": str(self.kubeconfig)}
+        )
 
     def _config(self, bin_dir: Path) -> Path:
         config = {
@@ -106,7 +112,10 @@ class ControlPlane:
                     "name": "kube-apiserver",
                     "extraArgs": [
                         {"key": key, "value": value}
-                        for key, value in {"advertise-address": "127.0.0.1", **self.apiserver_args}.items()
+                        for key, value in {
+                            "advertise-address": "127.0.0.1",
+                            **self.apiserver_args,
+                        }.items()
                     ],
                 }
             ],
@@ -118,9 +127,16 @@ class ControlPlane:
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Bounded: a call that blocks (e.g. delete waiting on a stuck pod) fails instead of hanging a run."""
+        """Bounded: a call that blocks (e.g. delete waiting on a stuck pod) fails instead of
+        hanging a run."""
         return subprocess.run(
-            ["kubectl", *args], env=self._env(), text=True, capture_output=True, check=check, input=input, timeout=timeout
+            ["kubectl", *args],
+            env=self._env(),
+            text=True,
+            capture_output=True,
+            check=check,
+            input=input,
+            timeout=timeout,
         )
 
     def start(self, timeout: float = 180) -> None:
@@ -128,17 +144,28 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stop()  # a cluster left behind by a killed run would hold the ports
         created = subprocess.run(
-            ["kwokctl", "create", "cluster", "--name", self.name, "--config", str(self._config(bin_dir))],
+            [
+                "kwokctl",
+                "create",
+                "cluster",
+                "--name",
+                self.name,
+                "--config",
+                str(self._config(bin_dir)),
+            ],
             env=self._env(),
             text=True,
             capture_output=True,
         )
         if created.returncode != 0:
-            raise RuntimeError(f"kwokctl create cluster failed (logs in {self.logs}):\n{created.stderr[-3000:]}")
+            raise RuntimeError(
+                f"kwokctl create cluster failed (logs in {self.logs}):\n{created.stderr[-3000:]}"
+            )
         (self.workdir / "clusters" / self.name / OWNER).write_text(str(os.getpid()))
         # Our own wait (not kwokctl's --wait), so a component that dies fails the start at once.
         poll("kube-apiserver /readyz", lambda: self._check_components() or self._readyz(), timeout)
-        # Pods are rejected until the service-account controller has made the namespace's default SA.
+        # Pods are rejected until the service-account controller has made the namespace's default
+        # SA.
         self.wait_namespace("default", timeout)
 
     def _readyz(self) -> bool:
@@ -148,16 +175,26 @@ class ControlPlane:
         dead = [f.stem for f in self._pid_files() if not alive(_read_pid(f))]
         if dead:
             tails = "\n".join(
-                f"--- {name}.log ---\n" + "\n".join((self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-5:])
+                f"--- {name}.log ---\n"
+                + "\n".join(
+                    (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-5:]
+                )
                 for name in dead
                 if (self.logs / f"{name}.log").exists()
             )
-            raise ControlPlaneDied(f"{', '.join(dead)} exited during start (logs in {self.logs}):\n{tails}")
+            raise ControlPlaneDied(
+                f"{', '.join(dead)} exited during start (logs in {self.logs}):\n{tails}"
+            )
 
     def wait_namespace(self, namespace: str, timeout: float = 60) -> None:
         poll(
             f"service account default in namespace {namespace}",
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
+            lambda: (
+                self.kubectl(
+                    "get", "serviceaccount", "default", "-n", namespace, check=False
+                ).returncode
+                == 0
+            ),
             timeout,
         )
 
@@ -198,7 +235,10 @@ class ControlPlane:
         except TimeoutError:
             pass  # killed below with the rest
         subprocess.run(
-            ["kwokctl", "delete", "cluster", "--name", self.name], env=self._env(), capture_output=True, text=True
+            ["kwokctl", "delete", "cluster", "--name", self.name],
+            env=self._env(),
+            capture_output=True,
+            text=True,
         )
         try:
             poll("control-plane processes to exit", lambda: not remaining(), timeout)
@@ -218,13 +258,16 @@ def kwok_stages(bin_dir: Path) -> list[dict]:
     """KWOK's default node and pod stages, with node-initialize held back by the node's
     boot-delay annotation (kwok provider nodes stay NotReady that long, like a booting instance) and
     a Job pod's completion by its run-time annotation (a worker that takes that long)."""
-    stages = [yaml.safe_load(f.read_text()) for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]
+    stages = [
+        yaml.safe_load(f.read_text()) for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))
+    ]
     delays = {"node-initialize": names.KWOK_BOOT_DELAY, "pod-complete": names.KWOK_RUN_TIME}
     for stage in stages:
-        if stage["metadata"]["name"] in delays:
+        key = delays.get(stage["metadata"]["name"])
+        if key:
             stage["spec"]["delay"] = {
                 "durationMilliseconds": 0,
-                "durationFrom": {"expressionFrom": f'.metadata.annotations["{delays[stage["metadata"]["name"]]}"]'},
+                "durationFrom": {"expressionFrom": f'.metadata.annotations["{key}"]'},
             }
     return stages
 

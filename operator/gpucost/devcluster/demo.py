@@ -45,7 +45,11 @@ def _ready(obj: dict[str, Any]) -> dict[str, Any]:
 def _placed(cp: ControlPlane) -> list[snapshot.PlacedPod]:
     """The operator's pods, read back from their annotations as the operator itself reads them."""
     selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-    return [p for p in (snapshot.placed_pod(o) for o in _get(cp, "pods", "-A", "-l", selector)["items"]) if p]
+    return [
+        p
+        for p in (snapshot.placed_pod(o) for o in _get(cp, "pods", "-A", "-l", selector)["items"])
+        if p
+    ]
 
 
 _LEVELS = " ▁▂▃▄▅▆▇█"
@@ -73,7 +77,8 @@ def _gpu_table(cp: ControlPlane) -> tuple[Table, int]:
             node["metadata"]["labels"].get(names.LABEL_CAPACITY_TYPE, ""),
             f"{len(gpus)}x {gpus[0].model if gpus else '-'}",
             f"[green]{bar}[/]",
-            f"{sum(held.get((name, g.index), 0) for g in gpus)} / {sum(g.memory_mib for g in gpus)}",
+            f"{sum(held.get((name, g.index), 0) for g in gpus)} / "
+            f"{sum(g.memory_mib for g in gpus)}",
             str(pods_on[name]),
         )
     return table, used_gpus
@@ -85,12 +90,18 @@ def _pool_table(cp: ControlPlane) -> Table:
         table.add_column(col)
     for pool in _get(cp, "inferencepools", "-A")["items"]:
         spec, status = pool["spec"], pool.get("status") or {}
-        ask = f"{spec['gpu']['memoryMiB']} MiB" if "memoryMiB" in spec["gpu"] else f"{spec['gpu']['gpus']} GPUs"
+        ask = (
+            f"{spec['gpu']['memoryMiB']} MiB"
+            if "memoryMiB" in spec["gpu"]
+            else f"{spec['gpu']['gpus']} GPUs"
+        )
         ready = _ready(pool)
         capped = condition(status, "BudgetCapped").get("status") == "True"
         table.add_row(
             pool["metadata"]["name"],
-            f"{spec['replicas']} → {min(spec['replicas'], spec.get('minReplicas', 0))}" if capped else str(spec["replicas"]),
+            f"{spec['replicas']} → {min(spec['replicas'], spec.get('minReplicas', 0))}"
+            if capped
+            else str(spec["replicas"]),
             str(status.get("replicas", 0)),
             str(status.get("readyReplicas", 0)),
             ask,
@@ -135,13 +146,22 @@ def _wait_settled(cp: ControlPlane, pools: list[dict[str, Any]], timeout: float 
 
 def _pools_account(cp: ControlPlane) -> bool:
     held = sum(a.memory_mib for a in snapshot.allocations(_placed(cp)))
-    return held == sum((p.get("status") or {}).get("gpuMemoryAllocatedMiB", -1) for p in _get(cp, "gpunodepools")["items"])
+    return held == sum(
+        (p.get("status") or {}).get("gpuMemoryAllocatedMiB", -1)
+        for p in _get(cp, "gpunodepools")["items"]
+    )
 
 
 def _events(cp: ControlPlane, obj: str, reason: str) -> str:
     return cp.kubectl(
-        "get", "events", "-A", "--field-selector", f"involvedObject.name={obj},reason={reason}",
-        "-o", "custom-columns=REASON:.reason,MESSAGE:.message", "--no-headers",
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        f"involvedObject.name={obj},reason={reason}",
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+        "--no-headers",
     ).stdout.strip()
 
 
@@ -154,16 +174,53 @@ def down() -> int:
 def _budget_act(cp: ControlPlane) -> None:
     """The bill so far, then a budget the team has overspent: its pools drop to minReplicas."""
     console.rule("What it costs (gpucost report), and a budget that holds spend back")
-    report.render(console, report.build(_get(cp, "inferencepools", "-A")["items"], _get(cp, "gpunodepools")["items"],
-                                        _get(cp, "compressionjobs", "-A")["items"]))
-    console.print("kubectl patch costbudget team-budget --type=merge -p '{\"spec\":{\"daily\":0.05}}'")
-    cp.kubectl("patch", "costbudget", "team-budget", "-n", "default", "--type=merge", "-p", '{"spec":{"daily":0.05}}')
+    report.render(
+        console,
+        report.build(
+            _get(cp, "inferencepools", "-A")["items"],
+            _get(cp, "gpunodepools")["items"],
+            _get(cp, "compressionjobs", "-A")["items"],
+        ),
+    )
+    console.print(
+        'kubectl patch costbudget team-budget --type=merge -p \'{"spec":{"daily":0.05}}\''
+    )
+    cp.kubectl(
+        "patch",
+        "costbudget",
+        "team-budget",
+        "-n",
+        "default",
+        "--type=merge",
+        "-p",
+        '{"spec":{"daily":0.05}}',
+    )
     with console.status("Waiting for the budget to pass 100 % and the pools to be capped …"):
-        over = poll("team-budget Exceeded", lambda: (b := _get(cp, "costbudget", "team-budget", "-n", "default"))
-                    and condition(b.get("status"), "Exceeded").get("status") == "True" and b, 60, interval=0.5)
-        poll("llama-8b capped at minReplicas", lambda: (_get(cp, "inferencepool", "llama-8b", "-n", "default").get("status") or {})
-             .get("replicas") == 2, 60, interval=0.5)
-    console.print(f"CostBudget team-budget Exceeded: {condition(over['status'], 'Exceeded')['message']}", overflow="fold")
+        over = poll(
+            "team-budget Exceeded",
+            lambda: (
+                (b := _get(cp, "costbudget", "team-budget", "-n", "default"))
+                and condition(b.get("status"), "Exceeded").get("status") == "True"
+                and b
+            ),
+            60,
+            interval=0.5,
+        )
+        poll(
+            "llama-8b capped at minReplicas",
+            lambda: (
+                (_get(cp, "inferencepool", "llama-8b", "-n", "default").get("status") or {}).get(
+                    "replicas"
+                )
+                == 2
+            ),
+            60,
+            interval=0.5,
+        )
+    console.print(
+        f"CostBudget team-budget Exceeded: {condition(over['status'], 'Exceeded')['message']}",
+        overflow="fold",
+    )
     console.print(_events(cp, "team-budget", "BudgetExceeded"), overflow="fold")
     console.print(_pool_table(cp))
 
@@ -172,24 +229,40 @@ def run(root: Path, keep: bool = False) -> int:
     examples = sorted((root / "examples").glob("*.yaml"))
     # The demo runs no Cluster API: the clusterAPI pool example and its MachineDeployment stay out.
     docs = [
-        d for p in examples for d in yaml.safe_load_all(p.read_text())
-        if d["apiVersion"].startswith("gpucost.dev/") and (d.get("spec") or {}).get("provider", {}).get("kind") != "clusterAPI"
+        d
+        for p in examples
+        for d in yaml.safe_load_all(p.read_text())
+        if d["apiVersion"].startswith("gpucost.dev/")
+        and (d.get("spec") or {}).get("provider", {}).get("kind") != "clusterAPI"
     ]
     cp = ControlPlane(NAME, _workdir())
-    operator = OperatorProcess(cp.kubeconfig, _workdir() / "operator.log", resync_seconds=2.0,
-                               env={"GPUCOST_BUDGET_INTERVAL": "2", "GPUCOST_COST_WRITE_SECONDS": "2"})
+    operator = OperatorProcess(
+        cp.kubeconfig,
+        _workdir() / "operator.log",
+        resync_seconds=2.0,
+        env={"GPUCOST_BUDGET_INTERVAL": "2", "GPUCOST_COST_WRITE_SECONDS": "2"},
+    )
     started = time.monotonic()
     finished = False
     try:
-        with console.status("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on 127.0.0.1 …"):
+        with console.status(
+            "Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on "
+            "127.0.0.1 …"
+        ):
             cp.start()
-        console.print(f"[bold]control plane[/] up in {time.monotonic() - started:.1f}s  (KUBECONFIG={cp.kubeconfig})")
+        console.print(
+            f"[bold]control plane[/] up in {time.monotonic() - started:.1f}s  "
+            f"(KUBECONFIG={cp.kubeconfig})"
+        )
         with console.status("Installing the CRDs …"):
             cp.kubectl("apply", "-f", str(root / "crds"))
             cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for doc in (d for d in docs if d["kind"] == "GPUNodePool"):
             made = create_pool_nodes(cp, doc)
-            console.print(f"GPUNodePool [cyan]{doc['metadata']['name']}[/]: {len(made)} fake GPU nodes ({', '.join(made)})")
+            console.print(
+                f"GPUNodePool [cyan]{doc['metadata']['name']}[/]: {len(made)} fake GPU nodes "
+                f"({', '.join(made)})"
+            )
         with console.status("Starting the operator (gpucost operator) …"):
             operator.start()
         cp.adopt(operator.proc.pid)  # so `demo --down` or the next run stops it, not only this one
@@ -203,7 +276,12 @@ def run(root: Path, keep: bool = False) -> int:
         with console.status("Waiting for every replica to be placed and Running …"):
             _wait_settled(cp, pools)
             # GPUNodePool status is refreshed on its resync timer, so it trails placements briefly.
-            poll("GPUNodePool status to count the placements", lambda: _pools_account(cp), 30, interval=0.5)
+            poll(
+                "GPUNodePool status to count the placements",
+                lambda: _pools_account(cp),
+                30,
+                interval=0.5,
+            )
         table, used = _gpu_table(cp)
         console.print(table)
         console.print(_pool_table(cp))
@@ -211,33 +289,72 @@ def run(root: Path, keep: bool = False) -> int:
         naive = sum(p["spec"]["replicas"] * p["spec"]["gpu"].get("gpus", 1) for p in pools)
         count = sum(p["spec"]["replicas"] for p in pools)
         console.print(
-            f"[bold green]{count} replicas run on {used} GPUs[/]; a GPU (or two) per replica would take {naive}."
+            f"[bold green]{count} replicas run on {used} GPUs[/]; a GPU (or two) per replica "
+            f"would take {naive}."
         )
 
         console.rule("Asking for more than exists")
         # embeddings may only use the two 1-GPU spot A10G nodes: room for 6 slices of 6000 MiB.
-        console.print("kubectl patch inferencepool embeddings --type=merge -p '{\"spec\":{\"replicas\":8}}'")
-        cp.kubectl("patch", "inferencepool", "embeddings", "-n", "default", "--type=merge", "-p", '{"spec":{"replicas":8}}')
+        console.print(
+            'kubectl patch inferencepool embeddings --type=merge -p \'{"spec":{"replicas":8}}\''
+        )
+        cp.kubectl(
+            "patch",
+            "inferencepool",
+            "embeddings",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            '{"spec":{"replicas":8}}',
+        )
         with console.status("Waiting for the operator's verdict …"):
             _wait_settled(cp, pools)
         console.print(_pool_table(cp))
         poll(
             "the Unschedulable warning event",
-            lambda: "Unschedulable" in cp.kubectl("get", "events", "-n", "default", "--field-selector", "type=Warning").stdout,
+            lambda: (
+                "Unschedulable"
+                in cp.kubectl(
+                    "get", "events", "-n", "default", "--field-selector", "type=Warning"
+                ).stdout
+            ),
             30,
         )
         events = cp.kubectl(
-            "get", "events", "-n", "default", "--field-selector", "involvedObject.name=embeddings",
-            "--sort-by=.lastTimestamp", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=embeddings",
+            "--sort-by=.lastTimestamp",
+            "-o",
+            "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
         )
         for line in events.stdout.strip().splitlines()[-4:]:
             console.print(line, overflow="fold")
 
         console.rule("The autoscaler buys the cheapest nodes that fit")
-        with console.status("Waiting for new spot A10G nodes to boot (bootDelay 30s) and the replicas to run …"):
+        with console.status(
+            "Waiting for new spot A10G nodes to boot (bootDelay 30s) and the replicas to run …"
+        ):
             poll("the ScaleUp event", lambda: _events(cp, "a10g-spot", "ScaleUp"), 30, interval=0.5)
-            poll("embeddings Ready", lambda: _ready(_get(cp, "inferencepool", "embeddings", "-n", "default")).get("status") == "True", 120, interval=0.5)
-            poll("GPUNodePool status to count the placements", lambda: _pools_account(cp), 30, interval=0.5)
+            poll(
+                "embeddings Ready",
+                lambda: (
+                    _ready(_get(cp, "inferencepool", "embeddings", "-n", "default")).get("status")
+                    == "True"
+                ),
+                120,
+                interval=0.5,
+            )
+            poll(
+                "GPUNodePool status to count the placements",
+                lambda: _pools_account(cp),
+                30,
+                interval=0.5,
+            )
         console.print(_events(cp, "a10g-spot", "ScaleUp"), overflow="fold")
         console.print(_pool_table(cp))
         console.print(_node_pool_table(cp))
@@ -246,7 +363,8 @@ def run(root: Path, keep: bool = False) -> int:
         if keep:
             console.print(
                 f"cluster and operator left running:\n  export KUBECONFIG={cp.kubeconfig}\n"
-                f"  export PATH={binaries.bin_dir()}:$PATH\n  kubectl get gpunodepools,inferencepools -A\n"
+                f"  export PATH={binaries.bin_dir()}:$PATH\n  kubectl get "
+                "gpunodepools,inferencepools -A\n"
                 "stop it with: .venv/bin/gpucost demo --down"
             )
         finished = True

@@ -44,7 +44,8 @@ class FakeNVML:
         self._initialised = False
         self._delivered = 0
         self.limits: dict[tuple[int, str], tuple[int, int]] = {}
-        """(gpu index, cgroup namespace) → (soft, hard) bytes, as set through nvmlDeviceSetMemoryLimits_v1."""
+        """(gpu index, cgroup namespace) → (soft, hard) bytes, as set through
+        nvmlDeviceSetMemoryLimits_v1."""
 
     def _load(self) -> dict[str, Any]:
         mtime = self.path.stat().st_mtime
@@ -115,8 +116,12 @@ class FakeNVML:
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[SimpleNamespace]:  # noqa: N802
         return [
-            SimpleNamespace(pid=int(p["pid"]), usedGpuMemory=int(p["usedMiB"]) * MIB, gpuInstanceId=0xFFFFFFFF,
-                            computeInstanceId=0xFFFFFFFF)
+            SimpleNamespace(
+                pid=int(p["pid"]),
+                usedGpuMemory=int(p["usedMiB"]) * MIB,
+                gpuInstanceId=0xFFFFFFFF,
+                computeInstanceId=0xFFFFFFFF,
+            )
             for p in self._gpu(handle).get("processes", [])
         ]
 
@@ -151,5 +156,10 @@ class FakeNVML:
             raise NVMLError(pynvml.NVML_ERROR_TIMEOUT)
         event = xids[self._delivered]
         self._delivered += 1
-        return SimpleNamespace(device=_Handle(int(event["gpu"])), eventType=pynvml.nvmlEventTypeXidCriticalError,
-                               eventData=int(event["xid"]), gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+        return SimpleNamespace(
+            device=_Handle(int(event["gpu"])),
+            eventType=pynvml.nvmlEventTypeXidCriticalError,
+            eventData=int(event["xid"]),
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
+        )

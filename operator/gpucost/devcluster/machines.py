@@ -31,7 +31,8 @@ Obj = dict[str, Any]
 
 
 def deployment(name: str, namespace: str, cluster: str = "gpu") -> Obj:
-    """A MachineDeployment as a user would write one (infrastructure template names are stand-ins)."""
+    """A MachineDeployment as a user would write one (infrastructure template names are
+    stand-ins)."""
     labels = {CLUSTER_NAME: cluster, DEPLOYMENT_NAME: name}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -79,17 +80,23 @@ class MachineSetStandIn:
         while not self._stop.wait(self.interval):
             try:
                 self.reconcile()
-            except ApiException as e:  # a conflict or a deleted object: the next pass sees the new state
+            except (
+                ApiException
+            ) as e:  # a conflict or a deleted object: the next pass sees the new state
                 self.errors.append(f"{e.status} {e.reason}")
 
     def reconcile(self) -> None:
-        for pool in self.custom.list_cluster_custom_object(GPUCOST_GROUP, GPUCOST_VERSION, "gpunodepools")["items"]:
+        for pool in self.custom.list_cluster_custom_object(
+            GPUCOST_GROUP, GPUCOST_VERSION, "gpunodepools"
+        )["items"]:
             spec = GPUNodePoolSpec.model_validate(pool["spec"])
             ref = spec.provider.machine_deployment
             if spec.provider.kind != ProviderKind.CLUSTER_API.value or ref is None:
                 continue
             try:
-                md = self.custom.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, "machinedeployments", ref.name)
+                md = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ref.namespace, "machinedeployments", ref.name
+                )
             except ApiException as e:
                 if e.status == 404:
                     continue
@@ -120,7 +127,11 @@ class MachineSetStandIn:
         machine = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Machine",
-            "metadata": {"name": machine_name, "namespace": ns, "labels": dict(template["metadata"]["labels"])},
+            "metadata": {
+                "name": machine_name,
+                "namespace": ns,
+                "labels": dict(template["metadata"]["labels"]),
+            },
             "spec": template["spec"],
         }
         self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "machines", machine)
@@ -129,7 +140,12 @@ class MachineSetStandIn:
             node["metadata"]["labels"].pop(key, None)
         self.core.create_node(node)
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, "machines", machine_name, {"status": {"nodeRef": {"name": machine_name}, "phase": "Running"}}
+            GROUP,
+            VERSION,
+            ns,
+            "machines",
+            machine_name,
+            {"status": {"nodeRef": {"name": machine_name}, "phase": "Running"}},
         )
 
     def _delete(self, machine: Obj) -> None:
@@ -141,4 +157,6 @@ class MachineSetStandIn:
                 if e.status != 404:
                     raise
         meta = machine["metadata"]
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], "machines", meta["name"])
+        self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], "machines", meta["name"]
+        )

@@ -41,9 +41,16 @@ class _Child:
             start_new_session=True,
         )
         handle.close()
-        poll(f"gpucost {args[0]} to answer {ready_url}", lambda: self._crashed() or _healthy(ready_url), timeout)
+        poll(
+            f"gpucost {args[0]} to answer {ready_url}",
+            lambda: self._crashed() or _healthy(ready_url),
+            timeout,
+        )
         if self._crashed():
-            raise RuntimeError(f"gpucost {args[0]} exited with {self.proc.returncode}; log: {self.log}\n{self.tail()}")
+            raise RuntimeError(
+                f"gpucost {args[0]} exited with {self.proc.returncode}; log: "
+                f"{self.log}\n{self.tail()}"
+            )
 
     def _crashed(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -62,7 +69,6 @@ class _Child:
             self.proc.wait()
 
 
-
 @dataclass
 class OperatorProcess(_Child):
     resync_seconds: float = 2.0
@@ -72,8 +78,20 @@ class OperatorProcess(_Child):
     def start(self, timeout: float = 60) -> None:
         # Objects created before the watches start are still seen: each watch begins with a list.
         url = f"http://127.0.0.1:{free_port()}/healthz"
-        self._launch(["operator", "--resync", str(self.resync_seconds), "--autoscale-interval",
-                      str(self.autoscale_seconds or self.resync_seconds), "--liveness", url, "--log-routine"], url, timeout)
+        self._launch(
+            [
+                "operator",
+                "--resync",
+                str(self.resync_seconds),
+                "--autoscale-interval",
+                str(self.autoscale_seconds or self.resync_seconds),
+                "--liveness",
+                url,
+                "--log-routine",
+            ],
+            url,
+            timeout,
+        )
 
     def restart(self) -> None:
         self.stop()
@@ -91,7 +109,24 @@ class AgentProcess(_Child):
     grace_seconds: float = 2.0
 
     def start(self, timeout: float = 60) -> None:
-        self._launch(["agent", "--node", self.node, "--nvml", "fake", "--fake-nvml-state", str(self.nvml_state),
-                      "--proc-root", str(self.proc_root), "--interval", str(self.interval_seconds),
-                      "--grace", str(self.grace_seconds), "--mps-pipe-dir", str(self.proc_root / "no-mps")],
-                     f"http://127.0.0.1:{self.metrics_port}/metrics", timeout)
+        self._launch(
+            [
+                "agent",
+                "--node",
+                self.node,
+                "--nvml",
+                "fake",
+                "--fake-nvml-state",
+                str(self.nvml_state),
+                "--proc-root",
+                str(self.proc_root),
+                "--interval",
+                str(self.interval_seconds),
+                "--grace",
+                str(self.grace_seconds),
+                "--mps-pipe-dir",
+                str(self.proc_root / "no-mps"),
+            ],
+            f"http://127.0.0.1:{self.metrics_port}/metrics",
+            timeout,
+        )

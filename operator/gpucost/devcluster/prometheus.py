@@ -1,4 +1,5 @@
-"""A real Prometheus server (Debian's package, installed by scripts/setup.sh) for tests and the demo.
+"""A real Prometheus server (Debian's package, installed by scripts/setup.sh) for tests and the
+demo.
 
 It scrapes the given targets every second and keeps its data in a throw-away folder.
 """
@@ -40,23 +41,41 @@ class PrometheusServer:
     def start(self, timeout: float = 60) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
-            raise ToolsMissing("prometheus is not installed: run scripts/setup.sh (it installs Debian's prometheus package)")
+            raise ToolsMissing(
+                "prometheus is not installed: run scripts/setup.sh (it installs Debian's "
+                "prometheus package)"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "gpucost", "static_configs": [{"targets": self.targets}]}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [
+                        {"job_name": "gpucost", "static_configs": [{"targets": self.targets}]}
+                    ],
+                }
+            )
+        )
         log = (self.workdir / "prometheus.log").open("ab")
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         poll("Prometheus ready", lambda: self.proc.poll() is not None or _ready(self.url), timeout)
         if self.proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {self.proc.returncode}; log: {self.workdir / 'prometheus.log'}")
+            raise RuntimeError(
+                f"prometheus exited with {self.proc.returncode}; log: "
+                f"{self.workdir / 'prometheus.log'}"
+            )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -10,16 +10,26 @@ from gpucost.devcluster.controlplane import ControlPlane
 
 def local_claim(cp: ControlPlane, name: str, namespace: str = "default") -> None:
     volume = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
         "metadata": {"name": f"{namespace}-{name}"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-                 "hostPath": {"path": f"/tmp/gpucost-{namespace}-{name}"},
-                 "claimRef": {"namespace": namespace, "name": name}},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": {"path": f"/tmp/gpucost-{namespace}-{name}"},
+            "claimRef": {"namespace": namespace, "name": name},
+        },
     }
     claim = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": f"{namespace}-{name}",
-                 "resources": {"requests": {"storage": "10Gi"}}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "volumeName": f"{namespace}-{name}",
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
     }
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([volume, claim]))

@@ -46,7 +46,9 @@ MIN_GAP = 0.5
 
 
 def pending_work(
-    inference_pools: list[dict[str, Any]], cluster: Cluster, pods: list[dict[str, Any]],
+    inference_pools: list[dict[str, Any]],
+    cluster: Cluster,
+    pods: list[dict[str, Any]],
     compression_jobs: Sequence[dict[str, Any]] = (),
 ) -> list[Pending]:
     """Unplaced InferencePool replicas, CompressionJobs waiting for a GPU, and Unschedulable plain
@@ -54,8 +56,11 @@ def pending_work(
     out: list[Pending] = []
     for obj in compression_jobs:
         status = obj.get("status") or {}
-        if status.get("phase") != "Pending" or condition(status, "Ready").get("reason") not in UNPLACED \
-                or obj["metadata"].get("deletionTimestamp"):
+        if (
+            status.get("phase") != "Pending"
+            or condition(status, "Ready").get("reason") not in UNPLACED
+            or obj["metadata"].get("deletionTimestamp")
+        ):
             continue
         try:
             job = CompressionJobSpec.model_validate(obj.get("spec") or {})
@@ -63,8 +68,12 @@ def pending_work(
             continue
         meta = obj["metadata"]
         capacity = ["spot", "on-demand"] if job.interruptible else ["on-demand"]
-        out.append(Pending(names.workload("CompressionJob", meta["namespace"], meta["name"]),
-                           make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster)))
+        out.append(
+            Pending(
+                names.workload("CompressionJob", meta["namespace"], meta["name"]),
+                make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster),
+            )
+        )
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -74,13 +83,24 @@ def pending_work(
         except ValidationError:
             continue  # its own handler reports the bad spec
         meta = obj["metadata"]
-        out.append(Pending(names.workload("InferencePool", meta["namespace"], meta["name"]), ask_for(spec, cluster), unplaced))
+        out.append(
+            Pending(
+                names.workload("InferencePool", meta["namespace"], meta["name"]),
+                ask_for(spec, cluster),
+                unplaced,
+            )
+        )
     labels = {name: p.spec.node_labels(name) for name, p in cluster.pools.items()}
     taints = {name: [t.wire() for t in p.spec.taints] for name, p in cluster.pools.items()}
     for pod in pods:
         if nodeview.unschedulable_gpu_pod(pod):
             meta = pod["metadata"]
-            out.append(Pending(names.workload("Pod", meta["namespace"], meta["name"]), nodeview.pod_ask(pod, labels, taints)))
+            out.append(
+                Pending(
+                    names.workload("Pod", meta["namespace"], meta["name"]),
+                    nodeview.pod_ask(pod, labels, taints),
+                )
+            )
     return out
 
 
@@ -88,12 +108,18 @@ class Autoscaler:
     def __init__(self, kube: Kube, settings: Settings, providers: Providers | None = None) -> None:
         self.kube = kube
         self.settings = settings.autoscaling
-        self.timing = Timing(self.settings.batch_idle_seconds, self.settings.batch_max_seconds,
-                             self.settings.reservation_seconds, self.settings.launch_cooldown_seconds)
+        self.timing = Timing(
+            self.settings.batch_idle_seconds,
+            self.settings.batch_max_seconds,
+            self.settings.reservation_seconds,
+            self.settings.launch_cooldown_seconds,
+        )
         self.policy = settings.placement.policy
         self.providers = providers or Providers(kube)
         self.executor = Executor(kube, self.providers)
-        self.utilization = UtilizationSource(settings.utilization) if settings.utilization.prometheus_url else None
+        self.utilization = (
+            UtilizationSource(settings.utilization) if settings.utilization.prometheus_url else None
+        )
         self._lock = threading.Lock()
         self._last = 0.0
         self._batch = Batch()
@@ -122,7 +148,9 @@ class Autoscaler:
         with self._wake:
             if self._thread is None:  # in a handler's context, which kopf.event needs
                 context = contextvars.copy_context()
-                self._thread = threading.Thread(target=context.run, args=(self._run,), name="autoscaler", daemon=True)
+                self._thread = threading.Thread(
+                    target=context.run, args=(self._run,), name="autoscaler", daemon=True
+                )
                 self._thread.start()
             self._poked = True
             self._wake.notify()
@@ -137,9 +165,15 @@ class Autoscaler:
     def _run(self) -> None:
         while True:
             with self._wake:
-                due = self._wake_at - time.time() if self._wake_at is not None else self.settings.interval_seconds
-                self._wake.wait_for(lambda: self._poked or self._stopping,
-                                    timeout=min(max(due, 0.0), self.settings.interval_seconds))
+                due = (
+                    self._wake_at - time.time()
+                    if self._wake_at is not None
+                    else self.settings.interval_seconds
+                )
+                self._wake.wait_for(
+                    lambda: self._poked or self._stopping,
+                    timeout=min(max(due, 0.0), self.settings.interval_seconds),
+                )
                 if self._stopping:
                     return
                 self._poked = False
@@ -183,7 +217,9 @@ class Autoscaler:
         )
 
     def _pools(self, cluster: Cluster) -> dict[str, PoolView]:
-        labels = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cluster.raw_nodes}
+        labels = {
+            n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cluster.raw_nodes
+        }
         out = {}
         for name, p in cluster.pools.items():
             spec = p.spec
@@ -192,13 +228,22 @@ class Autoscaler:
                 try:
                     joining = self.providers.unregistered(name, spec, labels)
                 except ProviderError as e:
-                    log.warning("[%s] left out of scale-up: its provider can't report launched nodes: %s", name, e)
+                    log.warning(
+                        "[%s] left out of scale-up: its provider can't report launched nodes: %s",
+                        name,
+                        e,
+                    )
             cooldown = epoch(p.annotations.get(names.ANNOTATION_LAUNCH_COOLDOWN)) or 0.0
-            out[name] = pool_view(name, spec, cluster.pool_node_counts.get(name, 0), joining, cooldown)
+            out[name] = pool_view(
+                name, spec, cluster.pool_node_counts.get(name, 0), joining, cooldown
+            )
         return out
 
-    def _with_utilization(self, states: list[NodeState], limits: dict[str, PoolLimits]) -> list[NodeState]:
-        """Each node's peak GPU utilization over its pool's idleTimeout, where the pool asks for it."""
+    def _with_utilization(
+        self, states: list[NodeState], limits: dict[str, PoolLimits]
+    ) -> list[NodeState]:
+        """Each node's peak GPU utilization over its pool's idleTimeout, where the pool asks for
+        it."""
         if self.utilization is None:
             return states
         peaks: dict[float, dict[str, float] | None] = {}
@@ -215,7 +260,9 @@ class Autoscaler:
         return out
 
 
-def movable(cluster: Cluster, inference_pools: list[dict[str, Any]]) -> dict[str, list[tuple[str, Ask]]]:
+def movable(
+    cluster: Cluster, inference_pools: list[dict[str, Any]]
+) -> dict[str, list[tuple[str, Ask]]]:
     """Per node, the InferencePool replicas on it (their pool re-places them after a drain)."""
     owners: dict[str, tuple[str, InferencePoolSpec]] = {}
     for obj in inference_pools:
@@ -224,7 +271,10 @@ def movable(cluster: Cluster, inference_pools: list[dict[str, Any]]) -> dict[str
             spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
         except ValidationError:
             continue
-        owners[meta["uid"]] = (names.workload("InferencePool", meta["namespace"], meta["name"]), spec)
+        owners[meta["uid"]] = (
+            names.workload("InferencePool", meta["namespace"], meta["name"]),
+            spec,
+        )
     out: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
     for pod in cluster.pods:
         if not pod.terminal and not pod.deleting and pod.owner_uid in owners:
@@ -236,8 +286,15 @@ def movable(cluster: Cluster, inference_pools: list[dict[str, Any]]) -> dict[str
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
     autoscaler = Autoscaler(kube, settings)
 
-    @kopf.timer(GROUP, VERSION, "gpunodepools", interval=settings.autoscaling.interval_seconds / 2,
-                idle=None, registry=registry, id="autoscale")
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        "gpunodepools",
+        interval=settings.autoscaling.interval_seconds / 2,
+        idle=None,
+        registry=registry,
+        id="autoscale",
+    )
     def autoscale(**_: Any) -> None:
         autoscaler.maybe_tick()
 

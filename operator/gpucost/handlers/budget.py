@@ -20,12 +20,20 @@ import kopf
 from gpucost.adapters import metrics, webhook
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
-from gpucost.api.budget import BudgetSpec, BudgetStatus, ClusterBudgetSpec, LabelSelector, Webhook, WebhookFormat, Window
-from gpucost.api.common import Condition, ConditionStatus, condition, epoch, rfc3339, set_condition
+from gpucost.api.budget import (
+    BudgetSpec,
+    BudgetStatus,
+    ClusterBudgetSpec,
+    LabelSelector,
+    Webhook,
+    WebhookFormat,
+    Window,
+)
+from gpucost.api.common import Condition, ConditionStatus, epoch, rfc3339, set_condition
 from gpucost.core.budget import Period, Spend, charge, exceeded, percent, period_bounds, settle
+from gpucost.settings import Settings
 from gpucost.state.budgets import ref as _ref
 from gpucost.state.status import fresh, spec_or_report, write_if_changed
-from gpucost.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +50,14 @@ def selector_string(selector: LabelSelector) -> str:
     parts = [f"{k}={v}" for k, v in sorted(selector.match_labels.items())]
     for req in selector.match_expressions:
         values = ",".join(req.values)
-        parts.append({
-            "In": f"{req.key} in ({values})",
-            "NotIn": f"{req.key} notin ({values})",
-            "Exists": req.key,
-            "DoesNotExist": f"!{req.key}",
-        }[req.operator])
+        parts.append(
+            {
+                "In": f"{req.key} in ({values})",
+                "NotIn": f"{req.key} notin ({values})",
+                "Exists": req.key,
+                "DoesNotExist": f"!{req.key}",
+            }[req.operator]
+        )
     return ",".join(parts)
 
 
@@ -70,7 +80,9 @@ def spend_rate(kube: Kube, namespaces: list[str]) -> float:
 def _spend_of(window: Window | None) -> Spend | None:
     if window is None or (start := epoch(window.period_start)) is None:
         return None
-    return Spend(start, window.spent, tuple(window.reached), tuple(window.notified), window.last_period_spent)
+    return Spend(
+        start, window.spent, tuple(window.reached), tuple(window.notified), window.last_period_spent
+    )
 
 
 def _window(spend: Spend, limit: float) -> Window:
@@ -81,7 +93,9 @@ def _window(spend: Spend, limit: float) -> Window:
         percent=round(percent(spend, limit), 2),
         reached=list(spend.reached),
         notified=list(spend.notified),
-        last_period_spent=None if spend.last_period_spent is None else round(spend.last_period_spent, 6),
+        last_period_spent=None
+        if spend.last_period_spent is None
+        else round(spend.last_period_spent, 6),
     )
 
 
@@ -100,16 +114,20 @@ def alert_body(fmt: WebhookFormat | str, alert: dict[str, Any]) -> Any:
     }
     if alert["namespace"]:
         labels["namespace"] = alert["namespace"]
-    return [{
-        "labels": labels,
-        "annotations": {"summary": alert["message"], "namespaces": ",".join(alert["namespaces"])},
-        "startsAt": alert["at"],
-        "endsAt": alert["periodEnd"],
-    }]
+    return [
+        {
+            "labels": labels,
+            "annotations": {
+                "summary": alert["message"],
+                "namespaces": ",".join(alert["namespaces"]),
+            },
+            "startsAt": alert["at"],
+            "endsAt": alert["periodEnd"],
+        }
+    ]
 
 
 def reconcile(kube: Kube, plural: str, body: dict[str, Any]) -> None:
-    meta = body["metadata"]
     with _LOCK, metrics.reconciling(SPECS[plural][0]):
         current = fresh(kube, plural, body)
         if current is None:
@@ -140,23 +158,46 @@ def _reconcile(kube: Kube, plural: str, body: dict[str, Any], now: float) -> Non
         spend, fired = settle(spend, limit, spec.thresholds)
         end = period_bounds(period, now, tz)[1]
         for threshold in fired:
-            message = (f"{kind} {_ref(meta)}: ${spend.spent:.2f} of the ${limit:.2f} {period.value} limit "
-                       f"({percent(spend, limit):.0f} %) reached the {threshold} % threshold")
-            kopf.event(body, type="Warning" if threshold >= 100 else "Normal",
-                       reason="BudgetExceeded" if threshold >= 100 else "BudgetThreshold", message=message)
+            message = (
+                f"{kind} {_ref(meta)}: ${spend.spent:.2f} of the ${limit:.2f} {period.value} limit "
+                f"({percent(spend, limit):.0f} %) reached the {threshold} % threshold"
+            )
+            kopf.event(
+                body,
+                type="Warning" if threshold >= 100 else "Normal",
+                reason="BudgetExceeded" if threshold >= 100 else "BudgetThreshold",
+                message=message,
+            )
             log.info(message)
         alerts += [
-            {"kind": kind, "name": meta["name"], "namespace": meta.get("namespace", ""), "namespaces": namespaces,
-             "window": period.value, "threshold": t, "percent": round(percent(spend, limit), 2),
-             "spent": round(spend.spent, 6), "limit": limit, "currency": "USD",
-             "periodStart": rfc3339(spend.period_start), "periodEnd": rfc3339(end), "at": rfc3339(now),
-             "message": f"{kind} {_ref(meta)} at {percent(spend, limit):.0f} % of its {period.value} limit "
-                        f"(${spend.spent:.2f} of ${limit:.2f})"}
-            for t in spend.reached if t not in spend.notified
+            {
+                "kind": kind,
+                "name": meta["name"],
+                "namespace": meta.get("namespace", ""),
+                "namespaces": namespaces,
+                "window": period.value,
+                "threshold": t,
+                "percent": round(percent(spend, limit), 2),
+                "spent": round(spend.spent, 6),
+                "limit": limit,
+                "currency": "USD",
+                "periodStart": rfc3339(spend.period_start),
+                "periodEnd": rfc3339(end),
+                "at": rfc3339(now),
+                "message": f"{kind} {_ref(meta)} at {percent(spend, limit):.0f} % of its "
+                f"{period.value} limit "
+                f"(${spend.spent:.2f} of ${limit:.2f})",
+            }
+            for t in spend.reached
+            if t not in spend.notified
         ]
         windows[period] = (spend, limit)
-    conditions, windows = _notify(old.conditions, spec.webhook, alerts, windows, meta.get("generation"))
-    conditions = _conditions(conditions, spec, windows, namespaces, rate, meta.get("generation"), tz, now)
+    conditions, windows = _notify(
+        old.conditions, spec.webhook, alerts, windows, meta.get("generation")
+    )
+    conditions = _conditions(
+        conditions, spec, windows, namespaces, rate, meta.get("generation"), tz, now
+    )
     status = BudgetStatus(
         namespaces=namespaces,
         cost_per_hour=round(rate, 6),
@@ -167,13 +208,19 @@ def _reconcile(kube: Kube, plural: str, body: dict[str, Any], now: float) -> Non
         conditions=conditions,
     ).wire()
     for period in Period:
-        status.setdefault(period.value, None)  # a limit taken out of the spec takes its window along
+        status.setdefault(
+            period.value, None
+        )  # a limit taken out of the spec takes its window along
         spend_limit = windows.get(period)
         if spend_limit is None:
             metrics.forget_budget(kind, meta.get("namespace", ""), meta["name"], period.value)
         else:
-            metrics.budget_spent.labels(kind, meta.get("namespace", ""), meta["name"], period.value).set(spend_limit[0].spent)
-            metrics.budget_limit.labels(kind, meta.get("namespace", ""), meta["name"], period.value).set(spend_limit[1])
+            metrics.budget_spent.labels(
+                kind, meta.get("namespace", ""), meta["name"], period.value
+            ).set(spend_limit[0].spent)
+            metrics.budget_limit.labels(
+                kind, meta.get("namespace", ""), meta["name"], period.value
+            ).set(spend_limit[1])
     write_if_changed(kube, plural, body, status)
 
 
@@ -194,14 +241,30 @@ def _notify(
             log.warning("budget webhook failed, retried next tick: %s", error)
             break
         spend, limit = windows[Period(alert["window"])]
-        windows[Period(alert["window"])] = (replace(spend, notified=(*spend.notified, alert["threshold"])), limit)
+        windows[Period(alert["window"])] = (
+            replace(spend, notified=(*spend.notified, alert["threshold"])),
+            limit,
+        )
     if error:
-        return set_condition(conditions, type="WebhookDelivered", status=ConditionStatus.FALSE, reason="WebhookFailed",
-                             message=error, generation=generation), windows
+        return set_condition(
+            conditions,
+            type="WebhookDelivered",
+            status=ConditionStatus.FALSE,
+            reason="WebhookFailed",
+            message=error,
+            generation=generation,
+        ), windows
     if alerts or not any(c.type == "WebhookDelivered" for c in conditions):
-        conditions = set_condition(conditions, type="WebhookDelivered", status=ConditionStatus.TRUE, reason="Delivered",
-                                   message=f"{len(alerts)} alerts accepted by {hook.url}" if alerts else "nothing to send yet",
-                                   generation=generation)
+        conditions = set_condition(
+            conditions,
+            type="WebhookDelivered",
+            status=ConditionStatus.TRUE,
+            reason="Delivered",
+            message=f"{len(alerts)} alerts accepted by {hook.url}"
+            if alerts
+            else "nothing to send yet",
+            generation=generation,
+        )
     return conditions, windows
 
 
@@ -216,31 +279,51 @@ def _conditions(
     now: float,
 ) -> list[Condition]:
     conditions = set_condition(
-        conditions, type="Ready", status=ConditionStatus.TRUE, reason="Accounting",
-        message=f"{len(namespaces)} namespaces spending ${rate:.2f}/h", generation=generation,
+        conditions,
+        type="Ready",
+        status=ConditionStatus.TRUE,
+        reason="Accounting",
+        message=f"{len(namespaces)} namespaces spending ${rate:.2f}/h",
+        generation=generation,
     )
     summary = "; ".join(
-        f"{p.value} ${s.spent:.2f} of ${limit:.2f} ({percent(s, limit):.0f} %)" for p, (s, limit) in windows.items()
+        f"{p.value} ${s.spent:.2f} of ${limit:.2f} ({percent(s, limit):.0f} %)"
+        for p, (s, limit) in windows.items()
     )
     over = [p for p, (s, limit) in windows.items() if exceeded(s, limit)]
     if over:
         reset = datetime.fromtimestamp(max(period_bounds(p, now, tz)[1] for p in over), tz)
         actions = _actions(spec)
-        message = f"{summary}; {actions or 'alerting only (no enforce)'} until {reset:%Y-%m-%d %H:%M} {spec.time_zone}"
-        return set_condition(conditions, type="Exceeded", status=ConditionStatus.TRUE, reason="LimitReached",
-                             message=message, generation=generation)
-    return set_condition(conditions, type="Exceeded", status=ConditionStatus.FALSE, reason="WithinLimit",
-                         message=summary, generation=generation)
+        acting = actions or "alerting only (no enforce)"
+        message = f"{summary}; {acting} until {reset:%Y-%m-%d %H:%M} {spec.time_zone}"
+        return set_condition(
+            conditions,
+            type="Exceeded",
+            status=ConditionStatus.TRUE,
+            reason="LimitReached",
+            message=message,
+            generation=generation,
+        )
+    return set_condition(
+        conditions,
+        type="Exceeded",
+        status=ConditionStatus.FALSE,
+        reason="WithinLimit",
+        message=summary,
+        generation=generation,
+    )
 
 
 def _actions(spec: BudgetSpec) -> str:
     if spec.enforce is None:
         return ""
     return " and ".join(
-        text for on, text in (
+        text
+        for on, text in (
             (spec.enforce.cap_inference_pools, "InferencePools capped at minReplicas"),
             (spec.enforce.suspend_compression_jobs, "new CompressionJobs suspended"),
-        ) if on
+        )
+        if on
     )
 
 
@@ -254,10 +337,17 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
         for decorator in (kopf.on.create, kopf.on.resume):
             decorator(*resource, registry=registry, id="account")(on_budget)
         kopf.on.update(*resource, field="spec", registry=registry, id="account")(on_budget)
-        kopf.timer(*resource, interval=settings.budgets.interval_seconds, idle=None, registry=registry,
-                   id="tick")(on_budget)
+        kopf.timer(
+            *resource,
+            interval=settings.budgets.interval_seconds,
+            idle=None,
+            registry=registry,
+            id="tick",
+        )(on_budget)
 
         @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
         def on_delete(meta: kopf.Meta, plural: str = plural, **_: Any) -> None:
             for period in Period:
-                metrics.forget_budget(SPECS[plural][0], meta.get("namespace", ""), meta["name"], period.value)
+                metrics.forget_budget(
+                    SPECS[plural][0], meta.get("namespace", ""), meta["name"], period.value
+                )

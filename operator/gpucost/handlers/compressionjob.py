@@ -27,17 +27,23 @@ from gpucost.core.inventory import FreeMap
 from gpucost.core.jobrun import TERMINAL, UNPLACED, Attempt, Decision, Step, decide
 from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
+from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, make_ask, read_cluster
-from gpucost.state.status import fresh, account_of, account_workload, export_cost, spec_or_report, write_if_changed
-from gpucost.settings import Settings
+from gpucost.state.status import (
+    account_of,
+    account_workload,
+    export_cost,
+    fresh,
+    spec_or_report,
+    write_if_changed,
+)
 
 PLURAL = "compressionjobs"
 log = logging.getLogger(__name__)
 
 
 def reconcile(kube: Kube, body: dict[str, Any], policy: str, cost_every: float) -> None:
-    meta = body["metadata"]
     with PLACEMENT_LOCK, metrics.reconciling("CompressionJob"):
         current = fresh(kube, PLURAL, body)
         if current is None:
@@ -47,7 +53,9 @@ def reconcile(kube: Kube, body: dict[str, Any], policy: str, cost_every: float) 
             _reconcile(kube, current, spec, policy, cost_every)
 
 
-def _reconcile(kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, policy: str, cost_every: float) -> None:
+def _reconcile(
+    kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, policy: str, cost_every: float
+) -> None:
     meta = body["metadata"]
     old = CompressionJobStatus.model_validate(body.get("status") or {})
     if old.phase in TERMINAL and not old.cost_per_hour:
@@ -59,11 +67,14 @@ def _reconcile(kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, polic
     cluster = read_cluster(kube)
     mine = [p for p in cluster.pods if p.owner_uid == meta["uid"]]
     cost = account_workload("CompressionJob", body, cluster, mine, old, cost_every)
-    status = old.model_copy(update={
-        "observed_generation": meta.get("generation"),
-        "cost_per_hour": round(cost.rate, 6), "cost_accumulated": round(cost.total, 6),
-        "cost_accounted_at": rfc3339(cost.at) if cost.at is not None else None,
-    })
+    status = old.model_copy(
+        update={
+            "observed_generation": meta.get("generation"),
+            "cost_per_hour": round(cost.rate, 6),
+            "cost_accumulated": round(cost.total, 6),
+            "cost_accounted_at": rfc3339(cost.at) if cost.at is not None else None,
+        }
+    )
     if old.attempts == 0 and old.phase in {"Pending", "Suspended"}:
         status = _admit(kube, body, status)
     if status.phase != "Suspended":
@@ -72,32 +83,50 @@ def _reconcile(kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, polic
 
 
 def _admit(kube: Kube, body: dict[str, Any], status: CompressionJobStatus) -> CompressionJobStatus:
-    """Pending, or Suspended while an enforcing budget is over its limit; an Event when that changes."""
+    """Pending, or Suspended while an enforcing budget is over its limit; an Event when that
+    changes."""
     meta = body["metadata"]
     budget = enforcing(kube, meta["namespace"], "suspendCompressionJobs")
     if budget:
         phase, reason = "Suspended", "BudgetExceeded"
-        message = f"{budget} is over its limit: the job starts when its period resets or the limit is raised"
+        message = (
+            f"{budget} is over its limit: the job starts when its period resets or the limit is "
+            "raised"
+        )
     else:
-        phase, reason, message = "Pending", "WithinBudget", "no enforcing CostBudget is over its limit"
+        phase, reason, message = (
+            "Pending",
+            "WithinBudget",
+            "no enforcing CostBudget is over its limit",
+        )
     if phase != status.phase and (budget or status.phase == "Suspended"):
         kopf.event(body, type="Warning" if budget else "Normal", reason=reason, message=message)
         log.info("[%s/%s] %s: %s", meta["namespace"], meta["name"], phase, message)
-    conditions = set_condition(status.conditions, type="Suspended",
-                               status=ConditionStatus.TRUE if budget else ConditionStatus.FALSE,
-                               reason=reason, message=message, generation=meta.get("generation"))
+    conditions = set_condition(
+        status.conditions,
+        type="Suspended",
+        status=ConditionStatus.TRUE if budget else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        generation=meta.get("generation"),
+    )
     return status.model_copy(update={"phase": phase, "conditions": conditions})
 
 
-def _attempt(kube: Kube, body: dict[str, Any], status: CompressionJobStatus, cluster: Cluster) -> Attempt | None:
+def _attempt(
+    kube: Kube, body: dict[str, Any], status: CompressionJobStatus, cluster: Cluster
+) -> Attempt | None:
     if not status.job_name:
         return None
     namespace = body["metadata"]["namespace"]
     job = kube.get_job(namespace, status.job_name)
     if job is None:
         return Attempt(exists=False)
-    pods = [p for p in kube.placed_pods(owner_uid=body["metadata"]["uid"])
-            if (p["metadata"].get("labels") or {}).get("job-name") == status.job_name]
+    pods = [
+        p
+        for p in kube.placed_pods(owner_uid=body["metadata"]["uid"])
+        if (p["metadata"].get("labels") or {}).get("job-name") == status.job_name
+    ]
     node = status.node
     raw = {n["metadata"]["name"]: n for n in cluster.raw_nodes}
     # A node the cloud reclaims ends the attempt even while it runs: it resumes from its checkpoint
@@ -113,24 +142,44 @@ def _attempt(kube: Kube, body: dict[str, Any], status: CompressionJobStatus, clu
     if not why and placed is not None:
         why = refusal.stranded([placed], cluster.refusals, time.time()).get(placed.name, "")
     disrupted = condition(pod.get("status"), "DisruptionTarget").get("status") == "True"
-    terminated = next((c.get("state", {}).get("terminated") for c in (pod.get("status") or {}).get("containerStatuses") or []
-                       if c.get("state", {}).get("terminated")), None) or {}
+    terminated = (
+        next(
+            (
+                c.get("state", {}).get("terminated")
+                for c in (pod.get("status") or {}).get("containerStatuses") or []
+                if c.get("state", {}).get("terminated")
+            ),
+            None,
+        )
+        or {}
+    )
     said = (terminated.get("message") or "").strip().splitlines()
-    return Attempt(exists=True, pod_phase=(pod.get("status") or {}).get("phase"),
-                   node_lost=reclaimed or bool(why) or disrupted, message=said[-1] if said else "",
-                   lost_why=why)
+    return Attempt(
+        exists=True,
+        pod_phase=(pod.get("status") or {}).get("phase"),
+        node_lost=reclaimed or bool(why) or disrupted,
+        message=said[-1] if said else "",
+        lost_why=why,
+    )
 
 
 def _run(
-    kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, status: CompressionJobStatus, cluster: Cluster,
-    policy: str, spent: float,
+    kube: Kube,
+    body: dict[str, Any],
+    spec: CompressionJobSpec,
+    status: CompressionJobStatus,
+    cluster: Cluster,
+    policy: str,
+    spent: float,
 ) -> CompressionJobStatus:
     meta = body["metadata"]
     if status.phase in TERMINAL:
         return status  # finished: its reason and message stay as they were
     now = time.time()
     deadline = spec.deadline.timestamp() if spec.deadline else None
-    d = decide(status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost)
+    d = decide(
+        status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost
+    )
     update: dict[str, Any] = {}
     if d.step in (Step.STOP, Step.RELAUNCH) and status.job_name:
         kube.delete_job(meta["namespace"], status.job_name)
@@ -142,22 +191,46 @@ def _run(
         if isinstance(launched, NoFit):
             d = Decision(Step.WAIT, "Pending", launched.reason, launched.message)
         else:
-            update.update(attempts=status.attempts + 1, job_name=f"{meta['name']}-{status.attempts + 1}",
-                          node=launched.node, gpu_indices=list(launched.gpu_indices))
+            update.update(
+                attempts=status.attempts + 1,
+                job_name=f"{meta['name']}-{status.attempts + 1}",
+                node=launched.node,
+                gpu_indices=list(launched.gpu_indices),
+            )
     if d.phase == "Running" and not status.start_time:
         update["start_time"] = rfc3339(now)
     if d.phase in {"Succeeded", "Failed"} and status.phase != d.phase:
         update.update(completion_time=rfc3339(now), message=d.message)
-        kopf.event(body, type="Normal" if d.phase == "Succeeded" else "Warning", reason=d.reason, message=d.message)
+        kopf.event(
+            body,
+            type="Normal" if d.phase == "Succeeded" else "Warning",
+            reason=d.reason,
+            message=d.message,
+        )
         log.info("[%s/%s] %s: %s", meta["namespace"], meta["name"], d.phase, d.message)
-    ok = ConditionStatus.TRUE if d.phase != "Failed" and d.reason not in UNPLACED else ConditionStatus.FALSE
-    conditions = set_condition(status.conditions, type="Ready" if d.phase != "Succeeded" else "Complete",
-                               status=ok, reason=d.reason, message=d.message, generation=meta.get("generation"))
+    ok = (
+        ConditionStatus.TRUE
+        if d.phase != "Failed" and d.reason not in UNPLACED
+        else ConditionStatus.FALSE
+    )
+    conditions = set_condition(
+        status.conditions,
+        type="Ready" if d.phase != "Succeeded" else "Complete",
+        status=ok,
+        reason=d.reason,
+        message=d.message,
+        generation=meta.get("generation"),
+    )
     return status.model_copy(update={"phase": d.phase, "conditions": conditions, **update})
 
 
 def _launch(
-    kube: Kube, body: dict[str, Any], spec: CompressionJobSpec, attempt: int, cluster: Cluster, policy: str
+    kube: Kube,
+    body: dict[str, Any],
+    spec: CompressionJobSpec,
+    attempt: int,
+    cluster: Cluster,
+    policy: str,
 ) -> Placement | NoFit:
     """Place the worker (spot first when it may be interrupted) and create the attempt's Job."""
     meta = body["metadata"]
@@ -167,17 +240,31 @@ def _launch(
     free = FreeMap.of(nodes, allocations(cluster.pods))
     tiers = [["spot"], ["spot", "on-demand"]] if spec.interruptible else [["on-demand"]]
     for capacity in tiers:  # never empty: result is always set
-        result = place(make_ask(spec.gpu, capacity, spec.gpu_models, spec.node_pool_selector, cluster), nodes, free, policy)
+        result = place(
+            make_ask(spec.gpu, capacity, spec.gpu_models, spec.node_pool_selector, cluster),
+            nodes,
+            free,
+            policy,
+        )
         if isinstance(result, Placement):
             break
     if isinstance(result, NoFit):
         return result
     pool = next(n.pool for n in cluster.nodes if n.name == result.node)
-    job = manifests.compression_job(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], spec=spec,
-                                    attempt=attempt, placement=result, node_pool=cluster.pools[pool].spec)
+    job = manifests.compression_job(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=spec,
+        attempt=attempt,
+        placement=result,
+        node_pool=cluster.pools[pool].spec,
+    )
     if kube.create_job(job):
-        message = (f"attempt {attempt} ({job['metadata']['name']}) placed on node {result.node} GPU "
-                   f"{','.join(map(str, result.gpu_indices))}, {result.memory_mib} MiB")
+        message = (
+            f"attempt {attempt} ({job['metadata']['name']}) placed on node {result.node} GPU "
+            f"{','.join(map(str, result.gpu_indices))}, {result.memory_mib} MiB"
+        )
         kopf.event(body, type="Normal", reason="Placed", message=message)
         log.info("[%s/%s] %s", meta["namespace"], meta["name"], message)
     return result
@@ -187,13 +274,20 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     resource = (GROUP, VERSION, PLURAL)
 
     def on_job(body: kopf.Body, **_: Any) -> None:
-        reconcile(kube, dict(body), settings.placement.policy, settings.reconcile.cost_write_seconds)
+        reconcile(
+            kube, dict(body), settings.placement.policy, settings.reconcile.cost_write_seconds
+        )
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="reconcile")(on_job)
-    kopf.timer(*resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync")(on_job)
+    kopf.timer(
+        *resource,
+        interval=settings.reconcile.resync_seconds,
+        idle=None,
+        registry=registry,
+        id="resync",
+    )(on_job)
 
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         metrics.forget_workload("CompressionJob", meta["namespace"], meta["name"])
-

@@ -20,8 +20,8 @@ from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import refusal, replicas, snapshot
 from gpucost.core.cost import Account
 from gpucost.core.inventory import Ask, FreeMap
-from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.packing.frag import ShapeDistribution
+from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.placement import (
     NoFit,
     Placement,
@@ -32,10 +32,10 @@ from gpucost.core.placement import (
     place_planned,
 )
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
+from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
-from gpucost.state.status import fresh, account_workload, spec_or_report, write_if_changed
-from gpucost.settings import Settings
+from gpucost.state.status import account_workload, fresh, spec_or_report, write_if_changed
 
 PLURAL = "inferencepools"
 EVENT_PLACEMENTS = 20
@@ -62,7 +62,13 @@ def never_fits(ask: Ask, cluster: Cluster) -> str | None:
     if any(eligible(ask, t) and fits_ever(ask, t) for t in templates):
         return None
     what = f"{ask.gpus} whole GPUs" if ask.gpus else f"a {ask.memory_mib} MiB slice"
-    shapes = sorted({f"{t.pool}: {len(t.gpus)}x{t.gpus[0].model} {t.gpus[0].memory_mib} MiB {t.capacity_type}" for t in templates})
+    shapes = sorted(
+        {
+            f"{t.pool}: {len(t.gpus)}x{t.gpus[0].model} {t.gpus[0].memory_mib} MiB "
+            f"{t.capacity_type}"
+            for t in templates
+        }
+    )
     return (
         f"no GPUNodePool matching capacityTypes {sorted(ask.capacity_types)}"
         + (f", gpuModels {sorted(ask.gpu_models)}" if ask.gpu_models else "")
@@ -103,14 +109,22 @@ def build_status(
     want = budget_cap(spec) if capped_by else spec.replicas
     if capped_by:
         conditions = set_condition(
-            conditions, type="BudgetCapped", status=ConditionStatus.TRUE, reason="BudgetExceeded",
-            message=f"{want} of {spec.replicas} replicas (minReplicas) until {capped_by} resets or is raised",
+            conditions,
+            type="BudgetCapped",
+            status=ConditionStatus.TRUE,
+            reason="BudgetExceeded",
+            message=f"{want} of {spec.replicas} replicas (minReplicas) until {capped_by} resets "
+            "or is raised",
             generation=generation,
         )
     elif any(c.type == "BudgetCapped" for c in conditions):
         conditions = set_condition(
-            conditions, type="BudgetCapped", status=ConditionStatus.FALSE, reason="WithinBudget",
-            message="no enforcing CostBudget is over its limit", generation=generation,
+            conditions,
+            type="BudgetCapped",
+            status=ConditionStatus.FALSE,
+            reason="WithinBudget",
+            message="no enforcing CostBudget is over its limit",
+            generation=generation,
         )
     live = sorted((p for p in mine if not p.terminal and not p.deleting), key=lambda p: p.replica)
     ready = sum(p.ready for p in live)
@@ -125,7 +139,12 @@ def build_status(
     else:
         placed = (ConditionStatus.TRUE, "AllReplicasPlaced", f"{len(live)} replicas placed on GPUs")
     conditions = set_condition(
-        conditions, type="Placed", status=placed[0], reason=placed[1], message=placed[2], generation=generation
+        conditions,
+        type="Placed",
+        status=placed[0],
+        reason=placed[1],
+        message=placed[2],
+        generation=generation,
     )
     if placed[0] == ConditionStatus.FALSE:
         readiness = (ConditionStatus.FALSE, placed[1], placed[2])
@@ -134,7 +153,12 @@ def build_status(
     else:
         readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {want} replicas ready")
     conditions = set_condition(
-        conditions, type="Ready", status=readiness[0], reason=readiness[1], message=readiness[2], generation=generation
+        conditions,
+        type="Ready",
+        status=readiness[0],
+        reason=readiness[1],
+        message=readiness[2],
+        generation=generation,
     )
     return InferencePoolStatus(
         replicas=len(live),
@@ -155,7 +179,10 @@ def budget_cap(spec: InferencePoolSpec) -> int:
 
 
 def reconcile(
-    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str = DEFAULT_POLICY,
+    kube: Kube,
+    body: dict[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter,
+    policy: str = DEFAULT_POLICY,
     cost_every: float = 60.0,
 ) -> None:
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
@@ -170,7 +197,11 @@ def reconcile(
 
 
 def _reconcile(
-    kube: Kube, body: dict[str, Any], logger: logging.Logger | logging.LoggerAdapter, policy: str, cost_every: float
+    kube: Kube,
+    body: dict[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter,
+    policy: str,
+    cost_every: float,
 ) -> None:
     meta = body["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
@@ -204,7 +235,9 @@ def _reconcile(
         # room outside this pool's slots belongs to the other pools of the same plan. A node
         # bought without slots (its provider names nodes later) is filled for the asks alone.
         planned = [n for n in nodes if n.slots and now < n.reserved_until]
-        bought = [n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots]
+        bought = [
+            n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots
+        ]
         rest = [n for n in nodes if not (n.slots and now < n.reserved_until)]
         placed: list[tuple[int, Placement]] = []
         for replica in plan.create:
@@ -214,23 +247,38 @@ def _reconcile(
             if not isinstance(result, Placement):
                 result = place(ask, rest, free, policy, shapes)
             if isinstance(result, NoFit) and result.reason == "NoMatchingGPU" and planned:
-                result = NoFit("Unschedulable", f"the new nodes' GPUs are planned for other work; "
-                               f"{result.message}", result.missing_mib)
+                result = NoFit(
+                    "Unschedulable",
+                    f"the new nodes' GPUs are planned for other work; {result.message}",
+                    result.missing_mib,
+                )
             metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
             if isinstance(result, NoFit):
                 unplaced.append(_left(result, replica, moving.get(replica)))
                 continue
             placed.append((replica, result))
-        _create_replicas(kube, body, spec, placed, {n.name: pool_specs[n.pool] for n in cluster.nodes}, logger)
+        _create_replicas(
+            kube, body, spec, placed, {n.name: pool_specs[n.pool] for n in cluster.nodes}, logger
+        )
     # A replacement that could not be created yet (its old pod is still going) is unplaced too.
-    unplaced += [NoFit(NODE_UNAVAILABLE, f"replica {r} waits for its old pod to go ({why})", 0)
-                 for r, why in sorted(moving.items()) if r < want and r not in plan.create]
+    unplaced += [
+        NoFit(NODE_UNAVAILABLE, f"replica {r} waits for its old pod to go ({why})", 0)
+        for r, why in sorted(moving.items())
+        if r < want and r not in plan.create
+    ]
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     old = InferencePoolStatus.model_validate(body.get("status") or {})
     cost = account_workload("InferencePool", body, cluster, mine, old, cost_every)
-    status = build_status(body=body, spec=spec, mine=mine, unplaced=unplaced, impossible=impossible, cost=cost,
-                          capped_by=capped_by)
+    status = build_status(
+        body=body,
+        spec=spec,
+        mine=mine,
+        unplaced=unplaced,
+        impossible=impossible,
+        cost=cost,
+        capped_by=capped_by,
+    )
     write_if_changed(kube, PLURAL, body, status)
     _announce(body, status)
 
@@ -244,7 +292,10 @@ def _left(miss: NoFit, replica: int, why: str | None) -> NoFit:
 
 
 def _release_stranded(
-    kube: Kube, body: dict[str, Any], cluster: Cluster, mine: list[PlacedPod],
+    kube: Kube,
+    body: dict[str, Any],
+    cluster: Cluster,
+    mine: list[PlacedPod],
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> dict[int, str]:
     """Delete the replicas whose node will never run them (gone, going, or refusing them), so
@@ -269,9 +320,15 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
     or frees it; never per reconcile."""
     capped, was = condition(status, "BudgetCapped"), condition(body.get("status"), "BudgetCapped")
     if capped and capped["status"] != was.get("status"):
-        log.info("[%s/%s] %s", body["metadata"]["namespace"], body["metadata"]["name"], capped["message"])
-        kopf.event(body, type="Warning" if capped["status"] == "True" else "Normal", reason=capped["reason"],
-                   message=capped["message"])
+        log.info(
+            "[%s/%s] %s", body["metadata"]["namespace"], body["metadata"]["name"], capped["message"]
+        )
+        kopf.event(
+            body,
+            type="Warning" if capped["status"] == "True" else "Normal",
+            reason=capped["reason"],
+            message=capped["message"],
+        )
     new, old = condition(status, "Ready"), condition(body.get("status"), "Ready")
     unplaced = {"Unschedulable", "NoMatchingGPU", NODE_UNAVAILABLE}
     if new.get("status") != "False" or new.get("reason") not in unplaced:
@@ -280,7 +337,9 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
         return
     meta = body["metadata"]
     # A plain logger: kopf's object logger would post every warning line as another Event.
-    log.warning("[%s/%s] cannot place replicas: %s", meta["namespace"], meta["name"], new["message"])
+    log.warning(
+        "[%s/%s] cannot place replicas: %s", meta["namespace"], meta["name"], new["message"]
+    )
     kopf.warn(body, reason=new["reason"], message=new["message"])
 
 
@@ -298,8 +357,15 @@ def _create_replicas(
         return
     meta = body["metadata"]
     pods = [
-        manifests.replica_pod(pool=meta["name"], namespace=meta["namespace"], uid=meta["uid"], spec=spec,
-                              replica=replica, placement=where, node_pool=node_pools[where.node])
+        manifests.replica_pod(
+            pool=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            spec=spec,
+            replica=replica,
+            placement=where,
+            node_pool=node_pools[where.node],
+        )
         for replica, where in placed
     ]
     done = [
@@ -345,7 +411,9 @@ class PodEvents:
         """From kopf's pod event handler: cheap, never reconciles or reads itself."""
         pod = event.get("object") or {}
         meta = pod.get("metadata") or {}
-        owner = next((o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None)
+        owner = next(
+            (o for o in meta.get("ownerReferences") or [] if o.get("kind") == "InferencePool"), None
+        )
         if owner is None:
             return
         # No read here: a burst's pods send thousands of events, and a GET of the pool per event
@@ -366,7 +434,8 @@ class PodEvents:
     def _affected(self, nodes: set[str]) -> dict[tuple[str, str], str]:
         def touched(status: dict[str, Any]) -> bool:
             return int(status.get("unplacedReplicas") or 0) > 0 or any(
-                p.get("node") in nodes for p in status.get("placements") or [])
+                p.get("node") in nodes for p in status.get("placements") or []
+            )
 
         return {
             (o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["uid"]
@@ -379,7 +448,9 @@ class PodEvents:
         which kopf.event (Placed events) needs and a bare thread would not have."""
         if self._thread is None:
             context = contextvars.copy_context()
-            self._thread = threading.Thread(target=context.run, args=(self._run,), name="pod-events", daemon=True)
+            self._thread = threading.Thread(
+                target=context.run, args=(self._run,), name="pod-events", daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
@@ -405,7 +476,13 @@ class PodEvents:
                 try:
                     body = self.kube.get_inference_pool(namespace, name)
                     if body is not None and body["metadata"]["uid"] == uid:
-                        reconcile(self.kube, body, _Prefixed(log, {"pool": f"{namespace}/{name}"}), self.policy, self.cost_every)
+                        reconcile(
+                            self.kube,
+                            body,
+                            _Prefixed(log, {"pool": f"{namespace}/{name}"}),
+                            self.policy,
+                            self.cost_every,
+                        )
                 except Exception:  # the pool's resync timer retries; this thread must not die
                     log.exception("reconcile of %s/%s after a pod event failed", namespace, name)
 
@@ -414,13 +491,23 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     resource = (GROUP, VERSION, PLURAL)
 
     def on_spec(body: kopf.Body, logger: Any, **_: Any) -> None:
-        reconcile(kube, dict(body), logger, settings.placement.policy, settings.reconcile.cost_write_seconds)
+        reconcile(
+            kube,
+            dict(body),
+            logger,
+            settings.placement.policy,
+            settings.reconcile.cost_write_seconds,
+        )
 
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="reconcile")(on_spec)
     kopf.on.update(*resource, field="spec", registry=registry, id="reconcile")(on_spec)
     kopf.timer(
-        *resource, interval=settings.reconcile.resync_seconds, idle=None, registry=registry, id="resync"
+        *resource,
+        interval=settings.reconcile.resync_seconds,
+        idle=None,
+        registry=registry,
+        id="resync",
     )(on_spec)
 
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
@@ -430,13 +517,17 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     pod_events = PodEvents(kube, settings.placement.policy, settings.reconcile.cost_write_seconds)
     kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())
 
-    @kopf.on.event("", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry)
+    @kopf.on.event(
+        "", "v1", "pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry
+    )
     def on_pod(event: kopf.RawEvent, **_: Any) -> None:
         pod_events.event(dict(event))
 
     seen: dict[str, tuple[Any, ...]] = {}
 
-    @kopf.on.event("", "v1", "nodes", labels={names.LABEL_NODEPOOL: kopf.PRESENT}, registry=registry)
+    @kopf.on.event(
+        "", "v1", "nodes", labels={names.LABEL_NODEPOOL: kopf.PRESENT}, registry=registry
+    )
     def on_node(event: kopf.RawEvent, **_: Any) -> None:
         """Unplaced replicas are placed when a node turns Ready, and replicas pinned to a node that
         goes or starts refusing pods are moved, not at the next resync. Only a change of what
@@ -448,9 +539,13 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
             seen.pop(name, None)
             pod_events.node_changed(name)
             return
-        state = (condition(node.get("status"), "Ready").get("status"), spec.get("unschedulable"),
-                 str(spec.get("taints")), meta.get("deletionTimestamp"),
-                 (meta.get("annotations") or {}).get(names.ANNOTATION_DISRUPTION))
+        state = (
+            condition(node.get("status"), "Ready").get("status"),
+            spec.get("unschedulable"),
+            str(spec.get("taints")),
+            meta.get("deletionTimestamp"),
+            (meta.get("annotations") or {}).get(names.ANNOTATION_DISRUPTION),
+        )
         if seen.get(name) != state:
             seen[name] = state
             pod_events.node_changed(name)

@@ -18,9 +18,9 @@ from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
+from gpucost.settings import Settings
 from gpucost.state.cluster import read_cluster
 from gpucost.state.status import account_of, fresh, spec_or_report, write_if_changed
-from gpucost.settings import Settings
 
 PLURAL = "gpunodepools"
 
@@ -95,7 +95,9 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
         return
     cluster = read_cluster(kube)
     held = allocations(cluster.pods)
-    rates = cost_rates(cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held])
+    rates = cost_rates(
+        cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held]
+    )
     unread = cluster.pool_node_counts.get(name, 0) - sum(n.pool == name for n in cluster.nodes)
     status = pool_status(
         name=name,
@@ -103,17 +105,27 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
         node_count=cluster.pool_node_counts.get(name, 0),
         nodes=cluster.nodes,
         held=held,
-        idle_per_hour=rates.pool_idle.get(name, 0.0) + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
+        idle_per_hour=rates.pool_idle.get(name, 0.0)
+        + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
         now=time.time(),
         cost_every=cost_every,
-        states=[nodeview.node_state(n, []) for n in cluster.raw_nodes if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name],
+        states=[
+            nodeview.node_state(n, [])
+            for n in cluster.raw_nodes
+            if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name
+        ],
         body=body,
     )
     write_if_changed(kube, PLURAL, body, status)
-    for gauge, key in ((metrics.pool_cost_per_hour, "costPerHour"), (metrics.pool_idle_cost_per_hour, "idleCostPerHour"),
-                       (metrics.pool_cost, "costAccumulated"), (metrics.pool_idle_cost, "idleCostAccumulated"),
-                       (metrics.gpu_memory_allocated, "gpuMemoryAllocatedMiB"), (metrics.gpu_memory_total, "gpuMemoryTotalMiB"),
-                       (metrics.pool_nodes, "nodes")):
+    for gauge, key in (
+        (metrics.pool_cost_per_hour, "costPerHour"),
+        (metrics.pool_idle_cost_per_hour, "idleCostPerHour"),
+        (metrics.pool_cost, "costAccumulated"),
+        (metrics.pool_idle_cost, "idleCostAccumulated"),
+        (metrics.gpu_memory_allocated, "gpuMemoryAllocatedMiB"),
+        (metrics.gpu_memory_total, "gpuMemoryTotalMiB"),
+        (metrics.pool_nodes, "nodes"),
+    ):
         gauge.labels(name, spec.capacity_type).set(status.get(key, 0))
 
 
@@ -133,4 +145,6 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     for decorator in (kopf.on.create, kopf.on.resume):
         decorator(*resource, registry=registry, id="status")(handler)
     kopf.on.update(*resource, field="spec", registry=registry, id="status")(handler)
-    kopf.timer(*resource, interval=settings.reconcile.resync_seconds, registry=registry, id="resync")(handler)
+    kopf.timer(
+        *resource, interval=settings.reconcile.resync_seconds, registry=registry, id="resync"
+    )(handler)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,7 +39,11 @@ class Pool:
     @property
     def ref(self) -> dict[str, Any]:
         """Enough of the object for kopf to post an Event on it."""
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GPUNodePool", "metadata": {"name": self.name, "uid": self.uid}}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "GPUNodePool",
+            "metadata": {"name": self.name, "uid": self.uid},
+        }
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,14 @@ def read_pools(kube: Kube) -> dict[str, Pool]:
             spec = GPUNodePoolSpec.model_validate(obj.get("spec") or {})
         except ValidationError as e:
             # The pool's own handler reports this on the pool; placement just ignores it.
-            log.warning("ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"])
+            log.warning(
+                "ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"]
+            )
             continue
         meta = obj["metadata"]
-        pools[name] = Pool(name, spec, meta.get("labels") or {}, meta.get("uid", ""), meta.get("annotations") or {})
+        pools[name] = Pool(
+            name, spec, meta.get("labels") or {}, meta.get("uid", ""), meta.get("annotations") or {}
+        )
     return pools
 
 
@@ -75,8 +83,9 @@ def read_cluster(kube: Kube) -> Cluster:
     raw_nodes = kube.nodes()
     nodes = [n for n in (snapshot.gpu_node(obj, specs) for obj in raw_nodes) if n]
     pods = [p for p in (snapshot.placed_pod(obj) for obj in kube.placed_pods()) if p]
-    labels = [(obj, (obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL))
-              for obj in raw_nodes]
+    labels = [
+        (obj, (obj["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL)) for obj in raw_nodes
+    ]
     counts = Counter(pool for _, pool in labels if pool)
     refusals = {
         obj["metadata"]["name"]: node_refusal(obj, snapshot.pod_tolerations(specs.get(pool or "")))
@@ -85,16 +94,30 @@ def read_cluster(kube: Kube) -> Cluster:
     return Cluster(pools, nodes, pods, dict(counts), raw_nodes, refusals)
 
 
-def make_ask(gpu: GPUAsk, capacity_types: Iterable[str], gpu_models: Iterable[str], pool_selector: dict[str, str],
-             cluster: Cluster) -> Ask:
+def make_ask(
+    gpu: GPUAsk,
+    capacity_types: Iterable[str],
+    gpu_models: Iterable[str],
+    pool_selector: dict[str, str],
+    cluster: Cluster,
+) -> Ask:
     """A workload's GPU ask over the pools its selector picks."""
     selected = frozenset(
-        name for name, pool in cluster.pools.items() if all(pool.labels.get(k) == v for k, v in pool_selector.items())
+        name
+        for name, pool in cluster.pools.items()
+        if all(pool.labels.get(k) == v for k, v in pool_selector.items())
     )
-    return Ask(memory_mib=gpu.memory_mi_b, gpus=gpu.gpus, capacity_types=frozenset(capacity_types),
-               gpu_models=frozenset(gpu_models), pools=selected)
+    return Ask(
+        memory_mib=gpu.memory_mi_b,
+        gpus=gpu.gpus,
+        capacity_types=frozenset(capacity_types),
+        gpu_models=frozenset(gpu_models),
+        pools=selected,
+    )
 
 
 def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
     """An InferencePool replica's ask (the placer and the autoscaler must agree on it)."""
-    return make_ask(spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster)
+    return make_ask(
+        spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster
+    )

@@ -22,14 +22,16 @@ def fresh(kube: Kube, plural: str, body: dict[str, Any]) -> dict[str, Any] | Non
     deleted: kopf hands each handler its own, possibly older, copy of the body."""
     meta = body["metadata"]
     now = kube.get_object(plural, meta["name"], meta.get("namespace"))
-    if now is None or now["metadata"]["uid"] != meta["uid"] or now["metadata"].get("deletionTimestamp"):
+    if (
+        now is None
+        or now["metadata"]["uid"] != meta["uid"]
+        or now["metadata"].get("deletionTimestamp")
+    ):
         return None
     return now
 
 
-def write_if_changed(
-    kube: Kube, plural: str, body: dict[str, Any], status: dict[str, Any]
-) -> bool:
+def write_if_changed(kube: Kube, plural: str, body: dict[str, Any], status: dict[str, Any]) -> bool:
     """A status that carries running cost totals lands only on the object it was computed from
     (resourceVersion as a precondition): one computed from an older copy would move the totals
     back. False when nothing changed or the object moved on (the next reconcile writes)."""
@@ -38,8 +40,9 @@ def write_if_changed(
         return False
     meta = body["metadata"]
     version = meta.get("resourceVersion") if "costAccumulated" in status else None
-    return kube.patch_status(plural, meta["name"], status, namespace=meta.get("namespace"),
-                             resource_version=version)
+    return kube.patch_status(
+        plural, meta["name"], status, namespace=meta.get("namespace"), resource_version=version
+    )
 
 
 def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
@@ -75,12 +78,22 @@ def spec_or_report(kube: Kube, plural: str, body: dict[str, Any], model: type[Sp
 
 def workload_cost(cluster: Cluster, workload: str, pods: list[PlacedPod]) -> float:
     """$/hour of the GPU memory the workload's live pods hold."""
-    holdings = [Holding(workload, p.node, i, p.mib_per_gpu) for p in pods if not p.terminal for i in p.gpu_indices]
+    holdings = [
+        Holding(workload, p.node, i, p.mib_per_gpu)
+        for p in pods
+        if not p.terminal
+        for i in p.gpu_indices
+    ]
     return cost_rates(cluster.nodes, holdings).workloads.get(workload, 0.0)
 
 
 def account_workload(
-    kind: str, body: dict[str, Any], cluster: Cluster, pods: list[PlacedPod], old: Costed, every: float
+    kind: str,
+    body: dict[str, Any],
+    cluster: Cluster,
+    pods: list[PlacedPod],
+    old: Costed,
+    every: float,
 ) -> Account:
     """A workload's running cost brought up to now from its status, and exported on /metrics."""
     meta = body["metadata"]

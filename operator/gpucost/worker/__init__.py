@@ -1,1 +1,2 @@
-"""The CompressionJob worker: PyTorch, installed with `pip install .[compress]`; the operator never imports it."""
+"""The CompressionJob worker: PyTorch, installed with `pip install .[compress]`; the operator never
+imports it."""

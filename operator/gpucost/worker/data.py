@@ -18,9 +18,11 @@ class WorkerError(Exception):
 
 def local(uri: str) -> Path:
     if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
+        return Path(uri[len("file://") :])
     if "://" in uri:
-        raise WorkerError(f"{uri}: only local paths and file:// are read here (mount object storage into the pod)")
+        raise WorkerError(
+            f"{uri}: only local paths and file:// are read here (mount object storage into the pod)"
+        )
     return Path(uri)
 
 
@@ -39,30 +41,45 @@ def load_dataset(uri: str) -> Dataset:
     if uri.startswith("sklearn:"):
         from sklearn import datasets
 
-        loader = getattr(datasets, f"load_{uri[len('sklearn:'):]}", None)
+        loader = getattr(datasets, f"load_{uri[len('sklearn:') :]}", None)
         if loader is None:
             raise WorkerError(f"{uri}: scikit-learn ships no such dataset (try sklearn:digits)")
         bunch = loader()
-        return _split(torch.tensor(bunch.data, dtype=torch.float32), torch.tensor(bunch.target, dtype=torch.long))
+        return _split(
+            torch.tensor(bunch.data, dtype=torch.float32),
+            torch.tensor(bunch.target, dtype=torch.long),
+        )
     path = local(uri)
     if not path.exists():
         raise WorkerError(f"dataset {uri}: no such file")
     try:
         raw = torch.load(path, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same bad input
-        raise WorkerError(f"dataset {uri}: not a torch file of tensors ({type(e).__name__})") from None
+        raise WorkerError(
+            f"dataset {uri}: not a torch file of tensors ({type(e).__name__})"
+        ) from None
     if isinstance(raw, dict) and {"train_x", "train_y", "eval_x", "eval_y"} <= set(raw):
-        return Dataset(raw["train_x"].float(), raw["train_y"].long(), raw["eval_x"].float(), raw["eval_y"].long())
+        return Dataset(
+            raw["train_x"].float(),
+            raw["train_y"].long(),
+            raw["eval_x"].float(),
+            raw["eval_y"].long(),
+        )
     if isinstance(raw, dict) and {"x", "y"} <= set(raw):
         return _split(raw["x"].float(), raw["y"].long())
-    raise WorkerError(f"dataset {uri}: expected tensors x and y (or train_x, train_y, eval_x, eval_y)")
+    raise WorkerError(
+        f"dataset {uri}: expected tensors x and y (or train_x, train_y, eval_x, eval_y)"
+    )
 
 
 def _split(x: torch.Tensor, y: torch.Tensor) -> Dataset:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     cut = int(len(x) * 0.8)
     train, held = order[:cut], order[cut:]
-    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)  # standardised on the training part only
+    mean, std = (
+        x[train].mean(0),
+        x[train].std(0).clamp_min(1e-6),
+    )  # standardised on the training part only
     x = (x - mean) / std
     return Dataset(x[train], y[train], x[held], y[held])
 
@@ -88,12 +105,17 @@ def load_model(uri: str) -> nn.Sequential:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise WorkerError(f"model {uri}: neither TorchScript nor a state dict ({type(e).__name__})") from None
+            raise WorkerError(
+                f"model {uri}: neither TorchScript nor a state dict ({type(e).__name__})"
+            ) from None
     if not isinstance(state, dict):
         raise WorkerError(f"model {uri}: neither TorchScript nor a state dict")
     weights = [v for k, v in state.items() if k.endswith("weight")]
     if not weights or any(w.dim() != 2 for w in weights) or len(state) != 2 * len(weights):
-        raise WorkerError(f"model {uri}: incompatible: this worker compresses models made of Linear layers (an MLP)")
+        raise WorkerError(
+            f"model {uri}: incompatible: this worker compresses models made of Linear layers (an "
+            "MLP)"
+        )
     model = mlp([weights[0].shape[1]] + [w.shape[0] for w in weights])
     model.load_state_dict(dict(zip(model.state_dict(), state.values())))
     return model

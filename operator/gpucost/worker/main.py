@@ -24,12 +24,21 @@ def _report(line: str, stream: Any) -> None:
         pass  # not in a pod: the stream is enough
 
 
-def run(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str, Any], checkpoint_dir: str | None,
-        checkpoint_every: int, seed: int) -> int:
+def run(
+    model_uri: str,
+    dataset_uri: str,
+    output_uri: str,
+    method: dict[str, Any],
+    checkpoint_dir: str | None,
+    checkpoint_every: int,
+    seed: int,
+) -> int:
     from gpucost.worker.data import WorkerError
 
     try:
-        results = compress(model_uri, dataset_uri, output_uri, method, checkpoint_dir, checkpoint_every, seed)
+        results = compress(
+            model_uri, dataset_uri, output_uri, method, checkpoint_dir, checkpoint_every, seed
+        )
     except WorkerError as e:
         _report(str(e), sys.stderr)
         return 1
@@ -40,8 +49,15 @@ def run(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str, Any
     return 0
 
 
-def compress(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str, Any], checkpoint_dir: str | None,
-             checkpoint_every: int, seed: int) -> dict[str, Any]:
+def compress(
+    model_uri: str,
+    dataset_uri: str,
+    output_uri: str,
+    method: dict[str, Any],
+    checkpoint_dir: str | None,
+    checkpoint_every: int,
+    seed: int,
+) -> dict[str, Any]:
     import warnings
 
     import torch
@@ -55,7 +71,14 @@ def compress(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str
 
     from gpucost.api.compressionjob import Method
     from gpucost.worker import methods
-    from gpucost.worker.data import WorkerError, evaluate, load_dataset, load_model, local, scripted_bytes
+    from gpucost.worker.data import (
+        WorkerError,
+        evaluate,
+        load_dataset,
+        load_model,
+        local,
+        scripted_bytes,
+    )
 
     try:
         spec = Method.model_validate(method)
@@ -67,7 +90,10 @@ def compress(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str
     data = load_dataset(dataset_uri)
     model = load_model(model_uri)
     if model[0].in_features != data.train_x.shape[1]:
-        raise WorkerError(f"model {model_uri}: takes {model[0].in_features} features, the dataset has {data.train_x.shape[1]}")
+        raise WorkerError(
+            f"model {model_uri}: takes {model[0].in_features} features, the dataset has "
+            f"{data.train_x.shape[1]}"
+        )
     ckpt = methods.Checkpoints(local(checkpoint_dir) if checkpoint_dir else None, checkpoint_every)
     example = data.eval_x[:1]
     before, before_bytes = evaluate(model, data), scripted_bytes(model, example)
@@ -77,30 +103,56 @@ def compress(model_uri: str, dataset_uri: str, output_uri: str, method: dict[str
         compressed, in_dtype, report = methods.quantize(model, spec.quantize.dtype)
     elif spec.prune:
         name = "prune"
-        compressed, report = methods.prune(model, spec.prune.amount, spec.prune.structured, spec.prune.fine_tune_epochs,
-                                           data, ckpt, seed)
+        compressed, report = methods.prune(
+            model,
+            spec.prune.amount,
+            spec.prune.structured,
+            spec.prune.fine_tune_epochs,
+            data,
+            ckpt,
+            seed,
+        )
     else:
         assert spec.distill is not None
         name = "distill"
         student = load_model(spec.distill.student_uri) if spec.distill.student_uri else None
-        compressed, report = methods.distill(model, student, spec.distill.temperature, spec.distill.alpha,
-                                             spec.distill.epochs, data, ckpt, seed)
-    after, after_bytes = evaluate(compressed, data, in_dtype), scripted_bytes(compressed, example.to(in_dtype))
+        compressed, report = methods.distill(
+            model,
+            student,
+            spec.distill.temperature,
+            spec.distill.alpha,
+            spec.distill.epochs,
+            data,
+            ckpt,
+            seed,
+        )
+    after, after_bytes = (
+        evaluate(compressed, data, in_dtype),
+        scripted_bytes(compressed, example.to(in_dtype)),
+    )
     compact = _sparse_bytes(compressed) if spec.prune and not spec.prune.structured else None
     out = local(output_uri)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.pt").write_bytes(after_bytes)
     results: dict[str, Any] = {
-        "method": name, **report,
+        "method": name,
+        **report,
         "before": {**before.__dict__, "bytes": len(before_bytes)},
-        "after": {**after.__dict__, "bytes": len(after_bytes), **({"compactBytes": compact} if compact else {})},
+        "after": {
+            **after.__dict__,
+            "bytes": len(after_bytes),
+            **({"compactBytes": compact} if compact else {}),
+        },
         "sizeRatio": round((compact or len(after_bytes)) / len(before_bytes), 4),
         "accuracyChange": round(after.accuracy - before.accuracy, 2),
         "resumedFromStep": ckpt.resumed_from,
         "attempt": int(os.environ.get("GPUCOST_ATTEMPT", "1")),
     }
-    results["summary"] = (f"{name}: {len(before_bytes) / 1e6:.2f} MB -> {(compact or len(after_bytes)) / 1e6:.2f} MB "
-                          f"({results['sizeRatio'] * 100:.0f} %), accuracy {before.accuracy:.1f} -> {after.accuracy:.1f}")
+    results["summary"] = (
+        f"{name}: {len(before_bytes) / 1e6:.2f} MB -> {(compact or len(after_bytes)) / 1e6:.2f} MB "
+        f"({results['sizeRatio'] * 100:.0f} %), accuracy {before.accuracy:.1f} -> "
+        f"{after.accuracy:.1f}"
+    )
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
 

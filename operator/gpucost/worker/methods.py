@@ -35,7 +35,15 @@ class Checkpoints:
         return self.directory / "checkpoint.pt" if self.directory else None
 
 
-def train(model: nn.Module, data: Dataset, epochs: int, loss_fn: Loss, ckpt: Checkpoints, seed: int, lr: float = 1e-3) -> int:
+def train(
+    model: nn.Module,
+    data: Dataset,
+    epochs: int,
+    loss_fn: Loss,
+    ckpt: Checkpoints,
+    seed: int,
+    lr: float = 1e-3,
+) -> int:
     """Adam over ``epochs`` of shuffled batches; returns the number of steps taken in all."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     per_epoch = (len(data.train_x) + BATCH - 1) // BATCH
@@ -48,9 +56,11 @@ def train(model: nn.Module, data: Dataset, epochs: int, loss_fn: Loss, ckpt: Che
     model.train()
     while step < total:
         epoch, offset = divmod(step, per_epoch)
-        order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed + epoch))
+        order = torch.randperm(
+            len(data.train_x), generator=torch.Generator().manual_seed(seed + epoch)
+        )
         for batch in range(offset, per_epoch):
-            idx = order[batch * BATCH:(batch + 1) * BATCH]
+            idx = order[batch * BATCH : (batch + 1) * BATCH]
             optimizer.zero_grad()
             loss_fn(model, data.train_x[idx], data.train_y[idx]).backward()
             optimizer.step()
@@ -58,7 +68,14 @@ def train(model: nn.Module, data: Dataset, epochs: int, loss_fn: Loss, ckpt: Che
             if ckpt.path and (step % ckpt.every == 0 or step == total):
                 ckpt.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = ckpt.path.with_suffix(".tmp")
-                torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, tmp)
+                torch.save(
+                    {
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    },
+                    tmp,
+                )
                 tmp.replace(ckpt.path)  # a kill mid-write leaves the previous checkpoint whole
     return total
 
@@ -71,7 +88,9 @@ def quantize(model: nn.Sequential, dtype: str) -> tuple[nn.Module, torch.dtype, 
     """int8: dynamic quantization of every Linear (weights int8, activations quantized on the fly);
     fp16/bf16: a cast. Returns the model, the input dtype it takes, and what to report."""
     if dtype == "int8":
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
+        )
         return quantized, torch.float32, {"dtype": "int8"}
     target = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     return copy.deepcopy(model).to(target), target, {"dtype": dtype}
@@ -81,8 +100,15 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def prune(model: nn.Sequential, amount: float, structured: bool, fine_tune_epochs: int, data: Dataset, ckpt: Checkpoints,
-          seed: int) -> tuple[nn.Module, dict[str, Any]]:
+def prune(
+    model: nn.Sequential,
+    amount: float,
+    structured: bool,
+    fine_tune_epochs: int,
+    data: Dataset,
+    ckpt: Checkpoints,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any]]:
     """L1 pruning of each hidden Linear (the output layer keeps every class), fine-tuned with the
     masks in place, then made permanent. Structured pruning removes whole output channels (and the
     next layer's matching inputs), so the compact model is a smaller dense MLP."""
@@ -95,12 +121,18 @@ def prune(model: nn.Sequential, amount: float, structured: bool, fine_tune_epoch
             torch_prune.ln_structured(layer, "weight", amount=amount, n=1, dim=0)
         else:
             torch_prune.l1_unstructured(layer, "weight", amount=amount)
-    steps = train(pruned, data, fine_tune_epochs, cross_entropy, ckpt, seed) if fine_tune_epochs else 0
+    steps = (
+        train(pruned, data, fine_tune_epochs, cross_entropy, ckpt, seed) if fine_tune_epochs else 0
+    )
     for layer in hidden:
         torch_prune.remove(layer, "weight")
     weights = [layer.weight for layer in hidden]
     sparsity = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
-    report: dict[str, Any] = {"sparsity": round(sparsity, 4), "structured": structured, "steps": steps}
+    report: dict[str, Any] = {
+        "sparsity": round(sparsity, 4),
+        "structured": structured,
+        "steps": steps,
+    }
     return (_drop_channels(pruned) if structured else pruned), report
 
 
@@ -119,13 +151,24 @@ def _drop_channels(model: nn.Sequential) -> nn.Sequential:
     return compact
 
 
-def distill(teacher: nn.Sequential, student: nn.Sequential | None, temperature: float, alpha: float, epochs: int,
-            data: Dataset, ckpt: Checkpoints, seed: int) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the student on alpha * KL(teacher's soft targets at T) * T^2 + (1 - alpha) * CE(labels).
+def distill(
+    teacher: nn.Sequential,
+    student: nn.Sequential | None,
+    temperature: float,
+    alpha: float,
+    epochs: int,
+    data: Dataset,
+    ckpt: Checkpoints,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the student on alpha * KL(teacher's soft targets at T) * T^2 + (1 - alpha) *
+    CE(labels).
     The default student halves every hidden width of the teacher."""
     teacher.eval()
     if student is None:
-        widths = [_linears(teacher)[0].in_features] + [max(1, m.out_features // 2) for m in _linears(teacher)[:-1]]
+        widths = [_linears(teacher)[0].in_features] + [
+            max(1, m.out_features // 2) for m in _linears(teacher)[:-1]
+        ]
         torch.manual_seed(seed)
         student = mlp(widths + [_linears(teacher)[-1].out_features])
 
@@ -133,7 +176,9 @@ def distill(teacher: nn.Sequential, student: nn.Sequential | None, temperature: 
         with torch.no_grad():
             soft = nn.functional.softmax(teacher(x) / temperature, dim=1)
         logits = model(x)
-        kl = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean")
+        kl = nn.functional.kl_div(
+            nn.functional.log_softmax(logits / temperature, dim=1), soft, reduction="batchmean"
+        )
         return alpha * kl * temperature**2 + (1 - alpha) * nn.functional.cross_entropy(logits, y)
 
     steps = train(student, data, epochs, loss, ckpt, seed)

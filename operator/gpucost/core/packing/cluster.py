@@ -103,7 +103,8 @@ class Cluster:
         return ok
 
     def fits_empty(self, task: Task) -> np.ndarray:
-        """Nodes that could take the task if they were empty (else it is unplaceable, not unlucky)."""
+        """Nodes that could take the task if they were empty (else it is unplaceable, not
+        unlucky)."""
         ok = (self.cpu_total >= task.cpu_milli) & (self.mem_total >= task.memory_mib)
         if task.gpus:
             ok &= self.model_mask(task.models)
@@ -127,7 +128,9 @@ class Cluster:
     def apply(self, task: Task, where: Placement) -> None:
         n = where.node
         if len(set(where.gpus)) != task.gpus:
-            raise ValueError(f"{task.name or 'task'} needs {task.gpus} distinct GPUs, got {where.gpus}")
+            raise ValueError(
+                f"{task.name or 'task'} needs {task.gpus} distinct GPUs, got {where.gpus}"
+            )
         if self.cpu_free[n] < task.cpu_milli or self.mem_free[n] < task.memory_mib:
             raise ValueError(f"over-commit of CPU or memory on {self.nodes[n].name}")
         for g in where.gpus:
@@ -150,7 +153,9 @@ class Cluster:
             or self.mem_free[n] > self.mem_total[n]
             or (self.gpu_free[n] > self.units[n]).any()
         ):
-            raise ValueError(f"release of {task.name or 'task'} frees more than {self.nodes[n].name} has")
+            raise ValueError(
+                f"release of {task.name or 'task'} frees more than {self.nodes[n].name} has"
+            )
         self.epoch[n] += 1
 
     def reserve(self, node: int, gpu: int, units: int) -> None:

@@ -33,7 +33,9 @@ class ShapeDistribution:
     shapes: tuple[tuple[Task, float], ...]
 
     @classmethod
-    def of(cls, tasks: Iterable[Task], coverage: float = 1.0, weight: str = "count") -> "ShapeDistribution":
+    def of(
+        cls, tasks: Iterable[Task], coverage: float = 1.0, weight: str = "count"
+    ) -> "ShapeDistribution":
         """Most popular shapes until ``coverage`` of the tasks is reached, renormalised.
 
         ``coverage=0.95`` with ``weight="count"`` is the paper's "typical pods"; ``weight="gpu"``
@@ -45,7 +47,9 @@ class ShapeDistribution:
         sample: dict[tuple[object, ...], Task] = {}
         for t in tasks:
             counts[t.shape] += 1.0 if weight == "count" else t.gpus * t.gpu_milli / 1000
-            sample.setdefault(t.shape, Task(t.cpu_milli, 0, t.gpus, t.gpu_milli, t.gpu_mib, t.models))
+            sample.setdefault(
+                t.shape, Task(t.cpu_milli, 0, t.gpus, t.gpu_milli, t.gpu_mib, t.models)
+            )
         total = sum(counts.values())
         if total <= 0:
             return cls(())
@@ -74,8 +78,10 @@ class FragIndex:
         keys = list(groups)
         self.k = np.array([k[0] for k in keys], dtype=np.int64)
         # Per-GPU demand of each group on each node (N × G).
-        self.m = np.stack([cluster.demand(groups[k][0][0]) for k in keys], axis=1) if keys else np.zeros(
-            (len(cluster), 0), dtype=np.int64
+        self.m = (
+            np.stack([cluster.demand(groups[k][0][0]) for k in keys], axis=1)
+            if keys
+            else np.zeros((len(cluster), 0), dtype=np.int64)
         )
         thresholds = sorted({t.cpu_milli for k in keys for t, _ in groups[k]})
         self.thresholds = np.array(thresholds, dtype=np.int64)
@@ -108,18 +114,27 @@ class FragIndex:
         self.total[stale] = free.sum(axis=1)
         self.cnt[stale] = room.sum(axis=2)
         self.small[stale] = np.where(room, 0, free[:, None, :]).sum(axis=2)
-        self.frag[stale] = self._frag(stale, self.total[stale], self.cnt[stale], self.small[stale], c.cpu_free[stale])
+        self.frag[stale] = self._frag(
+            stale, self.total[stale], self.cnt[stale], self.small[stale], c.cpu_free[stale]
+        )
         self.epoch[stale] = c.epoch[stale]
 
     def _frag(
-        self, rows: np.ndarray, total: np.ndarray, cnt: np.ndarray, small: np.ndarray, cpu: np.ndarray
+        self,
+        rows: np.ndarray,
+        total: np.ndarray,
+        cnt: np.ndarray,
+        small: np.ndarray,
+        cpu: np.ndarray,
     ) -> np.ndarray:
         tidx = np.searchsorted(self.thresholds, cpu, side="right")
         w = self.w[self.cluster.model_index[rows] + 1, tidx]
         usable = (cnt >= self.k) * (total[:, None] - small) * w
         return total * self.f_all - usable.sum(axis=1)
 
-    def after(self, rows: np.ndarray, a: np.ndarray, j: int, d: np.ndarray, cpu_after: np.ndarray) -> np.ndarray:
+    def after(
+        self, rows: np.ndarray, a: np.ndarray, j: int, d: np.ndarray, cpu_after: np.ndarray
+    ) -> np.ndarray:
         """Fragmentation of nodes ``rows`` if j of their GPUs went from ``a`` to ``a − d`` free."""
         m = self.m[rows]
         a2 = (a - d)[:, None]

@@ -47,11 +47,15 @@ class Task:
         if self.gpus < 0 or self.cpu_milli < 0 or self.memory_mib < 0:
             raise ValueError(f"task {self.name!r}: negative request")
         if not 0 < self.gpu_milli <= MILLI:
-            raise ValueError(f"task {self.name!r}: gpu_milli must be in 1..1000, got {self.gpu_milli}")
+            raise ValueError(
+                f"task {self.name!r}: gpu_milli must be in 1..1000, got {self.gpu_milli}"
+            )
         if self.gpu_mib is not None and (self.gpu_mib <= 0 or self.gpus != 1):
             raise ValueError(f"task {self.name!r}: a memory slice needs gpus=1 and a positive MiB")
         if self.gpus > 1 and self.gpu_milli < MILLI:
-            raise ValueError(f"task {self.name!r}: a fraction of a GPU can only be asked for one GPU")
+            raise ValueError(
+                f"task {self.name!r}: a fraction of a GPU can only be asked for one GPU"
+            )
 
     @property
     def shared(self) -> bool:
@@ -61,7 +65,13 @@ class Task:
     @property
     def shape(self) -> tuple[int, int, int, int | None, frozenset[str] | None]:
         """What placement depends on, without the name (memory is not part of FGD's shape)."""
-        return (self.cpu_milli, self.gpus, self.gpu_milli if self.gpus else 0, self.gpu_mib, self.models)
+        return (
+            self.cpu_milli,
+            self.gpus,
+            self.gpu_milli if self.gpus else 0,
+            self.gpu_mib,
+            self.models,
+        )
 
     def gpu_request_milli(self) -> int:
         """GPU asked for in thousandths of a GPU (the trace's measure of arrived work)."""

@@ -68,7 +68,9 @@ class BestFit(_Ranked):
             return None
         gpu_left = cluster.gpu_free[ok].sum(axis=1) - task.gpus * cluster.demand(task)[ok]
         cpu_left = cluster.cpu_free[ok] - task.cpu_milli
-        raw = ((1.0 - (0.5 * cpu_left / MAX_SPEC_CPU + 0.5 * gpu_left / MAX_SPEC_GPU)) * 100).astype(np.int64)
+        raw = (
+            (1.0 - (0.5 * cpu_left / MAX_SPEC_CPU + 0.5 * gpu_left / MAX_SPEC_GPU)) * 100
+        ).astype(np.int64)
         lo, hi = raw.min(), raw.max()
         scores = (raw - lo) * 100 // (hi - lo) if hi > lo else np.zeros_like(raw)
         top = ok[scores == scores.max()]
@@ -76,7 +78,9 @@ class BestFit(_Ranked):
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="tightest"))
 
 
-def _candidates(cluster: Cluster, task: Task, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(
+    cluster: Cluster, task: Task, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(node, free units of the GPU(s) taken, demand) for every distinct way to place the task.
 
     A shared task may go on any GPU with room, but GPUs of one node with equal free units are
@@ -106,7 +110,8 @@ class FGD(_Ranked):
     """Fragmentation Gradient Descent: the move that grows expected fragmentation least.
 
     Scores are the simulator's ``int(sigmoid(-Δfrag / 1000) · 100)``, ties to the per-run node
-    order; the shape distribution is the paper's typical pods (95 % most popular shapes, CPU tasks included).
+    order; the shape distribution is the paper's typical pods (95 % most popular shapes, CPU tasks
+    included).
     """
 
     name = "fgd"
@@ -122,7 +127,9 @@ class FGD(_Ranked):
         self._index.refresh()
         return self._index
 
-    def delta(self, cluster: Cluster, task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def delta(
+        self, cluster: Cluster, task: Task
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(nodes, free value taken, Δfrag) per candidate; None when nothing fits."""
         ok = np.flatnonzero(cluster.feasible(task))
         if not len(ok):
@@ -205,7 +212,9 @@ class GpuCost(FGD):
         pick = np.lexsort((rank, waste, idle, -band))[0]
         node = int(nodes[pick])
         if task.shared:
-            return cluster.placement(node, task, _gpus_with_free(cluster, node, task, int(values[pick])))
+            return cluster.placement(
+                node, task, _gpus_with_free(cluster, node, task, int(values[pick]))
+            )
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
 
     def _strands(self, cluster: Cluster, nodes: np.ndarray, task: Task) -> np.ndarray:

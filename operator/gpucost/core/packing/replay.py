@@ -23,8 +23,11 @@ from gpucost.core.packing.policies import Policy
 LEVELS = (90, 95, 100, 110, 120, 130)
 
 
-def inflate(tasks: Sequence[Task], capacity_milli: int, seed: int, ratio: float = 1.3) -> list[Task]:
-    """The tasks in a seeded random order, then random repeats until ``ratio`` of capacity is asked."""
+def inflate(
+    tasks: Sequence[Task], capacity_milli: int, seed: int, ratio: float = 1.3
+) -> list[Task]:
+    """The tasks in a seeded random order, then random repeats until ``ratio`` of capacity is
+    asked."""
     rng = np.random.default_rng(seed)
     order = [tasks[i] for i in rng.permutation(len(tasks))]
     target = ratio * capacity_milli
@@ -102,7 +105,13 @@ def replay_static(
         frags.setdefault(level, []).append(100.0 * frag.cluster_frag() / capacity)
         curve.append((pct, 100.0 * used / capacity))
     return StaticResult(
-        _bucket_means(alloc, levels), _bucket_means(frags, levels), spent, len(tasks), placed, unplaceable, curve
+        _bucket_means(alloc, levels),
+        _bucket_means(frags, levels),
+        spent,
+        len(tasks),
+        placed,
+        unplaceable,
+        curve,
     )
 
 
@@ -154,4 +163,6 @@ def replay_dynamic(
         gpus, nodes_busy = cluster.gpus_in_use(), cluster.nodes_in_use()
         peak = max(peak, gpus)
         timeline.append(((at - t0) / 3600.0, gpus))
-    return DynamicResult(gpu_seconds / 3600.0, node_seconds / 3600.0, len(timed) - failed, failed, peak, timeline)
+    return DynamicResult(
+        gpu_seconds / 3600.0, node_seconds / 3600.0, len(timed) - failed, failed, peak, timeline
+    )
