@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gpucost import names
-from gpucost.core.refusal import SCHEDULER_GRACE_SECONDS, node_refusal, stranded, tolerates
+from gpucost.core.refusal import (
+    SCHEDULER_GRACE_SECONDS,
+    catching_up,
+    node_refusal,
+    stranded,
+    tolerates,
+)
 from gpucost.core.snapshot import PlacedPod, gpu_node
 from tests.builders import pool_spec
 
@@ -178,3 +184,21 @@ def test_a_lasting_scheduler_refusal_strands_the_pod_a_fresh_one_does_not():
         "web-1": "kube-scheduler will not bind it to node n1: "
         "0/3 nodes are available: 1 Insufficient cpu"
     }
+
+
+def test_a_refusal_by_a_ready_node_still_lifting_its_not_ready_taint_is_waited_out():
+    lasting = pod(
+        refused_at=NOW - 60, message="0/3 nodes are available: 1 node(s) had untolerated taint(s)"
+    )
+    refusals = {"n1": None}
+    assert stranded([lasting], refusals, NOW, catching={"n1"}) == {}
+    assert set(stranded([lasting], refusals, NOW)) == {lasting.name}
+    ready = {"type": "Ready", "status": "True"}
+    node = {
+        "metadata": {"name": "n1"},
+        "status": {"conditions": [ready]},
+        "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]},
+    }
+    assert catching_up(node)
+    assert not catching_up({**node, "spec": {}})
+    assert not catching_up({**node, "status": {"conditions": [{**ready, "status": "False"}]}})

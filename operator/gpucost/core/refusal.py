@@ -9,7 +9,7 @@ from what the API says now, so it needs no event to have been seen and works aft
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpucost import names
@@ -78,14 +78,27 @@ def node_refusal(node: Obj, tolerations: Iterable[Obj] = ()) -> str | None:
     return None
 
 
+def catching_up(node: Obj) -> bool:
+    """Ready, but still carrying a taint the node lifecycle controller is about to lift."""
+    ready = condition(node.get("status"), "Ready").get("status") == "True"
+    taints = (node.get("spec") or {}).get("taints") or []
+    return ready and any(t.get("key") in CATCHING_UP for t in taints)
+
+
 def stranded(
-    pods: Sequence[PlacedPod], refusals: Mapping[str, str | None], now: float
+    pods: Sequence[PlacedPod],
+    refusals: Mapping[str, str | None],
+    now: float,
+    catching: Collection[str] = (),
 ) -> dict[str, str]:
     """Pods to delete so their ordinal (or attempt) is placed again, each with why, naming the node.
 
     ``refusals``: every node in the API with its ``node_refusal`` (a node missing is gone). A pod
     already bound stays on a node that is only going: it leaves through the drain, whose evictions
-    a PodDisruptionBudget may hold; only a node that is gone can no longer run it.
+    a PodDisruptionBudget may hold; only a node that is gone can no longer run it. ``catching``:
+    nodes ``catching_up``, whose refusal by kube-scheduler ends when the taint goes (in a burst of
+    hundreds of new nodes that took longer than the grace, and replacing those pods moved them
+    off the GPUs their nodes were bought for).
     """
     out: dict[str, str] = {}
     for p in pods:
@@ -100,6 +113,7 @@ def stranded(
         elif (
             p.unschedulable_since is not None
             and now - p.unschedulable_since >= SCHEDULER_GRACE_SECONDS
+            and p.node not in catching
         ):
             out[p.name] = f"kube-scheduler will not bind it to node {p.node}: {p.scheduler_message}"
     return out

@@ -13,7 +13,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -74,6 +74,7 @@ def pending_work(
                 make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster),
             )
         )
+    live = Counter(p.owner_uid for p in cluster.pods if not p.terminal and not p.deleting)
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -83,6 +84,11 @@ def pending_work(
         except ValidationError:
             continue  # its own handler reports the bad spec
         meta = obj["metadata"]
+        # The status trails the pods its reconcile is creating: a replica with a pod is not
+        # pending, or a look between the two buys a node for it twice.
+        unplaced = min(unplaced, max(spec.replicas - live[meta["uid"]], 0))
+        if not unplaced:
+            continue
         out.append(
             Pending(
                 names.workload("InferencePool", meta["namespace"], meta["name"]),

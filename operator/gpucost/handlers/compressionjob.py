@@ -140,7 +140,9 @@ def _attempt(
         return Attempt(exists=True, node_lost=reclaimed or job_failed, lost_why=why)
     placed = snapshot.placed_pod(pod)
     if not why and placed is not None:
-        why = refusal.stranded([placed], cluster.refusals, time.time()).get(placed.name, "")
+        why = refusal.stranded([placed], cluster.refusals, time.time(), cluster.catching_up).get(
+            placed.name, ""
+        )
     disrupted = condition(pod.get("status"), "DisruptionTarget").get("status") == "True"
     terminated = (
         next(

@@ -35,7 +35,7 @@ from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
 from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
-from gpucost.state.status import account_workload, fresh, spec_or_report, write_if_changed
+from gpucost.state.status import account_workload, fresh, spec_or_report, write_status
 
 PLURAL = "inferencepools"
 EVENT_PLACEMENTS = 20
@@ -268,19 +268,21 @@ def _reconcile(
     ]
     if plan.delete or plan.create:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
-    old = InferencePoolStatus.model_validate(body.get("status") or {})
-    cost = account_workload("InferencePool", body, cluster, mine, old, cost_every)
-    status = build_status(
-        body=body,
-        spec=spec,
-        mine=mine,
-        unplaced=unplaced,
-        impossible=impossible,
-        cost=cost,
-        capped_by=capped_by,
-    )
-    write_if_changed(kube, PLURAL, body, status)
-    _announce(body, status)
+
+    def compute(obj: dict[str, Any]) -> dict[str, Any]:
+        old = InferencePoolStatus.model_validate(obj.get("status") or {})
+        cost = account_workload("InferencePool", obj, cluster, mine, old, cost_every)
+        return build_status(
+            body=obj,
+            spec=spec,
+            mine=mine,
+            unplaced=unplaced,
+            impossible=impossible,
+            cost=cost,
+            capped_by=capped_by,
+        )
+
+    _announce(body, write_status(kube, PLURAL, body, compute))
 
 
 def _left(miss: NoFit, replica: int, why: str | None) -> NoFit:
@@ -301,7 +303,7 @@ def _release_stranded(
     """Delete the replicas whose node will never run them (gone, going, or refusing them), so
     their ordinals are placed again; ordinal → why. A Warning Event says which node and why."""
     namespace = body["metadata"]["namespace"]
-    why = refusal.stranded(mine, cluster.refusals, time.time())
+    why = refusal.stranded(mine, cluster.refusals, time.time(), cluster.catching_up)
     out: dict[int, str] = {}
     for pod in (p for p in mine if p.name in why):
         gone = pod.node not in cluster.refusals

@@ -20,7 +20,7 @@ from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
 from gpucost.settings import Settings
 from gpucost.state.cluster import read_cluster
-from gpucost.state.status import account_of, fresh, spec_or_report, write_if_changed
+from gpucost.state.status import account_of, fresh, spec_or_report, write_status
 
 PLURAL = "gpunodepools"
 
@@ -99,24 +99,28 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
         cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held]
     )
     unread = cluster.pool_node_counts.get(name, 0) - sum(n.pool == name for n in cluster.nodes)
-    status = pool_status(
-        name=name,
-        spec=spec,
-        node_count=cluster.pool_node_counts.get(name, 0),
-        nodes=cluster.nodes,
-        held=held,
-        idle_per_hour=rates.pool_idle.get(name, 0.0)
-        + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
-        now=time.time(),
-        cost_every=cost_every,
-        states=[
-            nodeview.node_state(n, [])
-            for n in cluster.raw_nodes
-            if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name
-        ],
-        body=body,
-    )
-    write_if_changed(kube, PLURAL, body, status)
+    states = [
+        nodeview.node_state(n, [])
+        for n in cluster.raw_nodes
+        if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) == name
+    ]
+
+    def compute(obj: dict[str, Any]) -> dict[str, Any]:
+        return pool_status(
+            name=name,
+            spec=spec,
+            node_count=cluster.pool_node_counts.get(name, 0),
+            nodes=cluster.nodes,
+            held=held,
+            idle_per_hour=rates.pool_idle.get(name, 0.0)
+            + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
+            now=time.time(),
+            cost_every=cost_every,
+            states=states,
+            body=obj,
+        )
+
+    status = write_status(kube, PLURAL, body, compute)
     for gauge, key in (
         (metrics.pool_cost_per_hour, "costPerHour"),
         (metrics.pool_idle_cost_per_hour, "idleCostPerHour"),

@@ -19,7 +19,7 @@ from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
 from gpucost.core.inventory import Ask, GPUNode
-from gpucost.core.refusal import node_refusal
+from gpucost.core.refusal import catching_up, node_refusal
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Cluster:
     raw_nodes: list[dict[str, Any]]
     refusals: dict[str, str | None]
     """Every node in the API: why it takes none of the operator's pods now, else None."""
+    catching_up: frozenset[str] = frozenset()
+    """Ready nodes whose not-ready/unreachable taint is still being lifted."""
 
 
 def read_pools(kube: Kube) -> dict[str, Pool]:
@@ -91,7 +93,8 @@ def read_cluster(kube: Kube) -> Cluster:
         obj["metadata"]["name"]: node_refusal(obj, snapshot.pod_tolerations(specs.get(pool or "")))
         for obj, pool in labels
     }
-    return Cluster(pools, nodes, pods, dict(counts), raw_nodes, refusals)
+    catching = frozenset(obj["metadata"]["name"] for obj in raw_nodes if catching_up(obj))
+    return Cluster(pools, nodes, pods, dict(counts), raw_nodes, refusals, catching)
 
 
 def make_ask(

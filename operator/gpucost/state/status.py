@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import kopf
@@ -43,6 +44,31 @@ def write_if_changed(kube: Kube, plural: str, body: dict[str, Any], status: dict
     return kube.patch_status(
         plural, meta["name"], status, namespace=meta.get("namespace"), resource_version=version
     )
+
+
+def write_status(
+    kube: Kube,
+    plural: str,
+    body: dict[str, Any],
+    compute: Callable[[dict[str, Any]], dict[str, Any]],
+    attempts: int = 3,
+) -> dict[str, Any]:
+    """``compute`` the status from the object and write it if it changed; when the object moved on
+    meanwhile (kopf's own annotations, another handler), read it again and compute again, so the
+    write lands without moving running totals back. The status computed last."""
+    status = compute(body)
+    for _ in range(attempts - 1):
+        current = body.get("status") or {}
+        if all(current.get(k) == v for k, v in status.items()):
+            return status
+        if write_if_changed(kube, plural, body, status):
+            return status
+        again = fresh(kube, plural, body)
+        if again is None:
+            return status
+        body, status = again, compute(again)
+    write_if_changed(kube, plural, body, status)
+    return status
 
 
 def invalid_spec(body: dict[str, Any], error: ValidationError) -> dict[str, Any]:
