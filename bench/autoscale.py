@@ -246,7 +246,8 @@ class TraceSim:
         planned = [n for n in open_ if n.slots and at < n.reserved_until]
         rest = [n for n in open_ if not (n.slots and at < n.reserved_until)]
         for i, ask in sorted(self.pending.items()):
-            placed = place_planned(ask, planned, str(i), self.free, at) or place(
+            # One pod per owner here: a pending pod fills none of its slots yet.
+            placed = place_planned(ask, planned, str(i), self.free, at, Counter()) or place(
                 ask, rest, self.free, self.policy
             )
             if isinstance(placed, NoFit):

@@ -60,6 +60,12 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return common.condition((obj or {}).get("status"), type_)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kills", type=int, default=30, help="SIGKILLs of the operator in test_kill (CI: 30)"
+    )
+
+
 @pytest.fixture(scope="session")
 def control_plane(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

@@ -1,10 +1,13 @@
+from collections import Counter
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpucost.core.inventory import Allocation, Ask, FreeMap
 from gpucost.core.packing.policies import POLICIES
-from gpucost.core.placement import NoFit, Placement, place, place_all
+from gpucost.core.placement import NoFit, Placement, place, place_all, place_planned
 from tests.builders import gpu_node
 
 
@@ -150,3 +153,22 @@ def test_placement_never_over_commits_any_gpu(shapes, stream, policy):
     for key, mib in used.items():
         assert mib <= capacity[key]
         assert free.free[key] == capacity[key] - mib
+
+
+def test_planned_slots_are_taken_one_each_so_no_owner_eats_another_owners_slot():
+    # The plan put A on GPU 0 and GPU 1 (30 GB each) and B on GPU 0 (40 GB) of a bought node.
+    slots = (("A", (0,)), ("A", (1,)), ("B", (0,)))
+    node = replace(
+        gpu_node("n", gpus=2), reserved_for=frozenset("AB"), reserved_until=100.0, slots=slots
+    )
+    free, filled_a, filled_b = FreeMap.of([node], []), Counter(), Counter()
+    first = place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a)
+    second = place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a)
+    # GPU 0 still had 51 GB after A's first replica, but its A slot was filled: GPU 1 next.
+    assert (first.gpu_indices, second.gpu_indices) == ((0,), (1,))
+    assert place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a) is None
+    assert place_planned(Ask(memory_mib=40000), [node], "B", free, 10.0, filled_b).gpu_indices == (
+        0,
+    )
+    # Once the reservation is over the slots bind nobody.
+    assert place_planned(Ask(memory_mib=1000), [node], "B", free, 100.0, Counter()) is None

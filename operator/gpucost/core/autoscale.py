@@ -36,6 +36,7 @@ from gpucost.api.common import duration_seconds
 from gpucost.api.nodepool import ConsolidationPolicy, GPUNodePoolSpec
 from gpucost.core.consolidate import plan_consolidation
 from gpucost.core.inventory import Allocation, Ask, GPUNode
+from gpucost.core.placement import Filled
 from gpucost.core.scaledown import (
     INTERRUPTED,
     UNDERUTILIZED,
@@ -120,6 +121,8 @@ class Snapshot:
     movable: Mapping[str, Sequence[tuple[str, Ask]]]
     """Per node, (owner, ask) of the operator's GPU pods there (what consolidation may move)."""
     policy: str
+    filled: Mapping[str, Filled] = field(default_factory=dict)
+    """Per owner, the planned slots its pods already fill."""
 
 
 @dataclass(frozen=True)
@@ -389,7 +392,9 @@ def _scale_up(snap: Snapshot, offers: list[Offer]) -> ScaleUpPlan:
         booting += [
             replace(p.template, name=f"<{name} node joining #{i}>") for i in range(p.joining or 0)
         ]
-    return plan_scale_up(snap.pending, offers, existing, snap.held, booting, snap.policy, snap.now)
+    return plan_scale_up(
+        snap.pending, offers, existing, snap.held, booting, snap.policy, snap.now, snap.filled
+    )
 
 
 def _wake_at(

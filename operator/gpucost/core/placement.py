@@ -6,6 +6,7 @@ eligible GPUs is the packing core's, with the policy named in the settings.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from gpucost.core.inventory import Ask, FreeMap, GPUNode
@@ -157,16 +158,26 @@ def place_all(
     return [place(ask, nodes, free, policy) for _ in range(count)]
 
 
+Filled = Counter[tuple[str, tuple[int, ...]]]
+"""An owner's pods per (node, GPU indices): the planned slots they already fill."""
+
+
 def place_planned(
-    ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float
+    ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float, filled: Filled
 ) -> Placement | None:
-    """The ask on GPUs a scale-up plan gave this owner on a node it bought, if one still has room:
+    """The ask on GPUs a scale-up plan gave this owner on a node it bought, if one is still open:
     the plan packed every owner of the batch together, so following it buys no node twice
-    (placing pool by pool with the cluster-wide policy would spread over other pools' GPUs)."""
+    (placing pool by pool with the cluster-wide policy would spread over other pools' GPUs).
+    A slot the owner's pods already fill is not offered again, even where its GPU has room left:
+    that room is another owner's slot. ``filled`` counts the new placement too."""
     for node in nodes:
         if not eligible(ask, node):
             continue
+        seen: Filled = Counter()
         for gpus in node.slots_of(owner, now):
+            seen[(node.name, gpus)] += 1
+            if seen[(node.name, gpus)] <= filled[(node.name, gpus)]:
+                continue
             by_index = {g.index: g for g in node.gpus}
             if len(gpus) != (ask.gpus or 1) or any(i not in by_index for i in gpus):
                 continue  # a slot from another shape of this owner (its spec changed since)
@@ -175,6 +186,7 @@ def place_planned(
             if all(free.free.get((node.name, i), 0) >= t for i, t in zip(gpus, takes)):
                 for i, t in zip(gpus, takes):
                     free.take(node.name, i, t)
+                filled[(node.name, gpus)] += 1
                 uuids = tuple(u for i in gpus if (u := by_index[i].uuid))
                 return Placement(node.name, gpus, uuids, sum(takes))
     return None

@@ -12,12 +12,12 @@ is cheaper per unit of work.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
 from gpucost.core.packing.policies import DEFAULT_POLICY
-from gpucost.core.placement import NoFit, eligible, fits_ever, place, place_planned
+from gpucost.core.placement import Filled, NoFit, eligible, fits_ever, place, place_planned
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,12 @@ def plan_scale_up(
     booting: Sequence[GPUNode] = (),
     policy: str = DEFAULT_POLICY,
     now: float = 0.0,
+    filled: Mapping[str, Filled] | None = None,
 ) -> ScaleUpPlan:
     """``existing``: schedulable nodes with ``held`` allocations; ``booting``: nodes that will be
     schedulable soon (empty). A node reserved for other workloads (until ``now`` passes its
-    reservation) holds none of an owner's asks. The plan never exceeds an offer's headroom."""
+    reservation) holds none of an owner's asks. The plan never exceeds an offer's headroom.
+    ``filled``: per owner, the planned slots its pods already fill (``place_planned``)."""
     plan = ScaleUpPlan()
     whole_gpu_mib = max((g.memory_mib for o in offers for g in o.template.gpus), default=1)
     # Identical asks of one owner are one group: once one of them does not fit somewhere, none of
@@ -109,7 +111,8 @@ def plan_scale_up(
     planned = [n for n in nodes if n.slots and now < n.reserved_until]
     for (owner, ask), count in groups:
         fitted = 0
-        while fitted < count and place_planned(ask, planned, owner, free, now) is not None:
+        mine_filled = Counter((filled or {}).get(owner, {}))
+        while fitted < count and place_planned(ask, planned, owner, free, now, mine_filled):
             fitted += 1
         mine = [
             n

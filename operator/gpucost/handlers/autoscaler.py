@@ -33,6 +33,7 @@ from gpucost.core import nodeview
 from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, plan, pool_view
 from gpucost.core.inventory import Ask
 from gpucost.core.jobrun import UNPLACED
+from gpucost.core.placement import Filled
 from gpucost.core.scaledown import NodeState, PoolLimits
 from gpucost.core.scaleup import Pending
 from gpucost.core.snapshot import allocations
@@ -211,6 +212,7 @@ class Autoscaler:
         ]
         views = self._pools(cluster)
         states = self._with_utilization(states, {name: v.limits for name, v in views.items()})
+        movable, filled = replicas_on_nodes(cluster, inference_pools)
         return Snapshot(
             now=now,
             pools=views,
@@ -218,8 +220,9 @@ class Autoscaler:
             states=states,
             held=allocations(cluster.pods),
             pending=pending_work(inference_pools, cluster, pods, self.kube.compression_jobs()),
-            movable=movable(cluster, inference_pools),
+            movable=movable,
             policy=self.policy,
+            filled=filled,
         )
 
     def _pools(self, cluster: Cluster) -> dict[str, PoolView]:
@@ -266,10 +269,11 @@ class Autoscaler:
         return out
 
 
-def movable(
+def replicas_on_nodes(
     cluster: Cluster, inference_pools: list[dict[str, Any]]
-) -> dict[str, list[tuple[str, Ask]]]:
-    """Per node, the InferencePool replicas on it (their pool re-places them after a drain)."""
+) -> tuple[dict[str, list[tuple[str, Ask]]], dict[str, Filled]]:
+    """Per node, the InferencePool replicas on it (their pool re-places them after a drain); per
+    pool, the GPUs its replicas fill (the planned slots they take)."""
     owners: dict[str, tuple[str, InferencePoolSpec]] = {}
     for obj in inference_pools:
         meta = obj["metadata"]
@@ -282,11 +286,13 @@ def movable(
             spec,
         )
     out: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
+    filled: dict[str, Filled] = defaultdict(Counter)
     for pod in cluster.pods:
         if not pod.terminal and not pod.deleting and pod.owner_uid in owners:
             owner, spec = owners[pod.owner_uid]
             out[pod.node].append((owner, ask_for(spec, cluster)))
-    return out
+            filled[owner][(pod.node, tuple(pod.gpu_indices))] += 1
+    return out, filled
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:

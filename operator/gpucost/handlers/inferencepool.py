@@ -6,6 +6,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import kopf
@@ -240,8 +241,11 @@ def _reconcile(
         ]
         rest = [n for n in nodes if not (n.slots and now < n.reserved_until)]
         placed: list[tuple[int, Placement]] = []
+        filled = Counter(
+            (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
+        )
         for replica in plan.create:
-            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, now)
+            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, now, filled)
             if result is None and bought:
                 result = place(ask, bought, free, policy)
             if not isinstance(result, Placement):
