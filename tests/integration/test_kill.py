@@ -42,10 +42,10 @@ class Watcher(threading.Thread):
         self.violations: list[str] = []
         self.totals: dict[tuple[str, str], float] = {}
         self.looks = 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._done.wait(0.5):
             try:
                 self.look()
             except kubernetes.client.exceptions.ApiException:
@@ -53,7 +53,7 @@ class Watcher(threading.Thread):
             self.looks += 1
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=10)
 
     def look(self) -> None:
@@ -121,6 +121,11 @@ class Killer:
             self.kills += 1
 
 
+def scale(cluster: Cluster, namespace: str, name: str, replicas: int) -> None:
+    patch = f'{{"spec":{{"replicas":{replicas}}}}}'
+    cluster.kubectl("patch", "inferencepool", name, "-n", namespace, "--type=merge", "-p", patch)
+
+
 def replicas_running(cluster: Cluster, namespace: str, want: dict[str, int]) -> bool:
     pods = cluster.list("pods", namespace)
     for name, n in want.items():
@@ -167,10 +172,11 @@ def test_sigkills_at_random_moments_lose_nothing_and_leave_nothing_paid_for(
             timeout=240,
         )
 
-        # Consolidation: the whole-GPU pairs go; the 8-GPU node is left with slices that fit on
-        # small nodes, so it is replaced by cheaper ones while the operator keeps being killed.
+        # Consolidation: the pairs go and most slices too; the three slices left cost less on
+        # small nodes than the 8-GPU node does, so it is replaced while the operator keeps dying.
         cluster.kubectl("delete", "inferencepool", "pairs", "-n", namespace)
-        want = {"slices": 10}
+        scale(cluster, namespace, "slices", 3)
+        want = {"slices": 3}
         killer.kill_for(20, per_phase[1])
         cluster.wait(
             "the 8-GPU node consolidated away, every slice Running",
