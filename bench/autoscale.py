@@ -162,7 +162,7 @@ def _per_gpu_price(specs: dict[str, GPUNodePoolSpec], ask: Ask, kinds: frozenset
         for s in specs.values()
         if s.capacity_type in kinds
         and s.gpu.count >= (ask.gpus or 1)
-        and s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+        and s.gpu.memory_mib >= (ask.memory_mib or 0)
     )
 
 
@@ -173,9 +173,9 @@ def _lower_bound_rate(specs: dict[str, GPUNodePoolSpec], ask: Ask) -> float:
             s.price_per_hour / s.gpu.count for s in allowed if s.gpu.count >= ask.gpus
         )
     return (ask.memory_mib or 0) * min(
-        s.price_per_hour / (s.gpu.count * s.gpu.memory_mi_b)
+        s.price_per_hour / (s.gpu.count * s.gpu.memory_mib)
         for s in allowed
-        if s.gpu.memory_mi_b >= (ask.memory_mib or 0)
+        if s.gpu.memory_mib >= (ask.memory_mib or 0)
     )
 
 
@@ -580,10 +580,10 @@ def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Pr
     for i, new in enumerate(plan.new_nodes):
         name = f"floor-{new.pool}-{i}"
         nodes.append(fake_node(new.pool, specs[new.pool], name))
-        gpu_mib = specs[new.pool].gpu.memory_mi_b
+        gpu_mib = specs[new.pool].gpu.memory_mib
         for slot in new.slots:
             spec = pool_spec[slot.owner]
-            mib = gpu_mib * len(slot.gpu_indices) if spec.gpu.gpus else spec.gpu.memory_mi_b
+            mib = gpu_mib * len(slot.gpu_indices) if spec.gpu.gpus else spec.gpu.memory_mib
             where = Placement(
                 name, slot.gpu_indices, tuple(gpu_uuid(name, g) for g in slot.gpu_indices), mib
             )

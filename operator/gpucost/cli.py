@@ -72,11 +72,13 @@ def _operator(args: argparse.Namespace) -> int:
 
     from gpucost.adapters import kube
     from gpucost.handlers import build_registry
-    from gpucost.settings import Autoscaling, Placement, Reconcile, Settings, Utilization
+    from gpucost.settings import Autoscaling, PlacementSettings, Reconcile, Settings, Utilization
 
     settings = Settings(
         reconcile=Reconcile(resync_seconds=args.resync) if args.resync else Reconcile(),
-        placement=Placement(policy=args.placement_policy) if args.placement_policy else Placement(),
+        placement=PlacementSettings(policy=args.placement_policy)
+        if args.placement_policy
+        else PlacementSettings(),
         autoscaling=Autoscaling(interval_seconds=args.autoscale_interval)
         if args.autoscale_interval
         else Autoscaling(),

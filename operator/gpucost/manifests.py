@@ -98,7 +98,7 @@ def placed_pod(
         {"name": n, "value": devices} for n in names.ENV_VISIBLE_DEVICES
     ]
     if node_pool.isolation == IsolationMode.MPS.value:
-        env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mi_b)
+        env += mps_env(len(placement.gpu_indices), mib_per_gpu, node_pool.gpu.memory_mib)
     resources = container.get("resources") or {}
     container = {
         **container,

@@ -90,7 +90,7 @@ def naive_rate(gpu: GPUAsk, replicas: int, pools: list[GPUNodePoolSpec]) -> floa
         for p in pools
         if p.capacity_type == "on-demand"
         and p.gpu.count >= gpus
-        and p.gpu.memory_mi_b >= (gpu.memory_mi_b or 0)
+        and p.gpu.memory_mib >= (gpu.memory_mib or 0)
     ]
     return min(fits) * gpus * replicas if fits else None
 

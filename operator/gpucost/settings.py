@@ -40,7 +40,7 @@ def _env_policy() -> str:
 
 
 @dataclass(frozen=True)
-class Placement:
+class PlacementSettings:
     policy: str = field(default_factory=_env_policy)
     """Packing policy for new replicas: gpucost (default), fgd, bestfit or firstfit."""
 
@@ -98,7 +98,7 @@ class Utilization:
 @dataclass(frozen=True)
 class Settings:
     reconcile: Reconcile = field(default_factory=Reconcile)
-    placement: Placement = field(default_factory=Placement)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     utilization: Utilization = field(default_factory=Utilization)
     budgets: Budgets = field(default_factory=Budgets)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpucost import openb
-from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.cluster import PackingState
 from gpucost.core.packing.frag import FragIndex, ShapeDistribution
 from gpucost.core.packing.model import NodeSpec, Task
 from gpucost.core.packing.policies import POLICIES, make_policy, waste_table
@@ -46,7 +46,7 @@ tasks_st = st.one_of(
 )
 
 
-def naive_frag(cluster: Cluster, n: int, dist: ShapeDistribution) -> float:
+def naive_frag(cluster: PackingState, n: int, dist: ShapeDistribution) -> float:
     """The paper's definition, one shape at a time."""
     free = cluster.gpu_free[n][: cluster.gpu_count[n]]
     total = free.sum()
@@ -73,7 +73,7 @@ def naive_frag(cluster: Cluster, n: int, dist: ShapeDistribution) -> float:
 def test_policies_place_exactly_when_something_fits_and_never_over_commit(
     nodes, stream, policy, seed
 ):
-    cluster = Cluster(nodes)
+    cluster = PackingState(nodes)
     chooser = make_policy(policy, ShapeDistribution.of(stream), seed)
     for task in stream:
         feasible = cluster.feasible(task)
@@ -95,7 +95,7 @@ def test_policies_place_exactly_when_something_fits_and_never_over_commit(
 @settings(max_examples=60, deadline=None)
 @given(nodes=nodes_st, stream=st.lists(tasks_st, min_size=1, max_size=25), seed=st.integers(0, 9))
 def test_frag_index_matches_the_definition_before_and_after_moves(nodes, stream, seed):
-    cluster = Cluster(nodes)
+    cluster = PackingState(nodes)
     dist = ShapeDistribution.of(stream)
     index = FragIndex(cluster, dist)
     fgd = make_policy("fgd", dist, seed)
@@ -139,7 +139,7 @@ def test_fgd_spreads_less_than_random_would():
     nodes = [NodeSpec("a", 8000, 8000, 1, "T4"), NodeSpec("b", 8000, 8000, 1, "T4")]
     dist = ShapeDistribution.of([Task(gpus=1, gpu_milli=600), Task(gpus=1, gpu_milli=400)])
     for name in ("fgd", "gpucost"):
-        cluster = Cluster(nodes)
+        cluster = PackingState(nodes)
         policy = make_policy(name, dist, 0)
         first = policy.choose(cluster, Task(gpus=1, gpu_milli=600))
         cluster.apply(Task(gpus=1, gpu_milli=600), first)
@@ -161,7 +161,7 @@ def test_gpucost_puts_cpu_only_tasks_where_they_strand_no_gpu():
     picks: dict[str, set[str]] = {"fgd": set(), "gpucost": set()}
     for seed in range(20):
         for name, seen in picks.items():
-            cluster = Cluster(nodes)
+            cluster = PackingState(nodes)
             for node in (1, 2):
                 cluster.apply(Task(gpus=8), cluster.placement(node, Task(gpus=8), tuple(range(8))))
             seen.add(

@@ -29,7 +29,7 @@ def gpu_uuid(node: str, index: int) -> str:
 def fake_node(pool: str, spec: GPUNodePoolSpec, name: str) -> dict[str, Any]:
     gpu = spec.gpu
     gpus = [
-        {"index": i, "uuid": gpu_uuid(name, i), "model": gpu.model, "memoryMiB": gpu.memory_mi_b}
+        {"index": i, "uuid": gpu_uuid(name, i), "model": gpu.model, "memoryMiB": gpu.memory_mib}
         for i in range(gpu.count)
     ]
     capacity = {
@@ -37,7 +37,7 @@ def fake_node(pool: str, spec: GPUNodePoolSpec, name: str) -> dict[str, Any]:
         "memory": spec.memory,
         "pods": "110",
         names.RESOURCE_GPU: str(gpu.count),
-        names.RESOURCE_GPU_MEMORY: str(gpu.count * gpu.memory_mi_b),
+        names.RESOURCE_GPU_MEMORY: str(gpu.count * gpu.memory_mib),
     }
     return {
         "apiVersion": "v1",

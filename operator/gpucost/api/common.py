@@ -81,7 +81,7 @@ class Condition(Wire):
 class GPUAsk(Wire):
     """What one replica (or job) needs: a memory slice of one GPU, or whole GPUs."""
 
-    memory_mi_b: int | None = Field(
+    memory_mib: int | None = Field(
         None,
         alias="memoryMiB",
         ge=1,
@@ -107,7 +107,7 @@ class GPUAsk(Wire):
     @model_validator(mode="after")
     def _exactly_one(self) -> "GPUAsk":
         # Mirrors the CEL rule, for objects that reach us without it (an older CRD, a dry run).
-        if (self.memory_mi_b is None) == (self.gpus is None):
+        if (self.memory_mib is None) == (self.gpus is None):
             raise ValueError("set exactly one of gpu.memoryMiB (a slice) or gpu.gpus (whole GPUs)")
         return self
 

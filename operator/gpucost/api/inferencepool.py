@@ -89,8 +89,8 @@ class ReplicaPlacement(Wire):
     pod: str
     node: str
     gpu_indices: list[int] = Field(default_factory=list)
-    gpu_uui_ds: list[str] = Field(default_factory=list, alias="gpuUUIDs")
-    memory_mi_b: int = Field(
+    gpu_uuids: list[str] = Field(default_factory=list, alias="gpuUUIDs")
+    memory_mib: int = Field(
         alias="memoryMiB", ge=0, description="GPU memory reserved, summed over its GPUs."
     )
     phase: str = Field("Pending", description="Pod phase, or Terminating.")

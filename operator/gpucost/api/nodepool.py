@@ -66,7 +66,7 @@ class NodeGPU(Wire):
         description="GPU product as NVIDIA GPU feature discovery names it "
         "(nvidia.com/gpu.product), e.g. NVIDIA-A100-SXM4-80GB.",
     )
-    memory_mi_b: int = Field(
+    memory_mib: int = Field(
         alias="memoryMiB", ge=1, le=1_048_576, description="Memory per GPU in MiB."
     )
     count: int = Field(ge=1, le=64, description="GPUs per node.")
@@ -195,7 +195,7 @@ class GPUNodePoolSpec(Wire):
             names.LABEL_CAPACITY_TYPE: self.capacity_type,
             names.LABEL_INSTANCE_TYPE: self.instance_type,
             names.LABEL_GPU_PRODUCT: self.gpu.model,
-            names.LABEL_GPU_MEMORY: str(self.gpu.memory_mi_b),
+            names.LABEL_GPU_MEMORY: str(self.gpu.memory_mib),
             names.LABEL_GPU_COUNT: str(self.gpu.count),
         }
 
@@ -221,8 +221,8 @@ class GPUNodePoolStatus(Costed):
     draining_nodes: list[str] = Field(
         default_factory=list, description="Nodes cordoned and being drained for removal."
     )
-    gpu_memory_allocated_mi_b: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
-    gpu_memory_total_mi_b: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
+    gpu_memory_allocated_mib: int = Field(0, alias="gpuMemoryAllocatedMiB", ge=0)
+    gpu_memory_total_mib: int = Field(0, alias="gpuMemoryTotalMiB", ge=0)
     idle_cost_per_hour: float = Field(
         0.0, ge=0, description="USD per hour of GPU memory no workload holds."
     )

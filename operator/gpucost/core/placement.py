@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from gpucost.core.inventory import Ask, FreeMap, GPUNode
-from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.cluster import PackingState
 from gpucost.core.packing.frag import ShapeDistribution
 from gpucost.core.packing.model import NodeSpec, Task
 from gpucost.core.packing.policies import DEFAULT_POLICY, make_policy
@@ -126,7 +126,7 @@ def place(
             + f" can hold {_describe(ask)}",
             ask.memory_mib or 0,
         )
-    cluster = Cluster([_node_spec(n) for n in candidates])
+    cluster = PackingState([_node_spec(n) for n in candidates])
     for i, node in enumerate(candidates):
         for j, gpu in enumerate(node.gpus):
             cluster.reserve(

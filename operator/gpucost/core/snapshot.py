@@ -50,7 +50,7 @@ def node_gpus(node: dict[str, Any], pool: GPUNodePoolSpec | None) -> tuple[GPU, 
     except (KeyError, ValueError):
         if pool is None:
             return ()
-        count, memory, model = pool.gpu.count, pool.gpu.memory_mi_b, pool.gpu.model
+        count, memory, model = pool.gpu.count, pool.gpu.memory_mib, pool.gpu.model
     return tuple(GPU(i, model, memory) for i in range(count))
 
 
@@ -103,7 +103,7 @@ def reservation(raw: str | None) -> tuple[frozenset[str], float, Slots]:
 
 def pool_template_node(name: str, pool: GPUNodePoolSpec) -> GPUNode:
     """An empty hypothetical node of a pool: what the pool could ever offer one ask."""
-    gpus = tuple(GPU(i, pool.gpu.model, pool.gpu.memory_mi_b) for i in range(pool.gpu.count))
+    gpus = tuple(GPU(i, pool.gpu.model, pool.gpu.memory_mib) for i in range(pool.gpu.count))
     return GPUNode(
         name=f"<new {name} node>",
         pool=name,

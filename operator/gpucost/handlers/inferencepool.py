@@ -83,8 +83,8 @@ def _placement_status(pod: PlacedPod) -> ReplicaPlacement:
         pod=pod.name,
         node=pod.node,
         gpu_indices=list(pod.gpu_indices),
-        gpu_uui_ds=list(pod.gpu_uuids),
-        memory_mi_b=pod.memory_mib,
+        gpu_uuids=list(pod.gpu_uuids),
+        memory_mib=pod.memory_mib,
         phase=_phase(pod),
         ready=pod.ready,
     )

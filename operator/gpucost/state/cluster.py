@@ -111,7 +111,7 @@ def make_ask(
         if all(pool.labels.get(k) == v for k, v in pool_selector.items())
     )
     return Ask(
-        memory_mib=gpu.memory_mi_b,
+        memory_mib=gpu.memory_mib,
         gpus=gpu.gpus,
         capacity_types=frozenset(capacity_types),
         gpu_models=frozenset(gpu_models),

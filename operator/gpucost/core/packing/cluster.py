@@ -6,13 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpucost.core.packing.model import MILLI, NodeSpec, Placement, Task
+from gpucost.core.packing.model import MILLI, GPUChoice, NodeSpec, Task
 
 NEVER = np.iinfo(np.int64).max // 4
 """Per-GPU demand on a node that can never serve the ask (no GPUs, no memory size known)."""
 
 
-class Cluster:
+class PackingState:
     """Mutable free capacity; ``apply``/``release`` are the only writers and never over-commit."""
 
     def __init__(self, nodes: Sequence[NodeSpec]) -> None:
@@ -122,10 +122,10 @@ class Cluster:
             fitting = fitting[np.argsort(free[fitting], kind="stable")]
         return tuple(int(i) for i in fitting[: task.gpus])
 
-    def placement(self, node: int, task: Task, gpus: Sequence[int]) -> Placement:
-        return Placement(node, tuple(gpus), int(self.demand(task)[node]) if task.gpus else 0)
+    def placement(self, node: int, task: Task, gpus: Sequence[int]) -> GPUChoice:
+        return GPUChoice(node, tuple(gpus), int(self.demand(task)[node]) if task.gpus else 0)
 
-    def apply(self, task: Task, where: Placement) -> None:
+    def apply(self, task: Task, where: GPUChoice) -> None:
         n = where.node
         if len(set(where.gpus)) != task.gpus:
             raise ValueError(
@@ -142,7 +142,7 @@ class Cluster:
             self.gpu_free[n, g] -= where.units
         self.epoch[n] += 1
 
-    def release(self, task: Task, where: Placement) -> None:
+    def release(self, task: Task, where: GPUChoice) -> None:
         n = where.node
         self.cpu_free[n] += task.cpu_milli
         self.mem_free[n] += task.memory_mib

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.cluster import PackingState
 from gpucost.core.packing.model import Task
 
 
@@ -68,7 +68,7 @@ class ShapeDistribution:
 class FragIndex:
     """Per-node fragmentation for one cluster and one shape distribution, refreshed lazily."""
 
-    def __init__(self, cluster: Cluster, dist: ShapeDistribution) -> None:
+    def __init__(self, cluster: PackingState, dist: ShapeDistribution) -> None:
         self.cluster = cluster
         groups: dict[tuple[int, int, int | None], list[tuple[Task, float]]] = {}
         self.f_all = sum(f for _, f in dist.shapes)

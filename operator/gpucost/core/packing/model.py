@@ -79,7 +79,7 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Placement:
+class GPUChoice:
     node: int
     """Index of the node in the cluster."""
     gpus: tuple[int, ...]

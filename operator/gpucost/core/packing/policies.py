@@ -1,4 +1,4 @@
-"""Placement policies: each picks a node and GPUs for one task, or None when nothing fits now.
+"""GPUChoice policies: each picks a node and GPUs for one task, or None when nothing fits now.
 
 ``firstfit``, ``bestfit`` and ``fgd`` are the baselines, written the way the ATC'23 simulator scores
 (integer node scores, ties to the first node of a per-run shuffled order), so our numbers can be
@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from gpucost.core.packing.cluster import NEVER, Cluster
+from gpucost.core.packing.cluster import NEVER, PackingState
 from gpucost.core.packing.frag import FragIndex, ShapeDistribution
-from gpucost.core.packing.model import Placement, Task
+from gpucost.core.packing.model import GPUChoice, Task
 
 MAX_SPEC_CPU = 128_000
 MAX_SPEC_GPU = 8_000
@@ -26,7 +26,7 @@ MAX_SPEC_GPU = 8_000
 class Policy(Protocol):
     name: str
 
-    def choose(self, cluster: Cluster, task: Task) -> Placement | None: ...
+    def choose(self, cluster: PackingState, task: Task) -> GPUChoice | None: ...
 
 
 class _Ranked:
@@ -40,7 +40,7 @@ class _Ranked:
         self.rng = np.random.default_rng(seed)
         self._rank: np.ndarray | None = None
 
-    def rank(self, cluster: Cluster) -> np.ndarray:
+    def rank(self, cluster: PackingState) -> np.ndarray:
         if self._rank is None or len(self._rank) != len(cluster):
             self._rank = self.rng.permutation(len(cluster))
         return self._rank
@@ -49,7 +49,7 @@ class _Ranked:
 class FirstFit:
     name = "firstfit"
 
-    def choose(self, cluster: Cluster, task: Task) -> Placement | None:
+    def choose(self, cluster: PackingState, task: Task) -> GPUChoice | None:
         ok = np.flatnonzero(cluster.feasible(task))
         if not len(ok):
             return None
@@ -62,7 +62,7 @@ class BestFit(_Ranked):
 
     name = "bestfit"
 
-    def choose(self, cluster: Cluster, task: Task) -> Placement | None:
+    def choose(self, cluster: PackingState, task: Task) -> GPUChoice | None:
         ok = np.flatnonzero(cluster.feasible(task))
         if not len(ok):
             return None
@@ -79,7 +79,7 @@ class BestFit(_Ranked):
 
 
 def _candidates(
-    cluster: Cluster, task: Task, ok: np.ndarray
+    cluster: PackingState, task: Task, ok: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(node, free units of the GPU(s) taken, demand) for every distinct way to place the task.
 
@@ -100,7 +100,7 @@ def _candidates(
     return ok[rows], values, need[rows]
 
 
-def _gpus_with_free(cluster: Cluster, node: int, task: Task, value: int) -> tuple[int, ...]:
+def _gpus_with_free(cluster: PackingState, node: int, task: Task, value: int) -> tuple[int, ...]:
     """The task's GPUs on ``node``: the first ones whose free units equal ``value``."""
     hits = np.flatnonzero(cluster.gpu_free[node] == value)
     return tuple(int(i) for i in hits[: task.gpus])
@@ -121,14 +121,14 @@ class FGD(_Ranked):
         self.dist = dist
         self._index: FragIndex | None = None
 
-    def index(self, cluster: Cluster) -> FragIndex:
+    def index(self, cluster: PackingState) -> FragIndex:
         if self._index is None or self._index.cluster is not cluster:
             self._index = FragIndex(cluster, self.dist)
         self._index.refresh()
         return self._index
 
     def delta(
-        self, cluster: Cluster, task: Task
+        self, cluster: PackingState, task: Task
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(nodes, free value taken, Δfrag) per candidate; None when nothing fits."""
         ok = np.flatnonzero(cluster.feasible(task))
@@ -139,7 +139,7 @@ class FGD(_Ranked):
         after = idx.after(nodes, values, task.gpus, need, cluster.cpu_free[nodes] - task.cpu_milli)
         return nodes, values, after - idx.frag[nodes]
 
-    def choose(self, cluster: Cluster, task: Task) -> Placement | None:
+    def choose(self, cluster: PackingState, task: Task) -> GPUChoice | None:
         found = self.delta(cluster, task)
         if found is None:
             return None
@@ -189,9 +189,9 @@ class GpuCost(FGD):
     def __init__(self, dist: ShapeDistribution, seed: int = 0) -> None:
         super().__init__(dist, seed)
         self._tables: dict[int, np.ndarray] = {}
-        self._cpu_per_gpu: tuple[Cluster, np.ndarray] | None = None
+        self._cpu_per_gpu: tuple[PackingState, np.ndarray] | None = None
 
-    def choose(self, cluster: Cluster, task: Task) -> Placement | None:
+    def choose(self, cluster: PackingState, task: Task) -> GPUChoice | None:
         found = self.delta(cluster, task)
         if found is None:
             return None
@@ -217,7 +217,7 @@ class GpuCost(FGD):
             )
         return cluster.placement(node, task, cluster.gpus_for(node, task, how="first"))
 
-    def _strands(self, cluster: Cluster, nodes: np.ndarray, task: Task) -> np.ndarray:
+    def _strands(self, cluster: PackingState, nodes: np.ndarray, task: Task) -> np.ndarray:
         """Per node: how many more of its free GPUs (in whole GPUs) would be left without CPU to
         run if the task took its CPU there, at the shape mix's CPU per GPU."""
         if self._cpu_per_gpu is None or self._cpu_per_gpu[0] is not cluster:
@@ -232,7 +232,7 @@ class GpuCost(FGD):
 
         return unfed(cpu - task.cpu_milli) - unfed(cpu)
 
-    def _mix_cpu_per_gpu(self, cluster: Cluster) -> np.ndarray:
+    def _mix_cpu_per_gpu(self, cluster: PackingState) -> np.ndarray:
         """Per node: milli-CPU the GPU shapes that can run there ask per whole GPU they take."""
         cpu = np.zeros(len(cluster))
         gpus = np.zeros(len(cluster))
@@ -244,7 +244,7 @@ class GpuCost(FGD):
                 gpus += np.where(runs, f * shape.gpus * need / np.maximum(cluster.units, 1), 0.0)
         return np.divide(cpu, gpus, out=np.zeros(len(cluster)), where=gpus > 0)
 
-    def _waste_table(self, cluster: Cluster, units: int) -> np.ndarray:
+    def _waste_table(self, cluster: PackingState, units: int) -> np.ndarray:
         """φ over 0..units for GPUs of this capacity (the shapes' asks converted to its units)."""
         tables = self._tables
         if units not in tables:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucost.core.packing.cluster import Cluster
+from gpucost.core.packing.cluster import PackingState
 from gpucost.core.packing.frag import FragIndex, ShapeDistribution
-from gpucost.core.packing.model import NodeSpec, Placement, Task
+from gpucost.core.packing.model import GPUChoice, NodeSpec, Task
 from gpucost.core.packing.policies import Policy
 
 LEVELS = (90, 95, 100, 110, 120, 130)
@@ -77,7 +77,7 @@ def replay_static(
     measure: ShapeDistribution,
     levels: Sequence[int] = LEVELS,
 ) -> StaticResult:
-    cluster = Cluster(nodes)
+    cluster = PackingState(nodes)
     frag = FragIndex(cluster, measure)
     capacity = cluster.total_units
     arrived = 0
@@ -132,12 +132,12 @@ def replay_dynamic(
     policy: Policy,
 ) -> DynamicResult:
     """Place at creation, free at deletion (departures first at equal times)."""
-    cluster = Cluster(nodes)
+    cluster = PackingState(nodes)
     events = sorted(
         [(created, 1, i) for i, (_, created, _) in enumerate(timed)]
         + [(deleted, 0, i) for i, (_, _, deleted) in enumerate(timed)]
     )
-    where: dict[int, Placement] = {}
+    where: dict[int, GPUChoice] = {}
     gpu_seconds = node_seconds = 0.0
     failed = 0
     peak = 0
