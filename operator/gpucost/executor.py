@@ -46,7 +46,8 @@ def reservation(launch: Launch, index: int) -> dict[str, str]:
     node = launch.nodes[index]
     slots = [[s.owner, list(s.gpu_indices)] for s in node.slots]
     owners = sorted({s.owner for s in node.slots})
-    body = {"owners": owners, "until": round(launch.reserved_until, 3), "slots": slots}
+    until = round(launch.reserved_until, 3)
+    body = {"owners": owners, "until": until, "hold": launch.hold, "slots": slots}
     return {names.ANNOTATION_RESERVED_FOR: json.dumps(body, separators=(",", ":"))}
 
 

@@ -216,6 +216,9 @@ class Launch:
     nodes: tuple[NewNode, ...]
     """One per new node, with the GPU slots the plan packed for its work."""
     reserved_until: float
+    """Held for the slots' owners until then at least (its boot delay and ``hold`` from now)."""
+    hold: float
+    """And this long after it turns Ready."""
     price: float
     on_failure: tuple[Command, ...]
     """Applied when the provider refuses: the pool's cool-down, and the rollback of what the
@@ -363,6 +366,7 @@ def _launches(
                 name,
                 mine,
                 snap.now + pool.boot_seconds + timing.reservation,
+                timing.reservation,
                 pool.price,
                 (Cooldown(name, snap.now + timing.cooldown), *rollback),
             )

@@ -100,7 +100,7 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         interrupted=interrupted(node),
         consolidatable_since=epoch(ann.get(names.ANNOTATION_CONSOLIDATABLE_SINCE)),
         replacing=_replacing(ann.get(names.ANNOTATION_REPLACING)),
-        reserved_until=reserved(ann.get(names.ANNOTATION_RESERVED_FOR))[1],
+        reserved_until=reserved(node)[1],
     )
 
 

@@ -65,9 +65,7 @@ def gpu_node(node: dict[str, Any], pools: dict[str, GPUNodePoolSpec]) -> GPUNode
     gpus = node_gpus(node, pool)
     if not gpus:
         return None
-    reserved_for, reserved_until, slots = reservation(
-        (meta.get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR)
-    )
+    reserved_for, reserved_until, slots = reservation(node)
     return GPUNode(
         name=meta["name"],
         pool=pool_name or "",
@@ -90,13 +88,22 @@ def pod_tolerations(pool: GPUNodePoolSpec | None) -> list[dict[str, str]]:
 Slots = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def reservation(raw: str | None) -> tuple[frozenset[str], float, Slots]:
+def reservation(node: dict[str, Any]) -> tuple[frozenset[str], float, Slots]:
+    """Who a launched node is held for, until when, on which GPUs. The hold runs ``hold`` seconds
+    past the node turning Ready (its boot took what it took: a burst's last nodes join late),
+    and at least until ``until``."""
+    raw = ((node.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_RESERVED_FOR)
     if not raw:
         return frozenset(), 0.0, ()
     try:
         data = json.loads(raw)
         slots = tuple((str(o), tuple(int(i) for i in gpus)) for o, gpus in data.get("slots") or [])
-        return frozenset(str(o) for o in data["owners"]), float(data["until"]), slots
+        until = float(data["until"])
+        ready = condition(node.get("status"), "Ready")
+        since = epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
+        if since is not None:
+            until = max(until, since + float(data.get("hold") or 0.0))
+        return frozenset(str(o) for o in data["owners"]), until, slots
     except (ValueError, KeyError, TypeError):
         return frozenset(), 0.0, ()  # a broken mark reserves nothing
 
