@@ -65,7 +65,7 @@ from gpucost.core.inventory import Allocation, Ask, FreeMap, GPUNode
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.placement import NoFit, place, place_planned
 from gpucost.core.scaledown import NodePod, NodeState, Replacing
-from gpucost.core.scaleup import NewNode, Offer, Pending, plan_scale_up
+from gpucost.core.scaleup import NewNode, Offer, Pending, ScaleUpPlan, plan_scale_up
 from gpucost.core.snapshot import pool_template_node
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -500,8 +500,20 @@ def _operator_writes(audit_log: Path) -> tuple[int, dict[str, int]]:
     return sum(by.values()), dict(sorted(by.items(), key=lambda kv: -kv[1]))
 
 
-def _planned(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> float:
-    offers = [Offer(name, pool_template_node(name, s), 400) for name, s in specs.items()]
+def max_nodes(replicas: int) -> int:
+    """Each pool's maxNodes in the burst: never the limit (5,000 replicas take ~2,000 A10Gs)."""
+    return max(400, replicas // 2)
+
+
+def burst_timeout(replicas: int) -> float:
+    """Seconds a burst (or its floor) may take before the run fails: 10 min per 1,000 replicas."""
+    return max(600.0, 0.6 * replicas)
+
+
+def burst_plan(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> ScaleUpPlan:
+    """One scale-up plan for the whole burst: what the operator should buy; the floor's nodes."""
+    headroom = max_nodes(sum(counts))
+    offers = [Offer(name, pool_template_node(name, s), headroom) for name, s in specs.items()]
     pending = [
         Pending(
             name,
@@ -514,7 +526,11 @@ def _planned(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> float:
         )
         for (name, _, gpu, kinds), n in zip(BURST, counts)
     ]
-    plan = plan_scale_up(pending, offers)
+    return plan_scale_up(pending, offers)
+
+
+def _planned(specs: dict[str, GPUNodePoolSpec], counts: list[int]) -> float:
+    plan = burst_plan(specs, counts)
     return sum(specs[pool].price_per_hour * k for pool, k in plan.launches.items())
 
 
@@ -561,20 +577,7 @@ def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Pr
     from gpucost.devcluster.controlplane import poll
 
     counts, docs = burst_docs(replicas)
-    offers = [Offer(name, pool_template_node(name, s), 2000) for name, s in specs.items()]
-    pending = [
-        Pending(
-            name,
-            Ask(
-                memory_mib=gpu.get("memoryMiB"),
-                gpus=gpu.get("gpus"),
-                capacity_types=frozenset(kinds),
-            ),
-            n,
-        )
-        for (name, _, gpu, kinds), n in zip(BURST, counts)
-    ]
-    plan = plan_scale_up(pending, offers)
+    plan = burst_plan(specs, counts)
     pool_spec = {d["metadata"]["name"]: InferencePoolSpec.model_validate(d["spec"]) for d in docs}
     nodes, pods, ordinal = [], [], defaultdict(int)
     for i, new in enumerate(plan.new_nodes):
@@ -611,12 +614,12 @@ def run_floor(cp, specs: dict[str, GPUNodePoolSpec], replicas: int, progress: Pr
     poll(
         "every floor pod Running",
         lambda: (n := _running(kube, "floor")) >= len(pods) or progress.update(step, completed=n),
-        600,
+        burst_timeout(replicas),
         interval=0.5,
     )
     seconds = time.perf_counter() - started
     progress.update(step, description="floor: removing its pods and nodes")
-    cp.kubectl("delete", "namespace", "floor", "--wait=true", timeout=600)
+    cp.kubectl("delete", "namespace", "floor", "--wait=true", timeout=burst_timeout(replicas))
     for node in nodes:
         kube.delete_node(node["metadata"]["name"])
     poll(
@@ -668,7 +671,7 @@ def run_burst(
         cp.kubectl("apply", "-f", str(repo / "crds"))
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         for name, spec in specs.items():
-            body = spec.wire() | {"maxNodes": 400, "idleTimeout": "1h"}
+            body = spec.wire() | {"maxNodes": max_nodes(replicas), "idleTimeout": "1h"}
             cp.kubectl(
                 "apply",
                 "-f",
@@ -722,7 +725,7 @@ def run_burst(
             )
 
         t_nodes = t_running = None
-        deadline = t0 + 600
+        deadline = t0 + burst_timeout(replicas)
         while time.perf_counter() < deadline:
             done = running()
             progress.update(
@@ -737,8 +740,8 @@ def run_burst(
             time.sleep(0.5)  # a progress poll, not synchronisation: the deadline bounds it
         if t_running is None:
             raise RuntimeError(
-                f"only {running()}/{replicas} replicas Running after 600 s; operator log "
-                f"{operator.log}"
+                f"only {running()}/{replicas} replicas Running after "
+                f"{burst_timeout(replicas):.0f} s; operator log {operator.log}"
             )
         poll("the audit log to flush", lambda: audit.exists(), 10)
         writes, by = _operator_writes(audit)

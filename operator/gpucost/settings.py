@@ -56,7 +56,7 @@ class Autoscaling:
     """Pending work is provisioned for once it has stopped changing for batch_idle, or after
     batch_max at the latest (Karpenter's defaults): 100 new replicas make one decision."""
     reservation_seconds: float = field(
-        default_factory=lambda: _env_float("GPUCOST_RESERVATION_SECONDS", 30.0)
+        default_factory=lambda: _env_float("GPUCOST_RESERVATION_SECONDS", 60.0)
     )
     """A launched node is held for the work it was bought for until it has booted and this long
     more."""

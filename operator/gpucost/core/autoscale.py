@@ -103,7 +103,7 @@ def pool_view(
 class Timing:
     batch_idle: float = 1.0
     batch_max: float = 10.0
-    reservation: float = 30.0
+    reservation: float = 60.0
     """A new node is held for its plan's work until it has booted and this long more."""
     cooldown: float = 300.0
 

@@ -9,7 +9,6 @@ work, the others find it done). One look at a time, never two within ``MIN_GAP``
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 import time
@@ -38,11 +37,12 @@ from gpucost.core.scaledown import NodeState, PoolLimits
 from gpucost.core.scaleup import Pending
 from gpucost.core.snapshot import allocations
 from gpucost.executor import Executor
+from gpucost.handlers.worker import Worker
 from gpucost.settings import Settings
 from gpucost.state.cluster import Cluster, ask_for, make_ask, read_cluster
 
 log = logging.getLogger(__name__)
-MIN_GAP = 0.5
+MIN_GAP = 1.0
 """Seconds between two looks at least: a burst's events coalesce into one."""
 
 
@@ -111,8 +111,9 @@ def pending_work(
     return out
 
 
-class Autoscaler:
+class Autoscaler(Worker):
     def __init__(self, kube: Kube, settings: Settings, providers: Providers | None = None) -> None:
+        super().__init__("autoscaler")
         self.kube = kube
         self.settings = settings.autoscaling
         self.timing = Timing(
@@ -131,9 +132,7 @@ class Autoscaler:
         self._last = 0.0
         self._batch = Batch()
         self._wake_at: float | None = None
-        self._wake = threading.Condition()
-        self._poked = self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._poked = False
 
     def maybe_tick(self, min_gap: float | None = None) -> None:
         """One look unless another runs or ran less than ``min_gap`` (default: most of the
@@ -153,41 +152,21 @@ class Autoscaler:
     def poke(self) -> None:
         """Pending work appeared: look now (from kopf's event handlers; never blocks)."""
         with self._wake:
-            if self._thread is None:  # in a handler's context, which kopf.event needs
-                context = contextvars.copy_context()
-                self._thread = threading.Thread(
-                    target=context.run, args=(self._run,), name="autoscaler", daemon=True
-                )
-                self._thread.start()
+            self._start_once()
             self._poked = True
             self._wake.notify()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                due = (
-                    self._wake_at - time.time()
-                    if self._wake_at is not None
-                    else self.settings.interval_seconds
-                )
-                self._wake.wait_for(
-                    lambda: self._poked or self._stopping,
-                    timeout=min(max(due, 0.0), self.settings.interval_seconds),
-                )
-                if self._stopping:
+                interval = self.settings.interval_seconds
+                due = self._wake_at - time.time() if self._wake_at is not None else interval
+                if not self._wait(lambda: self._poked, min(max(due, 0.0), interval)):
                     return
                 self._poked = False
-            pause = self._last + MIN_GAP - time.time()
-            if pause > 0:
-                with self._wake:  # a stop still ends the pause at once
-                    self._wake.wait_for(lambda: self._stopping, timeout=pause)
+                pause = self._last + MIN_GAP - time.time()
+                if pause > 0 and not self._wait(lambda: False, pause):  # a stop ends it at once
+                    return
             try:
                 self.maybe_tick(MIN_GAP)
             except Exception:  # the timers keep looking; this thread must not die

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -33,6 +31,7 @@ from gpucost.core.placement import (
     place_planned,
 )
 from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
+from gpucost.handlers.worker import Worker
 from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
@@ -185,16 +184,19 @@ def reconcile(
     logger: logging.Logger | logging.LoggerAdapter,
     policy: str = DEFAULT_POLICY,
     cost_every: float = 60.0,
+    cluster: Cluster | None = None,
 ) -> None:
     """Serialised per operator: kopf may run the create handler, the timer and a pod event at once,
-    each with its own copy of the body; under the lock we re-read the object and decide once."""
+    each with its own copy of the body; under the lock we re-read the object and decide once.
+    ``cluster``: a view read under the same hold of the lock, shared by a batch of reconciles
+    (each brings its own pods up to date in it)."""
     meta = body["metadata"]
     with PLACEMENT_LOCK, metrics.reconciling("InferencePool"):
         current = fresh(kube, PLURAL, body)
         if current is None:
             metrics.forget_workload("InferencePool", meta["namespace"], meta["name"])
             return  # gone, replaced, or going: the garbage collector removes the owned pods
-        _reconcile(kube, current, logger, policy, cost_every)
+        _reconcile(kube, current, logger, policy, cost_every, cluster or read_cluster(kube))
 
 
 def _reconcile(
@@ -203,6 +205,7 @@ def _reconcile(
     logger: logging.Logger | logging.LoggerAdapter,
     policy: str,
     cost_every: float,
+    cluster: Cluster,
 ) -> None:
     meta = body["metadata"]
     namespace, uid = meta["namespace"], meta["uid"]
@@ -210,7 +213,6 @@ def _reconcile(
     if spec is None:
         return
     unplaced: list[NoFit] = []
-    cluster = read_cluster(kube)
     mine = [p for p in cluster.pods if p.owner_uid == uid]
     moving = _release_stranded(kube, body, cluster, mine, logger)
     avoid = {p.node for p in mine if p.replica in moving}
@@ -270,8 +272,9 @@ def _reconcile(
         for r, why in sorted(moving.items())
         if r < want and r not in plan.create
     ]
-    if plan.delete or plan.create:
+    if plan.delete or plan.create or moving:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
+        cluster.pods[:] = [p for p in cluster.pods if p.owner_uid != uid] + mine
 
     def compute(obj: dict[str, Any]) -> dict[str, Any]:
         old = InferencePoolStatus.model_validate(obj.get("status") or {})
@@ -396,7 +399,7 @@ class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{(self.extra or {}).get('pool')}] {msg}", kwargs
 
 
-class PodEvents:
+class PodEvents(Worker):
     """Replica pod changes and nodes turning Ready, coalesced per InferencePool into one
     reconcile on one worker thread.
 
@@ -406,12 +409,10 @@ class PodEvents:
     """
 
     def __init__(self, kube: Kube, policy: str, cost_every: float) -> None:
+        super().__init__("pod-events")
         self.kube, self.policy, self.cost_every = kube, policy, cost_every
         self._dirty: dict[tuple[str, str], str] = {}
         self._nodes: set[str] = set()
-        self._wake = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
     def event(self, event: dict[str, Any]) -> None:
         """From kopf's pod event handler: cheap, never reconciles or reads itself."""
@@ -449,28 +450,10 @@ class PodEvents:
             if touched(o.get("status") or {})
         }
 
-    def _start_once(self) -> None:
-        """Called from kopf's event handlers: the worker runs in a copy of a handler's context,
-        which kopf.event (Placed events) needs and a bare thread would not have."""
-        if self._thread is None:
-            context = contextvars.copy_context()
-            self._thread = threading.Thread(
-                target=context.run, args=(self._run,), name="pod-events", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
     def _run(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._dirty or self._nodes or self._stopping)
-                if self._stopping:
+                if not self._wait(lambda: self._dirty or self._nodes):
                     return
                 batch, self._dirty = self._dirty, {}
                 nodes, self._nodes = self._nodes, set()
@@ -478,19 +461,23 @@ class PodEvents:
                 batch.update(self._affected(nodes) if nodes else {})
             except Exception:
                 log.exception("listing the InferencePools a node change affects failed")
-            for (namespace, name), uid in batch.items():
+            # One read of the cluster for the whole batch, under one hold of the placement lock:
+            # read per pool, a burst's ten pools parsed every node and pod ten times over.
+            with PLACEMENT_LOCK:
                 try:
-                    body = self.kube.get_inference_pool(namespace, name)
-                    if body is not None and body["metadata"]["uid"] == uid:
-                        reconcile(
-                            self.kube,
-                            body,
-                            _Prefixed(log, {"pool": f"{namespace}/{name}"}),
-                            self.policy,
-                            self.cost_every,
+                    cluster = read_cluster(self.kube) if batch else None
+                except Exception:
+                    log.exception("reading the cluster for a batch of reconciles failed")
+                    continue
+                for (namespace, name), uid in batch.items():
+                    body = {"metadata": {"namespace": namespace, "name": name, "uid": uid}}
+                    logger = _Prefixed(log, {"pool": f"{namespace}/{name}"})
+                    try:
+                        reconcile(self.kube, body, logger, self.policy, self.cost_every, cluster)
+                    except Exception:  # the resync timer retries; this thread must not die
+                        log.exception(
+                            "reconcile of %s/%s after a pod event failed", namespace, name
                         )
-                except Exception:  # the pool's resync timer retries; this thread must not die
-                    log.exception("reconcile of %s/%s after a pod event failed", namespace, name)
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Placement reads free memory and then creates pods; two workloads doing that at once could pick
 # the same GPU. One lock per operator process (kopf runs one active operator) closes that window.
-PLACEMENT_LOCK = threading.Lock()
+PLACEMENT_LOCK = threading.RLock()
+"""Re-entrant: a batch of reconciles holds it around the cluster view they share."""
 
 
 @dataclass(frozen=True)
