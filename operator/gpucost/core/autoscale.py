@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from gpucost.api.common import duration_seconds
 from gpucost.api.nodepool import ConsolidationPolicy, GPUNodePoolSpec
-from gpucost.core.consolidate import plan_consolidation
+from gpucost.core.consolidate import CONSOLIDATION, plan_consolidation
 from gpucost.core.inventory import Allocation, Ask, GPUNode
 from gpucost.core.placement import Filled
 from gpucost.core.scaledown import (
@@ -293,12 +293,14 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True)
             for s in snap.states
             if s.consolidatable_since is not None
         ]
-    elif replacing:  # their replacements have booted: drain them now
+    elif replacing:  # their replacements have booted: drain them now (which clears the mark)
         for s in replacing:
-            if s.disruption is None and not s.interrupted:
-                d = Disruption(s.name, s.pool, "Consolidation", s.replacing.message)  # type: ignore[union-attr]
+            message = s.replacing.message if s.replacing else ""
+            if s.disruption is None and not s.interrupted and s.pool in snap.pools:
+                d = Disruption(s.name, s.pool, CONSOLIDATION, message)
                 out.commands.append(Disrupt(d, snap.pools[s.pool].price))
-            out.commands.append(MarkReplacing(s.name, None))
+            else:  # already going another way: the mark has nothing left to do
+                out.commands.append(MarkReplacing(s.name, None))
     elif consolidate:
         out.commands += _consolidate(snap, offers, timing)
     out.commands += _drain(snap)
