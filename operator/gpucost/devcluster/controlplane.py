@@ -117,7 +117,17 @@ class ControlPlane:
                             **self.apiserver_args,
                         }.items()
                     ],
-                }
+                },
+                # kube-scheduler's client defaults to 50 requests/s: binding a burst of 1,000
+                # pods (a binding and an Event each) waited 40 s on that alone. Large clusters
+                # raise it; so does this one, so a burst measures the operator, not the throttle.
+                {
+                    "name": "kube-scheduler",
+                    "extraArgs": [
+                        {"key": "kube-api-qps", "value": "500"},
+                        {"key": "kube-api-burst", "value": "1000"},
+                    ],
+                },
             ],
         }
         path = self.workdir / f"{self.name}-kwokctl.yaml"
