@@ -162,13 +162,22 @@ def test_planned_slots_are_taken_one_each_so_no_owner_eats_another_owners_slot()
         gpu_node("n", gpus=2), reserved_for=frozenset("AB"), reserved_until=100.0, slots=slots
     )
     free, filled_a, filled_b = FreeMap.of([node], []), Counter(), Counter()
-    first = place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a)
-    second = place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a)
+    first = place_planned(Ask(memory_mib=30000), [node], "A", free, filled_a)
+    second = place_planned(Ask(memory_mib=30000), [node], "A", free, filled_a)
     # GPU 0 still had 51 GB after A's first replica, but its A slot was filled: GPU 1 next.
     assert (first.gpu_indices, second.gpu_indices) == ((0,), (1,))
-    assert place_planned(Ask(memory_mib=30000), [node], "A", free, 10.0, filled_a) is None
-    assert place_planned(Ask(memory_mib=40000), [node], "B", free, 10.0, filled_b).gpu_indices == (
-        0,
+    assert place_planned(Ask(memory_mib=30000), [node], "A", free, filled_a) is None
+    assert place_planned(Ask(memory_mib=40000), [node], "B", free, filled_b).gpu_indices == (0,)
+    # Each slot is filled once, whoever asks: B's one slot is taken now.
+    assert place_planned(Ask(memory_mib=1000), [node], "B", free, filled_b) is None
+
+
+def test_an_owners_slots_stay_its_own_after_the_hold_where_the_room_is_still_free():
+    slots = (("A", (0,)),)
+    node = replace(
+        gpu_node("n", gpus=1), reserved_for=frozenset("A"), reserved_until=100.0, slots=slots
     )
-    # Once the reservation is over the slots bind nobody.
-    assert place_planned(Ask(memory_mib=1000), [node], "B", free, 100.0, Counter()) is None
+    late = place_planned(Ask(memory_mib=30000), [node], "A", FreeMap.of([node], []), Counter())
+    assert late is not None and late.gpu_indices == (0,)
+    taken = FreeMap.of([node], [Allocation("n", 0, 70000)])  # others filled the GPU meanwhile
+    assert place_planned(Ask(memory_mib=30000), [node], "A", taken, Counter()) is None

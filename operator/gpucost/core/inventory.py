@@ -33,11 +33,11 @@ class GPUNode:
     """(owner, GPU indices) of each ask the scale-up plan packed onto this node when it bought
     it."""
 
-    def slots_of(self, owner: str, now: float) -> list[tuple[int, ...]]:
-        """The GPUs the plan gave this owner's asks here, while the reservation holds."""
-        return (
-            [gpus for who, gpus in self.slots if who == owner] if now < self.reserved_until else []
-        )
+    def slots_of(self, owner: str) -> list[tuple[int, ...]]:
+        """The GPUs the plan gave this owner's asks here. They stay its own after the hold: the
+        hold only keeps other work off the node, and a pool that gets to its replicas late (a
+        burst of 5,000) still finds the room bought for them, unless others took it since."""
+        return [gpus for who, gpus in self.slots if who == owner]
 
     def open_to(self, owner: str, now: float) -> bool:
         return not self.reserved_for or owner in self.reserved_for or now >= self.reserved_until

@@ -163,7 +163,7 @@ Filled = Counter[tuple[str, tuple[int, ...]]]
 
 
 def place_planned(
-    ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, now: float, filled: Filled
+    ask: Ask, nodes: list[GPUNode], owner: str, free: FreeMap, filled: Filled
 ) -> Placement | None:
     """The ask on GPUs a scale-up plan gave this owner on a node it bought, if one is still open:
     the plan packed every owner of the batch together, so following it buys no node twice
@@ -174,7 +174,7 @@ def place_planned(
         if not eligible(ask, node):
             continue
         seen: Filled = Counter()
-        for gpus in node.slots_of(owner, now):
+        for gpus in node.slots_of(owner):
             seen[(node.name, gpus)] += 1
             if seen[(node.name, gpus)] <= filled[(node.name, gpus)]:
                 continue

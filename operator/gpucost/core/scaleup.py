@@ -108,11 +108,11 @@ def plan_scale_up(
     left: list[tuple[str, Ask, int]] = []
     # As the InferencePool placer does: GPUs an earlier plan bought for the owner first; a node
     # whose slots still hold is closed to anything else.
-    planned = [n for n in nodes if n.slots and now < n.reserved_until]
+    planned = [n for n in nodes if n.slots]
     for (owner, ask), count in groups:
         fitted = 0
         mine_filled = Counter((filled or {}).get(owner, {}))
-        while fitted < count and place_planned(ask, planned, owner, free, now, mine_filled):
+        while fitted < count and place_planned(ask, planned, owner, free, mine_filled):
             fitted += 1
         mine = [
             n

@@ -237,7 +237,7 @@ def _reconcile(
         # Nodes the autoscaler bought are filled the way its plan packed them, GPU by GPU: their
         # room outside this pool's slots belongs to the other pools of the same plan. A node
         # bought without slots (its provider names nodes later) is filled for the asks alone.
-        planned = [n for n in nodes if n.slots and now < n.reserved_until]
+        planned = [n for n in nodes if n.slots]
         bought = [
             n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots
         ]
@@ -247,7 +247,7 @@ def _reconcile(
             (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
         )
         for replica in plan.create:
-            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, now, filled)
+            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, filled)
             if result is None and bought:
                 result = place(ask, bought, free, policy)
             if not isinstance(result, Placement):
