@@ -244,7 +244,7 @@ class TraceSim:
         """What the InferencePool handler does: slots a plan bought first, then the policy."""
         open_ = [n.node for n in self.nodes.values() if n.disruption is None]
         planned = [n for n in open_ if n.slots]
-        rest = [n for n in open_ if not (n.slots and at < n.reserved_until)]
+        rest = [n for n in open_ if not n.held(at)]
         for i, ask in sorted(self.pending.items()):
             # One pod per owner here: a pending pod fills none of its slots yet.
             placed = place_planned(ask, planned, str(i), self.free, Counter()) or place(

@@ -33,6 +33,10 @@ class GPUNode:
     """(owner, GPU indices) of each ask the scale-up plan packed onto this node when it bought
     it."""
 
+    def held(self, now: float) -> bool:
+        """Its plan's slots still keep other work off it (the reservation's hold)."""
+        return bool(self.slots) and now < self.reserved_until
+
     def slots_of(self, owner: str) -> list[tuple[int, ...]]:
         """The GPUs the plan gave this owner's asks here. They stay its own after the hold: the
         hold only keeps other work off the node, and a pool that gets to its replicas late (a

@@ -114,13 +114,7 @@ def plan_scale_up(
         mine_filled = Counter((filled or {}).get(owner, {}))
         while fitted < count and place_planned(ask, planned, owner, free, mine_filled):
             fitted += 1
-        mine = [
-            n
-            for n in nodes
-            if n.open_to(owner, now)
-            and eligible(ask, n)
-            and not (n.slots and now < n.reserved_until)
-        ]
+        mine = [n for n in nodes if n.open_to(owner, now) and eligible(ask, n) and not n.held(now)]
         while fitted < count:
             mine = [n for n in mine if _may_hold(ask, n, free)]
             if not mine or isinstance(place(ask, mine, free, policy), NoFit):

@@ -241,7 +241,7 @@ def _reconcile(
         bought = [
             n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots
         ]
-        rest = [n for n in nodes if not (n.slots and now < n.reserved_until)]
+        rest = [n for n in nodes if not n.held(now)]
         placed: list[tuple[int, Placement]] = []
         filled = Counter(
             (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
