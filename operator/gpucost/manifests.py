@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpucost import names
+from gpucost import names, podtemplate
 from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec, IsolationMode
+from gpucost.core.engine import Slice
 from gpucost.core.placement import Placement
 
 
@@ -39,43 +40,36 @@ def replica_pod(
     uid: str,
     spec: InferencePoolSpec,
     replica: int,
+    revision: str,
     placement: Placement,
     node_pool: GPUNodePoolSpec,
 ) -> dict[str, Any]:
     """One serving replica pinned to the GPU(s) the placement chose, tolerating its pool's
-    taints."""
-    env = [{"name": e.name, "value": e.value} for e in spec.env]
-    if spec.model_uri:
-        env.append({"name": "MODEL_URI", "value": spec.model_uri})
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if spec.resources.cpu:
-        requests["cpu"] = spec.resources.cpu
-    if spec.resources.memory:
-        requests["memory"] = limits["memory"] = spec.resources.memory
-    container: dict[str, Any] = {
-        "name": "server",
-        "image": spec.image,
-        "env": env,
-        "resources": {"requests": requests, "limits": limits},
-    }
-    if spec.command:
-        container["command"] = spec.command
-    if spec.args:
-        container["args"] = spec.args
-    if spec.port:
-        container["ports"] = [{"name": "http", "containerPort": spec.port}]
+    taints, with the engine told its slice of the GPU it landed on."""
+    gpus = len(placement.gpu_indices)
+    got = Slice(
+        gpus=gpus,
+        mib_per_gpu=placement.memory_mib // gpus,
+        gpu_mib=node_pool.gpu.memory_mib,
+        whole=spec.gpu.gpus is not None,
+    )
     pod = placed_pod(
         owner=("InferencePool", pool, uid),
         namespace=namespace,
-        container=container,
+        container=podtemplate.serving_container(spec, got),
         placement=placement,
         node_pool=node_pool,
         restart_policy="Always",
     )
     pod["metadata"]["name"] = replica_pod_name(pool, replica)
-    pod["metadata"]["labels"][names.LABEL_REPLICA] = str(replica)
-    return pod
+    pod["metadata"]["labels"].update(
+        {
+            names.LABEL_REPLICA: str(replica),
+            names.LABEL_POOL: pool,
+            names.LABEL_REVISION: revision,
+        }
+    )
+    return podtemplate.apply_template(pod, spec)
 
 
 def placed_pod(

@@ -35,6 +35,13 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "gpu-cost-operator"
 LABEL_OWNER_UID = f"{DOMAIN}/owner-uid"
 LABEL_REPLICA = f"{DOMAIN}/replica"
+# Replica pods: the InferencePool's name (what its Service and the inference extension select) and
+# the hash of the spec the pod was built from (Deployment's pod-template-hash).
+LABEL_POOL = f"{DOMAIN}/inferencepool"
+LABEL_REVISION = f"{DOMAIN}/revision"
+# Env vars every replica gets, so a custom engine can size itself to its slice.
+ENV_GPU_MEMORY_MIB = "GPUCOST_GPU_MEMORY_MIB"
+ENV_GPU_MEMORY_FRACTION = "GPUCOST_GPU_MEMORY_FRACTION"
 ANNOTATION_OWNER = f"{DOMAIN}/inferencepool"
 ANNOTATION_NODE = f"{DOMAIN}/node"
 ANNOTATION_GPU_INDICES = f"{DOMAIN}/gpu-indices"

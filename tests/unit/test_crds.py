@@ -33,9 +33,9 @@ def walk(node, path="$"):
 @pytest.mark.parametrize("crd", all_crds(), ids=lambda c: c["spec"]["names"]["kind"])
 def test_schema_is_structural(crd):
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"]["status"] == {}
     for path, node in walk(version["schema"]["openAPIV3Schema"]):
-        assert "type" in node, f"{path} has no type"
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
         assert not {"$ref", "anyOf", "allOf", "title"} & node.keys(), path
         if "properties" in node:
             assert "additionalProperties" not in node, path
@@ -98,3 +98,13 @@ def test_cel_rules_and_python_validators_stay_paired():
         assert source.count("x-kubernetes-validations") == source.count("@model_validator"), (
             module.__name__
         )
+
+
+def test_inference_pool_scales_through_the_scale_subresource_and_leaves_infpool_to_the_gateway():
+    crd = next(c for c in all_crds() if c["spec"]["names"]["kind"] == "InferencePool")
+    assert crd["spec"]["versions"][0]["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    assert crd["spec"]["names"]["shortNames"] == ["ipool"]

@@ -30,6 +30,7 @@ def build(placement, isolation="nvml-limit", **spec):
         uid="uid-1",
         spec=InferencePoolSpec.model_validate(inference_pool_spec(**spec)),
         replica=3,
+        revision="rev1",
         placement=placement,
         node_pool=node_pool(isolation=isolation),
     )
@@ -55,7 +56,11 @@ def test_replica_pod_is_pinned_to_its_gpu_and_owned_by_the_pool():
         "NVIDIA_VISIBLE_DEVICES": "GPU-abc",
         "CUDA_VISIBLE_DEVICES": "GPU-abc",
         "MODEL_URI": "s3://m",
+        names.ENV_GPU_MEMORY_MIB: "20000",
+        names.ENV_GPU_MEMORY_FRACTION: "0.244",
     }
+    assert meta["labels"][names.LABEL_REVISION] == "rev1"
+    assert meta["labels"][names.LABEL_POOL] == "web"
     assert spec["containers"][0]["resources"]["requests"][names.RESOURCE_GPU_MEMORY] == "20000"
     assert spec["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},

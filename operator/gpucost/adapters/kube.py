@@ -59,6 +59,28 @@ def _unless_gone(call: Callable[[], T]) -> T | None:
         raise
 
 
+PLURALS = {
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "InferencePool": "inferencepools",
+    "Pod": "pods",
+}
+
+
+def _path(obj: Obj) -> str:
+    """The REST path of a namespaced object from its apiVersion, kind and metadata."""
+    api, meta = obj["apiVersion"], obj["metadata"]
+    prefix = "/api/v1" if api == "v1" else f"/apis/{api}"
+    return f"{prefix}/namespaces/{meta['namespace']}/{PLURALS[obj['kind']]}/{meta['name']}"
+
+
+def _message(e: ApiException) -> str:
+    try:
+        return str(json.loads(e.body).get("message") or e.reason)
+    except (TypeError, ValueError):
+        return str(e.reason)
+
+
 def _created(create: Callable[..., Any], obj: Obj) -> bool:
     """False when an object of that name exists already (a retried reconcile) or its namespace is
     being deleted (its owner goes with it)."""
@@ -215,6 +237,66 @@ class Kube:
                 name, namespace, grace_period_seconds=0 if force else None, _preload_content=False
             )
         )
+
+    def create_pods_reporting(self, pods: list[Obj]) -> list[bool | str]:
+        """As ``create_pods``, but a pod the API server refuses as invalid (422) is its message
+        (field paths included) rather than an exception: one bad template is a condition, not a
+        failed reconcile."""
+
+        def create(pod: Obj) -> bool | str:
+            try:
+                return self.create_pod(pod)
+            except ApiException as e:
+                if e.status != 422:
+                    raise
+                return _message(e)
+
+        return self._each(create, pods)
+
+    def apply(self, obj: Obj) -> None:
+        """Server-side apply as the operator's field manager: the fields it owns are set to
+        exactly these, and a field another manager (an HPA, a user) owns elsewhere is kept."""
+        self.client.call_api(
+            _path(obj),
+            "PATCH",
+            query_params=[("fieldManager", names.MANAGED_BY), ("force", "true")],
+            header_params={"Content-Type": "application/apply-patch+yaml"},
+            body=obj,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
+
+    def delete_object(self, obj: Obj) -> None:
+        """Delete the object ``obj`` names (its kind, namespace and name); gone already is fine."""
+        _unless_gone(
+            lambda: self.client.call_api(
+                _path(obj), "DELETE", auth_settings=["BearerToken"], _preload_content=False
+            )
+        )
+
+    def get_path(self, obj: Obj) -> Obj | None:
+        """The object ``obj`` names, or None."""
+        resp = _unless_gone(
+            lambda: self.client.call_api(
+                _path(obj), "GET", auth_settings=["BearerToken"], _preload_content=False
+            )
+        )
+        return None if resp is None else _json(resp[0])
+
+    def served(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``group/version`` (a CRD is installed)."""
+        try:
+            resp = self.client.call_api(
+                f"/apis/{group}/{version}",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in _json(resp[0]).get("resources") or [])
 
     def create_job(self, job: Obj) -> bool:
         return _created(self.batch.create_namespaced_job, job)

@@ -41,8 +41,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             del node["default"]
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP or (key == "additionalProperties" and value is False):
-            # structural schemas forbid it beside properties; the API server prunes instead
+        if key in _DROP or (key == "additionalProperties" and isinstance(value, bool)):
+            # structural schemas forbid it beside properties (the API server prunes instead), and
+            # an open object says so with x-kubernetes-preserve-unknown-fields
             continue
         if key == "exclusiveMinimum":
             out["minimum"], out["exclusiveMinimum"] = value, True
@@ -74,6 +75,8 @@ class Kind:
     scope: str
     description: str
     columns: list[dict[str, str]] = field(default_factory=list)
+    scale: dict[str, str] | None = None
+    """The scale subresource's paths (kubectl scale, HPA, KEDA), if the kind has one."""
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -130,18 +133,34 @@ KINDS: list[Kind] = [
         InferencePool,
         "InferencePool",
         "inferencepools",
-        ["infpool", "ipool"],
+        # Not "infpool": the Gateway API Inference Extension's InferencePool claims it.
+        ["ipool"],
         "Namespaced",
-        "Model-serving replicas, each packed onto a slice of one GPU's memory or onto whole GPUs.",
+        "Model-serving replicas, each packed onto a slice of one GPU's memory or onto whole GPUs, "
+        "behind a Service, rolled out replica by replica.",
         [
             {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
             {"name": "Placed", "type": "integer", "jsonPath": ".status.replicas"},
             {"name": "Ready-Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            {"name": "Updated", "type": "integer", "jsonPath": ".status.updatedReplicas"},
+            {"name": "Engine", "type": "string", "jsonPath": ".spec.engine", "priority": 1},
             {"name": "GPU-MiB", "type": "integer", "jsonPath": ".spec.gpu.memoryMiB"},
             {"name": "GPUs", "type": "integer", "jsonPath": ".spec.gpu.gpus", "priority": 1},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+            {
+                "name": "Revision",
+                "type": "string",
+                "jsonPath": ".status.updateRevision",
+                "priority": 1,
+            },
             _READY,
             _AGE,
         ],
+        scale={
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
     ),
     Kind(
         CompressionJob,
@@ -203,7 +222,10 @@ def crd(kind: Kind) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {
+                        "status": {},
+                        **({"scale": kind.scale} if kind.scale else {}),
+                    },
                     "additionalPrinterColumns": kind.columns,
                     "schema": {
                         "openAPIV3Schema": {

@@ -5,11 +5,43 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from gpucost.api.common import CapacityType, Condition, Costed, GPUAsk, Quantity, Wire
+from gpucost.api.serving import (
+    DisruptionBudget,
+    Engine,
+    InferenceExtension,
+    Opaque,
+    Probes,
+    ServiceOptions,
+    Strategy,
+    Template,
+)
+
+DEFAULT_PORTS = {Engine.VLLM: 8000, Engine.SGLANG: 30000, Engine.TGI: 80, Engine.CUSTOM: 8000}
 
 
 class EnvVar(Wire):
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = Field("", max_length=32768)
+    value: str | None = Field(None, max_length=32768)
+    value_from: Opaque | None = Field(
+        None, description="core/v1 EnvVarSource: secretKeyRef (an HF token), configMapKeyRef, ..."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.value) && has(self.valueFrom))",
+                    "message": "set value or valueFrom, not both",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvVar":
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both")
+        return self
 
 
 class ContainerResources(Wire):
@@ -19,11 +51,30 @@ class ContainerResources(Wire):
 
 class InferencePoolSpec(Wire):
     image: str = Field(min_length=1, max_length=1024, description="Serving container image.")
+    engine: Engine = Field(
+        Engine.VLLM,
+        description="Serving engine: the operator passes it its GPU slice (vLLM "
+        "--gpu-memory-utilization/--kv-cache-memory-bytes, SGLang --mem-fraction-static, TGI "
+        "--cuda-memory-fraction) and tensor parallelism, and sets its port and probes. custom: "
+        "only the GPUCOST_GPU_MEMORY_* env vars.",
+    )
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
     port: int | None = Field(
-        None, ge=1, le=65535, description="Container port the server listens on."
+        None,
+        ge=1,
+        le=65535,
+        description="Container port the server listens on (default: the engine's: vLLM 8000, "
+        "SGLang 30000, TGI 80, custom 8000).",
+    )
+    model_memory_mib: int | None = Field(
+        None,
+        alias="modelMemoryMiB",
+        ge=1,
+        description="GPU memory the weights take per GPU. With it a vLLM slice replica gets "
+        "--kv-cache-memory-bytes = slice - weights - overhead, a KV budget that does not depend "
+        "on the GPU's size or its co-tenants.",
     )
     model_uri: str | None = Field(
         None, max_length=2048, description="Model to serve; passed to the container as MODEL_URI."
@@ -52,6 +103,22 @@ class InferencePoolSpec(Wire):
     node_pool_selector: dict[str, str] = Field(
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
     )
+    probes: Probes = Field(default_factory=Probes, json_schema_extra={"default": {}})
+    strategy: Strategy = Field(default_factory=Strategy, json_schema_extra={"default": {}})
+    progress_deadline_seconds: int = Field(
+        1800,
+        ge=1,
+        description="A rollout that makes no progress for this long stops with "
+        "Progressing=False (ProgressDeadlineExceeded); the old replicas keep serving.",
+    )
+    template: Template = Field(default_factory=Template, json_schema_extra={"default": {}})
+    service: ServiceOptions = Field(
+        default_factory=ServiceOptions, json_schema_extra={"default": {}}
+    )
+    inference_extension: InferenceExtension = Field(
+        default_factory=InferenceExtension, json_schema_extra={"default": {}}
+    )
+    pod_disruption_budget: DisruptionBudget | None = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -69,6 +136,12 @@ class InferencePoolSpec(Wire):
                     "rule": "!has(self.minReplicas) || self.replicas >= self.minReplicas",
                     "message": "replicas must not be below minReplicas",
                 },
+                {
+                    "rule": "!has(self.strategy) || !has(self.strategy.rollingUpdate) || "
+                    "!(string(self.strategy.rollingUpdate.maxSurge) in ['0', '0%'] && "
+                    "string(self.strategy.rollingUpdate.maxUnavailable) in ['0', '0%'])",
+                    "message": "maxSurge and maxUnavailable cannot both be 0",
+                },
             ]
         }
     )
@@ -81,7 +154,14 @@ class InferencePoolSpec(Wire):
             raise ValueError("minReplicas must not exceed maxReplicas")
         if not low <= self.replicas <= high:
             raise ValueError("replicas must be within [minReplicas, maxReplicas]")
+        rolling = self.strategy.rolling_update
+        if rolling.max_surge in (0, "0%") and rolling.max_unavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0")
         return self
+
+    @property
+    def serving_port(self) -> int:
+        return self.port or DEFAULT_PORTS[Engine(self.engine)]
 
 
 class ReplicaPlacement(Wire):
@@ -100,6 +180,21 @@ class ReplicaPlacement(Wire):
 class InferencePoolStatus(Costed):
     replicas: int = Field(0, ge=0, description="Replicas placed (pods that exist).")
     ready_replicas: int = Field(0, ge=0, description="Replicas whose pod is Ready.")
+    updated_replicas: int = Field(0, ge=0, description="Replicas of updateRevision.")
+    updated_ready_replicas: int = Field(0, ge=0, description="Ready replicas of updateRevision.")
+    current_revision: str | None = Field(
+        None, description="The revision the pool last served entirely from."
+    )
+    update_revision: str | None = Field(
+        None, description="Hash of everything that shapes a replica pod, from the current spec."
+    )
+    last_progress_time: str | None = Field(
+        None, description="RFC 3339: when the rollout last created or readied a replica."
+    )
+    selector: str | None = Field(
+        None, description="Label selector of the replicas (the scale subresource's)."
+    )
+    endpoint: str | None = Field(None, description="The pool's Service URL inside the cluster.")
     unplaced_replicas: int = Field(0, ge=0, description="Replicas that fit on no GPU right now.")
     placements: list[ReplicaPlacement] = Field(default_factory=list)
     observed_generation: int | None = Field(None, ge=0)

@@ -140,6 +140,9 @@ class PlacedPod:
     unschedulable_since: float | None = None
     """When kube-scheduler last started calling it Unschedulable (epoch seconds); None if not."""
     scheduler_message: str = ""
+    revision: str = ""
+    """The InferencePool revision it was built from (empty: a job's pod, or an older operator's)."""
+    ip: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -182,6 +185,8 @@ def placed_pod(pod: dict[str, Any]) -> PlacedPod | None:
             bound=bool((pod.get("spec") or {}).get("nodeName")),
             unschedulable_since=epoch(refused.get("lastTransitionTime")) if refused else None,
             scheduler_message=refused.get("message", "") if refused else "",
+            revision=labels.get(names.LABEL_REVISION, ""),
+            ip=status.get("podIP", ""),
         )
     except (KeyError, ValueError):
         return None

@@ -33,6 +33,7 @@ from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, 
 from gpucost.core.inventory import Ask
 from gpucost.core.jobrun import UNPLACED
 from gpucost.core.placement import Filled
+from gpucost.core.rollout import resolve
 from gpucost.core.scaledown import NodeState, PoolLimits
 from gpucost.core.scaleup import Pending
 from gpucost.core.snapshot import allocations
@@ -86,8 +87,13 @@ def pending_work(
             continue  # its own handler reports the bad spec
         meta = obj["metadata"]
         # The status trails the pods its reconcile is creating: a replica with a pod is not
-        # pending, or a look between the two buys a node for it twice.
-        unplaced = min(unplaced, max(spec.replicas - live[meta["uid"]], 0))
+        # pending, or a look between the two buys a node for it twice. A rollout's surge
+        # replicas are wanted on top of the count.
+        status = obj.get("status") or {}
+        rolling = status.get("updateRevision") != status.get("currentRevision")
+        surge = resolve(spec.strategy.rolling_update.max_surge, spec.replicas, round_up=True)
+        ceiling = spec.replicas + (surge if rolling else 0)
+        unplaced = min(unplaced, max(ceiling - live[meta["uid"]], 0))
         if not unplaced:
             continue
         out.append(

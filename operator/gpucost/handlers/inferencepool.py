@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import kopf
@@ -16,25 +15,19 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
 from gpucost.api.nodepool import GPUNodePoolSpec
-from gpucost.core import refusal, replicas, snapshot
+from gpucost.core import endpoint, poolplan, refusal, snapshot
 from gpucost.core.cost import Account
-from gpucost.core.inventory import Ask, FreeMap
-from gpucost.core.packing.frag import ShapeDistribution
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.placement import (
     NoFit,
     Placement,
-    demand_shapes,
-    eligible,
-    fits_ever,
-    place,
-    place_planned,
 )
-from gpucost.core.snapshot import PlacedPod, allocations, pool_template_node
+from gpucost.core.snapshot import PlacedPod
 from gpucost.handlers.worker import Worker
 from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
+from gpucost.state.objects import EXTENSION, OBJECTS
 from gpucost.state.status import account_workload, fresh, spec_or_report, write_status
 
 PLURAL = "inferencepools"
@@ -43,37 +36,6 @@ EVENT_PLACEMENTS = 20
 NODE_UNAVAILABLE = "NodeUnavailable"
 """Ready/Placed reason while a stranded replica's old pod is still being removed."""
 log = logging.getLogger(__name__)
-
-
-def expected_shapes(cluster: Cluster, ask: Ask, pending: int) -> ShapeDistribution:
-    """What the packing policy should expect to come: the replicas running now plus this pool's
-    pending ones (FGD keeps room for the shapes a cluster actually runs, not a guess)."""
-    running = [
-        Ask(gpus=len(p.gpu_indices)) if len(p.gpu_indices) > 1 else Ask(memory_mib=p.mib_per_gpu)
-        for p in cluster.pods
-        if not p.terminal and p.gpu_indices
-    ]
-    return demand_shapes(running + [ask] * pending)
-
-
-def never_fits(ask: Ask, cluster: Cluster) -> str | None:
-    """Why no pool's node, even empty, could hold the ask; None if some could."""
-    templates = [pool_template_node(n, p.spec) for n, p in cluster.pools.items()]
-    if any(eligible(ask, t) and fits_ever(ask, t) for t in templates):
-        return None
-    what = f"{ask.gpus} whole GPUs" if ask.gpus else f"a {ask.memory_mib} MiB slice"
-    shapes = sorted(
-        {
-            f"{t.pool}: {len(t.gpus)}x{t.gpus[0].model} {t.gpus[0].memory_mib} MiB "
-            f"{t.capacity_type}"
-            for t in templates
-        }
-    )
-    return (
-        f"no GPUNodePool matching capacityTypes {sorted(ask.capacity_types)}"
-        + (f", gpuModels {sorted(ask.gpu_models)}" if ask.gpu_models else "")
-        + f" and the nodePoolSelector can hold {what}; pools: {'; '.join(shapes) or 'none'}"
-    )
 
 
 def _placement_status(pod: PlacedPod) -> ReplicaPlacement:
@@ -99,11 +61,14 @@ def build_status(
     spec: InferencePoolSpec,
     mine: list[PlacedPod],
     unplaced: list[NoFit],
-    impossible: str | None,
+    impossible: str | None = None,
+    decision: poolplan.PoolPlan | None = None,
     cost: Account = Account(),
     capped_by: str | None = None,
 ) -> dict[str, Any]:
     generation = body["metadata"].get("generation")
+    if decision is not None:
+        impossible = decision.impossible
     old = InferencePoolStatus.model_validate(body.get("status") or {})
     conditions: list[Condition] = old.conditions
     want = budget_cap(spec) if capped_by else spec.replicas
@@ -128,7 +93,10 @@ def build_status(
         )
     live = sorted((p for p in mine if not p.terminal and not p.deleting), key=lambda p: p.replica)
     ready = sum(p.ready for p in live)
-    if impossible:
+    invalid = decision.invalid if decision is not None else None
+    if invalid:
+        placed = (ConditionStatus.FALSE, "InvalidSpec", invalid)
+    elif impossible:
         placed = (ConditionStatus.FALSE, "NoMatchingGPU", impossible)
     elif unplaced:
         placed = (
@@ -148,7 +116,7 @@ def build_status(
     )
     if placed[0] == ConditionStatus.FALSE:
         readiness = (ConditionStatus.FALSE, placed[1], placed[2])
-    elif ready < want or len(live) != want:
+    elif ready < want or len(live) < want:
         readiness = (ConditionStatus.FALSE, "ReplicasNotReady", f"{ready} of {want} replicas ready")
     else:
         readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {want} replicas ready")
@@ -160,7 +128,18 @@ def build_status(
         message=readiness[2],
         generation=generation,
     )
+    meta = body["metadata"]
+    rollout: dict[str, Any] = {
+        "selector": endpoint.selector_string(meta["name"]),
+        "endpoint": endpoint.endpoint(meta["name"], meta["namespace"], spec)
+        if spec.service.enabled
+        else None,
+    }
+    if decision is not None and decision.rollout is not None:
+        conditions, fields = _progressing(conditions, spec, decision, mine, want, generation)
+        rollout.update(fields)
     return InferencePoolStatus(
+        **rollout,
         replicas=len(live),
         ready_replicas=ready,
         unplaced_replicas=len(unplaced) if not impossible else max(want - len(live), 0),
@@ -171,6 +150,63 @@ def build_status(
         cost_accumulated=round(cost.total, 6),
         cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
     ).wire()
+
+
+def _progressing(
+    conditions: list[Condition],
+    spec: InferencePoolSpec,
+    decision: poolplan.PoolPlan,
+    mine: list[PlacedPod],
+    want: int,
+    generation: int | None,
+) -> tuple[list[Condition], dict[str, Any]]:
+    """The rollout's fields and its Progressing condition (reasons as Deployment's), from the pods
+    as they are after the plan was applied."""
+    plan = decision.rollout
+    assert plan is not None
+    live = [p for p in mine if not p.terminal and not p.deleting]
+    new = [p for p in live if p.revision == plan.update]
+    ready_new = sum(p.ready for p in new)
+    complete = ready_new >= want and len(new) == len(live)
+    if decision.invalid:
+        state = (ConditionStatus.FALSE, "InvalidSpec", decision.invalid)
+    elif plan.stalled:
+        state = (
+            ConditionStatus.FALSE,
+            "ProgressDeadlineExceeded",
+            f"revision {plan.update} made no progress for {spec.progress_deadline_seconds}s "
+            f"({ready_new} of {want} updated replicas Ready); the rollout stopped and the "
+            f"replicas of revision {plan.current} keep serving",
+        )
+    elif complete:
+        state = (
+            ConditionStatus.TRUE,
+            "NewRevisionAvailable",
+            f"revision {plan.update}: {ready_new} of {want} replicas updated and Ready",
+        )
+    else:
+        state = (
+            ConditionStatus.TRUE,
+            "ReplicaSetUpdated",
+            f"rolling out revision {plan.update}: {len(new)} of {want} replicas updated, "
+            f"{ready_new} Ready",
+        )
+    conditions = set_condition(
+        conditions,
+        type="Progressing",
+        status=state[0],
+        reason=state[1],
+        message=state[2],
+        generation=generation,
+    )
+    fields = {
+        "updated_replicas": len(new),
+        "updated_ready_replicas": ready_new,
+        "update_revision": plan.update,
+        "current_revision": plan.update if complete else plan.current,
+        "last_progress_time": rfc3339(plan.progress_at),
+    }
+    return conditions, fields
 
 
 def budget_cap(spec: InferencePoolSpec) -> int:
@@ -212,67 +248,32 @@ def _reconcile(
     spec = spec_or_report(kube, PLURAL, body, InferencePoolSpec)
     if spec is None:
         return
-    unplaced: list[NoFit] = []
     mine = [p for p in cluster.pods if p.owner_uid == uid]
     moving = _release_stranded(kube, body, cluster, mine, logger)
-    avoid = {p.node for p in mine if p.replica in moving}
+    avoid = frozenset(p.node for p in mine if p.replica in moving)
     if moving:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
     capped_by = enforcing(kube, namespace, "capInferencePools")
-    want = budget_cap(spec) if capped_by else spec.replicas
-    plan = replicas.plan(want, mine)
-    for pod_name in plan.delete:
-        kube.delete_pod(namespace, pod_name)
-        logger.info("deleted replica pod %s", pod_name)
-    ask = ask_for(spec, cluster)
-    impossible = never_fits(ask, cluster)
-    if plan.create and not impossible:
-        owner = names.workload("InferencePool", namespace, meta["name"])
-        now = time.time()
-        # A node kube-scheduler refused a replica on is not offered to it again in this pass.
-        nodes = [n for n in cluster.nodes if n.open_to(owner, now) and n.name not in avoid]
-        free = FreeMap.of(nodes, allocations(cluster.pods))
-        pool_specs = {n: p.spec for n, p in cluster.pools.items()}
-        shapes = expected_shapes(cluster, ask, len(plan.create))
-        # Nodes the autoscaler bought are filled the way its plan packed them, GPU by GPU: their
-        # room outside this pool's slots belongs to the other pools of the same plan. A node
-        # bought without slots (its provider names nodes later) is filled for the asks alone.
-        planned = [n for n in nodes if n.slots]
-        bought = [
-            n for n in nodes if owner in n.reserved_for and now < n.reserved_until and not n.slots
-        ]
-        rest = [n for n in nodes if not n.held(now)]
-        placed: list[tuple[int, Placement]] = []
-        filled = Counter(
-            (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
-        )
-        for replica in plan.create:
-            result: Placement | NoFit | None = place_planned(ask, planned, owner, free, filled)
-            if result is None and bought:
-                result = place(ask, bought, free, policy)
-            if not isinstance(result, Placement):
-                result = place(ask, rest, free, policy, shapes)
-            if isinstance(result, NoFit) and result.reason == "NoMatchingGPU" and planned:
-                result = NoFit(
-                    "Unschedulable",
-                    f"the new nodes' GPUs are planned for other work; {result.message}",
-                    result.missing_mib,
-                )
-            metrics.placements.labels("unplaced" if isinstance(result, NoFit) else "placed").inc()
-            if isinstance(result, NoFit):
-                unplaced.append(_left(result, replica, moving.get(replica)))
-                continue
-            placed.append((replica, result))
-        _create_replicas(
-            kube, body, spec, placed, {n.name: pool_specs[n.pool] for n in cluster.nodes}, logger
-        )
-    # A replacement that could not be created yet (its old pod is still going) is unplaced too.
-    unplaced += [
-        NoFit(NODE_UNAVAILABLE, f"replica {r} waits for its old pod to go ({why})", 0)
-        for r, why in sorted(moving.items())
-        if r < want and r not in plan.create
-    ]
-    if plan.delete or plan.create or moving:
+    pool = poolplan.Pool(
+        name=meta["name"],
+        namespace=namespace,
+        uid=uid,
+        spec=spec,
+        status=InferencePoolStatus.model_validate(body.get("status") or {}),
+        want=budget_cap(spec) if capped_by else spec.replicas,
+    )
+    snap = poolplan.Snapshot(
+        nodes=cluster.nodes,
+        pods=cluster.pods,
+        pool_specs={n: p.spec for n, p in cluster.pools.items()},
+        ask=ask_for(spec, cluster),
+        avoid=avoid,
+        extension_served=EXTENSION.served(kube),
+    )
+    decision = poolplan.decide(pool, mine, snap, time.time(), policy)
+    _apply(kube, body, spec, decision, cluster, logger)
+    unplaced = [_left(miss, moving) for miss in decision.unplaced]
+    if decision.delete or decision.create or moving:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
         cluster.pods[:] = [p for p in cluster.pods if p.owner_uid != uid] + mine
 
@@ -283,8 +284,8 @@ def _reconcile(
             body=obj,
             spec=spec,
             mine=mine,
+            decision=decision,
             unplaced=unplaced,
-            impossible=impossible,
             cost=cost,
             capped_by=capped_by,
         )
@@ -292,12 +293,42 @@ def _reconcile(
     _announce(body, write_status(kube, PLURAL, body, compute))
 
 
-def _left(miss: NoFit, replica: int, why: str | None) -> NoFit:
+def _apply(
+    kube: Kube,
+    body: dict[str, Any],
+    spec: InferencePoolSpec,
+    decision: poolplan.PoolPlan,
+    cluster: Cluster,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """The executor of a pool's plan: deletions first (a rollout frees the GPU its old replica
+    held), then the new replicas, then the serving objects."""
+    namespace = body["metadata"]["namespace"]
+    for pod_name in decision.delete:
+        kube.delete_pod(namespace, pod_name)
+        logger.info("deleted replica pod %s", pod_name)
+    for _ in decision.create:
+        metrics.placements.labels("placed").inc()
+    for _ in decision.unplaced:
+        metrics.placements.labels("unplaced").inc()
+    if decision.create and decision.rollout is not None:
+        pools = {n.name: cluster.pools[n.pool].spec for n in cluster.nodes}
+        refused = _create_replicas(
+            kube, body, spec, decision.rollout.update, decision.create, pools, logger
+        )
+        if refused and decision.invalid is None:
+            decision.invalid = f"the API server refused the replica pod: {refused}"
+    OBJECTS.sync(kube, decision.apply, decision.remove)
+
+
+def _left(miss: NoFit, moving: dict[int, str]) -> NoFit:
     """An unplaced replacement says which node its replica had to leave, and why."""
-    if why is None:
+    if not moving:
         return miss
+    replica, why = min(moving.items())
     message = f"replica {replica} had to leave its node ({why}); {miss.message}"
-    return NoFit(miss.reason, message, miss.missing_mib)
+    reason = NODE_UNAVAILABLE if miss.reason == "Unschedulable" else miss.reason
+    return NoFit(reason, message, miss.missing_mib)
 
 
 def _release_stranded(
@@ -356,14 +387,14 @@ def _create_replicas(
     kube: Kube,
     body: dict[str, Any],
     spec: InferencePoolSpec,
+    revision: str,
     placed: list[tuple[int, Placement]],
     node_pools: dict[str, GPUNodePoolSpec],
     logger: logging.Logger | logging.LoggerAdapter,
-) -> None:
+) -> str | None:
     """The pods of one reconcile's placements, created together; one Event names them all (an
-    Event per replica was a third of a burst's API writes)."""
-    if not placed:
-        return
+    Event per replica was a third of a burst's API writes). The API server's reason when it
+    refuses a pod as invalid (the template's fields are checked there), else None."""
     meta = body["metadata"]
     pods = [
         manifests.replica_pod(
@@ -372,16 +403,18 @@ def _create_replicas(
             uid=meta["uid"],
             spec=spec,
             replica=replica,
+            revision=revision,
             placement=where,
             node_pool=node_pools[where.node],
         )
         for replica, where in placed
     ]
+    results = kube.create_pods_reporting(pods)
     done = [
         f"replica {replica} ({pod['metadata']['name']}) on node {where.node} GPU "
         f"{','.join(map(str, where.gpu_indices))}, {where.memory_mib} MiB"
-        for (replica, where), pod, created in zip(placed, pods, kube.create_pods(pods))
-        if created
+        for (replica, where), pod, created in zip(placed, pods, results)
+        if created is True
     ]
     for line in done:
         logger.info("placed %s", line)
@@ -390,6 +423,7 @@ def _create_replicas(
         more = f"; and {len(done) - EVENT_PLACEMENTS} more" if len(done) > EVENT_PLACEMENTS else ""
         # kopf.info is gated by posting.level, which is WARNING so routine logs stay out of Events.
         kopf.event(body, type="Normal", reason="Placed", message=f"placed {shown}{more}")
+    return next((r for r in results if isinstance(r, str)), None)
 
 
 class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]

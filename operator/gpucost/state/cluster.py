@@ -104,12 +104,15 @@ def make_ask(
     gpu_models: Iterable[str],
     pool_selector: dict[str, str],
     cluster: Cluster,
+    node_selector: dict[str, str] | None = None,
 ) -> Ask:
-    """A workload's GPU ask over the pools its selector picks."""
+    """A workload's GPU ask over the pools its selector picks (and whose nodes carry the labels
+    its pods' nodeSelector needs)."""
     selected = frozenset(
         name
         for name, pool in cluster.pools.items()
         if all(pool.labels.get(k) == v for k, v in pool_selector.items())
+        and all(pool.spec.node_labels(name).get(k) == v for k, v in (node_selector or {}).items())
     )
     return Ask(
         memory_mib=gpu.memory_mib,
@@ -123,5 +126,10 @@ def make_ask(
 def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
     """An InferencePool replica's ask (the placer and the autoscaler must agree on it)."""
     return make_ask(
-        spec.gpu, spec.capacity_types, spec.gpu_models, spec.node_pool_selector, cluster
+        spec.gpu,
+        spec.capacity_types,
+        spec.gpu_models,
+        spec.node_pool_selector,
+        cluster,
+        spec.template.spec.node_selector,
     )
