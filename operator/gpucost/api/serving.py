@@ -4,9 +4,8 @@ Service and the Gateway API Inference Extension object kept beside it."""
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any
-
 import re
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema
 

@@ -6,7 +6,9 @@ test needs (API ready, default service account present) and checks nothing is le
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +21,9 @@ import yaml
 from gpucost import names
 from gpucost.devcluster import binaries
 
+POD_CIDR = "127.64.0.1/10"
+SERVE = "devcluster.gpucost.dev/serve"
+"""Pod annotation (any value): the serving harness runs this pod's server; see kwok_stages."""
 OWNER = "owner.pid"
 CHILDREN = "children"
 
@@ -121,6 +126,9 @@ class ControlPlane:
                 # kube-scheduler's client defaults to 50 requests/s: binding a burst of 1,000
                 # pods (a binding and an Event each) waited 40 s on that alone. Large clusters
                 # raise it; so does this one, so a burst measures the operator, not the throttle.
+                # Pod IPs from loopback (all of 127.0.0.0/8 reaches this host), so the serving
+                # harness can listen on each replica's own IP and port.
+                {"name": "kwok-controller", "extraArgs": [{"key": "cidr", "value": POD_CIDR}]},
                 {
                     "name": "kube-scheduler",
                     "extraArgs": [
@@ -267,11 +275,16 @@ def _cmdline(pid: int) -> bytes:
 def kwok_stages(bin_dir: Path) -> list[dict]:
     """KWOK's default node and pod stages, with node-initialize held back by the node's
     boot-delay annotation (kwok provider nodes stay NotReady that long, like a booting instance) and
-    a Job pod's completion by its run-time annotation (a worker that takes that long)."""
+    a Job pod's completion by its run-time annotation (a worker that takes that long).
+
+    A pod annotated ``SERVE`` is served by the serving harness (``devcluster.serving``): KWOK only
+    starts it (Running, a pod IP) and the harness's prober sets Ready from the real server's
+    ``/health``, as the kubelet would."""
     stages = [
         yaml.safe_load(f.read_text()) for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))
     ]
     delays = {"node-initialize": names.KWOK_BOOT_DELAY, "pod-complete": names.KWOK_RUN_TIME}
+    served = {"key": f'.metadata.annotations["{SERVE}"]', "operator": "DoesNotExist"}
     for stage in stages:
         key = delays.get(stage["metadata"]["name"])
         if key:
@@ -279,7 +292,19 @@ def kwok_stages(bin_dir: Path) -> list[dict]:
                 "durationMilliseconds": 0,
                 "durationFrom": {"expressionFrom": f'.metadata.annotations["{key}"]'},
             }
-    return stages
+    ready = next(s for s in stages if s["metadata"]["name"] == "pod-ready")
+    started = copy.deepcopy(ready)
+    ready["spec"]["selector"]["matchExpressions"].append(served)
+    started["metadata"]["name"] = "pod-start-served"
+    started["spec"]["selector"]["matchExpressions"].append({**served, "operator": "Exists"})
+    template = started["spec"]["next"]["statusTemplate"]
+    template = re.sub(
+        r'status: "True"(\s+)type: (Ready|ContainersReady)\b',
+        r'status: "False"\1type: \2',
+        template,
+    )
+    started["spec"]["next"]["statusTemplate"] = template.replace("ready: true", "ready: false")
+    return [*stages, started]
 
 
 def alive(pid: int) -> bool:

@@ -1,0 +1,242 @@
+"""Gives every Running replica pod annotated ``SERVE`` a real server process on its own pod IP
+and port (KWOK runs no containers), and plays the kubelet's prober for it.
+
+The server is ``vllmsim`` for every engine (the one fake: no GPU here), started with the pod's
+args, its GPU slice and the node's GPU; the prober GETs the pod's readiness probe path on that
+IP, as the kubelet does, and writes the pod's Ready condition, so the EndpointSlice controller
+puts only Ready replicas behind the pool's Service. A deleted pod keeps serving through its
+preStop sleep and finishes its in-flight requests before its server stops, as a container does
+between SIGTERM and the end of its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kubernetes
+from aiohttp import web
+
+from gpucost import names
+from gpucost.devcluster.controlplane import SERVE
+from gpucost.devcluster.vllmsim import Server, Sizing, StartError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replica:
+    name: str
+    namespace: str
+    ip: str
+    port: int
+    server: Server
+    runner: web.AppRunner
+    drain_seconds: float
+    grace_seconds: float
+    ready: bool = False
+    prober: asyncio.Task | None = None
+
+
+def _container(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "server")
+
+
+def _env(container: dict[str, Any], name: str) -> str | None:
+    return next((e.get("value") for e in container.get("env") or [] if e["name"] == name), None)
+
+
+def ready_endpoints(core: kubernetes.client.CoreV1Api, namespace: str, service: str) -> list[str]:
+    """``ip:port`` of the Service's Ready endpoints from its EndpointSlices, as an inference
+    gateway reads them (there is no kube-proxy here)."""
+    api = kubernetes.client.DiscoveryV1Api(core.api_client)
+    slices = api.list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    ).items
+    out = []
+    for s in slices:
+        port = next((p.port for p in s.ports or [] if p.name == "http"), None)
+        for e in s.endpoints or []:
+            if port and e.conditions and e.conditions.ready:
+                out += [f"{ip}:{port}" for ip in e.addresses]
+    return sorted(out)
+
+
+class Harness:
+    """Runs on its own thread and event loop; ``start``/``stop`` from the test or the demo."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api = kubernetes.config.new_client_from_config(str(kubeconfig))
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.replicas: dict[str, Replica] = {}
+        self.failures: dict[str, str] = {}
+        """``namespace/pod`` → why its server would not start (what vLLM prints)."""
+        self.loop = asyncio.new_event_loop()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._nodes: dict[str, dict[str, str]] = {}
+
+    def start(self) -> None:
+        for target in (self.loop.run_forever, self._watch):
+            thread = threading.Thread(target=target, daemon=True, name="serving-harness")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        done: Future = asyncio.run_coroutine_threadsafe(self._stop_all(), self.loop)
+        done.result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    async def _stop_all(self) -> None:
+        for uid in list(self.replicas):
+            await self._stop(uid, drain=0)
+
+    def _watch(self) -> None:
+        selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+        while not self._stopping.is_set():
+            try:
+                stream = kubernetes.watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces,
+                    label_selector=selector,
+                    timeout_seconds=30,
+                )
+                for event in stream:
+                    pod = self.api.sanitize_for_serialization(event["object"])
+                    self._seen(event["type"], pod)
+                    if self._stopping.is_set():
+                        return
+            except Exception:  # the watch is restarted: a dropped connection is not fatal
+                log.exception("serving harness: pod watch failed; watching again")
+
+    def _seen(self, kind: str, pod: dict[str, Any]) -> None:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        if SERVE not in (meta.get("annotations") or {}):
+            return
+        uid = meta["uid"]
+        gone = kind == "DELETED" or meta.get("deletionTimestamp")
+        if gone:
+            asyncio.run_coroutine_threadsafe(self._stop(uid), self.loop)
+        elif status.get("phase") == "Running" and status.get("podIP") and uid not in self.replicas:
+            node = self._node_labels(pod["spec"].get("nodeName", ""))
+            asyncio.run_coroutine_threadsafe(self._start(uid, pod, node), self.loop)
+
+    def _node_labels(self, name: str) -> dict[str, str]:
+        if name not in self._nodes:
+            self._nodes[name] = self.core.read_node(name).metadata.labels or {}
+        return self._nodes[name]
+
+    async def _start(self, uid: str, pod: dict[str, Any], node: dict[str, str]) -> None:
+        if uid in self.replicas:
+            return
+        meta = pod["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        container = _container(pod)
+        slice_mib = int(meta["annotations"][names.ANNOTATION_GPU_MEMORY])
+        gpu_mib = int(node.get(names.LABEL_GPU_MEMORY, slice_mib))
+        weights = _env(container, "SIM_WEIGHTS_MIB")
+        try:
+            sizing = Sizing.from_args(
+                container.get("args") or [], slice_mib, gpu_mib, int(weights) if weights else None
+            )
+        except StartError as e:
+            self.failures[key] = str(e)
+            await self._status(meta, ready=False, failed=str(e))
+            return
+        load = float(_env(container, "SIM_LOAD_SECONDS") or 1.0)
+        server = Server(sizing, node.get(names.LABEL_GPU_PRODUCT, ""), load)
+        runner = web.AppRunner(server.app, shutdown_timeout=60)
+        await runner.setup()
+        port = container["ports"][0]["containerPort"]
+        try:
+            await web.TCPSite(runner, pod["status"]["podIP"], port).start()
+        except OSError as e:
+            self.failures[key] = f"cannot listen on {pod['status']['podIP']}:{port}: {e}"
+            await runner.cleanup()
+            return
+        server.start_engine()
+        stop = (container.get("lifecycle") or {}).get("preStop") or {}
+        replica = Replica(
+            meta["name"],
+            meta["namespace"],
+            pod["status"]["podIP"],
+            port,
+            server,
+            runner,
+            float((stop.get("sleep") or {}).get("seconds", 0)),
+            float(pod["spec"].get("terminationGracePeriodSeconds") or 30),
+        )
+        self.replicas[uid] = replica
+        replica.prober = asyncio.get_running_loop().create_task(self._probe(replica, container))
+
+    async def _probe(self, replica: Replica, container: dict[str, Any]) -> None:
+        probe = container.get("readinessProbe") or {}
+        period = float(probe.get("periodSeconds", 10))
+        timeout = aiohttp.ClientTimeout(total=float(probe.get("timeoutSeconds", 1)))
+        path = (probe.get("httpGet") or {}).get("path", "/health")
+        url = f"http://{replica.ip}:{replica.port}{path}"
+        meta = {"name": replica.name, "namespace": replica.namespace}
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(url) as resp:
+                        ok = resp.status < 400
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    ok = False
+                if ok != replica.ready:
+                    replica.ready = ok
+                    await self._status(meta, ready=ok)
+                await asyncio.sleep(period)
+
+    async def _status(self, meta: dict[str, Any], ready: bool, failed: str = "") -> None:
+        state: dict[str, Any] = {"running": {}}
+        if failed:
+            state = {"waiting": {"reason": "CrashLoopBackOff", "message": failed[-1000:]}}
+        value = "True" if ready else "False"
+        patch = {
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": value},
+                    {"type": "ContainersReady", "status": value},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "server",
+                        "image": "simulated",
+                        "imageID": "",
+                        "ready": ready,
+                        "restartCount": 0,
+                        "started": not failed,
+                        "state": state,
+                    }
+                ],
+            }
+        }
+
+        def write() -> None:
+            try:
+                self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], patch)
+            except kubernetes.client.ApiException as e:
+                if e.status != 404:  # a pod deleted meanwhile needs no status
+                    raise
+
+        await asyncio.get_running_loop().run_in_executor(None, write)
+
+    async def _stop(self, uid: str, drain: float | None = None) -> None:
+        replica = self.replicas.pop(uid, None)
+        if replica is None:
+            return
+        if replica.prober:
+            replica.prober.cancel()
+        # preStop: still serving while the endpoint leaves every client's list
+        await asyncio.sleep(replica.drain_seconds if drain is None else drain)
+        deadline = asyncio.get_running_loop().time() + replica.grace_seconds
+        while replica.server.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await replica.runner.cleanup()
