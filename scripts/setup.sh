@@ -35,6 +35,14 @@ if ! command -v prometheus >/dev/null; then
   command -v prometheus >/dev/null || { echo "could not install prometheus with apt-get" >&2; exit 1; }
 fi
 
+# unshare (util-linux) and ip (iproute2) for scripts/netns.sh, the tests' private pod network.
+if ! command -v unshare >/dev/null || ! command -v ip >/dev/null; then
+  step "installing util-linux and iproute2 (apt)"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  net_install() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends util-linux iproute2 2>&1 | tail -n 2; }
+  net_install || { $SUDO apt-get update -q 2>&1 | tail -n 1; net_install; }
+fi
+
 # Let Go fetch a newer toolchain from the module proxy if the local one is too old for KWOK.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 BIN="$(scripts/build-control-plane.sh | tail -n 1)"

@@ -8,5 +8,5 @@ step "checking the house rules (import-linter contracts, ruff lint and format)"
 .venv/bin/lint-imports --no-cache
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-step "running the tests (pytest)"
-exec .venv/bin/python -m pytest "$@"
+step "running the tests (pytest, in a private network namespace: scripts/netns.sh)"
+exec scripts/netns.sh .venv/bin/python -m pytest "$@"

@@ -25,6 +25,7 @@ from gpucost.devcluster.controlplane import ControlPlane, alive, free_port, poll
 from gpucost.devcluster.nodes import create_pool_nodes
 from gpucost.devcluster.operatorproc import OperatorProcess
 from gpucost.devcluster.prometheus import PrometheusServer
+from gpucost.devcluster.serving import Harness, check_pod_network
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -214,6 +215,19 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serving(control_plane: ControlPlane) -> Iterator[Harness]:
+    """A real server on each served replica's pod IP (devcluster.serving), for the session."""
+    try:
+        check_pod_network()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)  # never a skip
+    harness = Harness(control_plane.kubeconfig)
+    harness.start()
+    yield harness
+    harness.stop()
 
 
 @pytest.fixture

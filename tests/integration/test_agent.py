@@ -237,7 +237,7 @@ def test_a_lost_gpu_is_marked_and_the_operator_stops_placing_on_it(
     held = cluster.wait(
         "one replica placed, one not",
         lambda: (
-            (p := cluster.get("inferencepool", "whole", namespace))
+            (p := cluster.get("inferencepools.gpucost.dev", "whole", namespace))
             and p.get("status", {}).get("replicas") == 1
             and p["status"].get("unplacedReplicas") == 1
             and p

@@ -26,7 +26,7 @@ def node_names(cluster: Cluster, node_pool: str) -> set[str]:
 
 
 def all_ready(cluster: Cluster, namespace: str, *pools: str) -> bool:
-    objs = [cluster.get("inferencepool", p, namespace) for p in pools]
+    objs = [cluster.get("inferencepools.gpucost.dev", p, namespace) for p in pools]
     return all(condition(o, "Ready").get("status") == "True" for o in objs)
 
 
@@ -123,7 +123,7 @@ def test_idle_nodes_go_away_but_a_do_not_disrupt_pod_keeps_its_node(cluster, nam
     cluster.apply(keeper)
     cluster.kubectl(
         "patch",
-        "inferencepool",
+        "inferencepools.gpucost.dev",
         "web",
         "-n",
         namespace,
@@ -269,7 +269,7 @@ def test_two_half_used_nodes_are_consolidated_into_one(cluster, namespace, gpu_p
     )
     homes = {n: cluster.get("pod", f"{n}-0", namespace)["spec"]["nodeName"] for n in "abc"}
     shared = next(n for n in "abc" if list(homes.values()).count(homes[n]) == 2)
-    cluster.kubectl("delete", "inferencepool", shared, "-n", namespace)
+    cluster.kubectl("delete", "inferencepools.gpucost.dev", shared, "-n", namespace)
     # Now each node holds one 12000 MiB replica: one of them fits beside the other.
     left = sorted(set("abc") - {shared})
     cluster.wait(
@@ -391,7 +391,7 @@ def test_a_pod_disruption_budget_holds_the_drain_until_it_allows_the_eviction(
     )
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot"]))
     cluster.wait("replica ready", lambda: all_ready(cluster, namespace, "web"), timeout=60)
-    uid = cluster.get("inferencepool", "web", namespace)["metadata"]["uid"]
+    uid = cluster.get("inferencepools.gpucost.dev", "web", namespace)["metadata"]["uid"]
     cluster.apply(
         {
             "apiVersion": "policy/v1",

@@ -67,7 +67,12 @@ def test_thresholds_fire_once_and_enforcement_holds_until_the_period_resets(
     cluster.wait(
         "web charged",
         lambda: (
-            (cluster.get("inferencepool", "web", namespace)["status"].get("costPerHour") or 0)
+            (
+                cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"].get(
+                    "costPerHour"
+                )
+                or 0
+            )
             > 10.7
         ),
     )
@@ -98,7 +103,7 @@ def test_thresholds_fire_once_and_enforcement_holds_until_the_period_resets(
     capped = cluster.wait(
         "web capped at minReplicas",
         lambda: (
-            (p := cluster.get("inferencepool", "web", namespace))
+            (p := cluster.get("inferencepools.gpucost.dev", "web", namespace))
             and p["status"]["replicas"] == 1
             and condition(p, "BudgetCapped").get("status") == "True"
             and p
@@ -120,7 +125,7 @@ def test_thresholds_fire_once_and_enforcement_holds_until_the_period_resets(
 
     # Ticks later: still capped, and each threshold was sent and announced exactly once.
     held = accounted_past(cluster, "costbudget", "team", namespace, 3)
-    assert cluster.get("inferencepool", "web", namespace)["status"]["replicas"] == 1
+    assert cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]["replicas"] == 1
     assert [(b["threshold"], b["window"], b["namespaces"]) for b in webhook_receiver.bodies] == [
         (80, "daily", [namespace]),
         (100, "daily", [namespace]),
@@ -159,9 +164,11 @@ def test_thresholds_fire_once_and_enforcement_holds_until_the_period_resets(
     assert after["status"]["daily"]["reached"] == [] and after["status"]["daily"]["spent"] < 0.016
     cluster.wait(
         "web back to 3 replicas",
-        lambda: cluster.get("inferencepool", "web", namespace)["status"]["replicas"] == 3,
+        lambda: (
+            cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]["replicas"] == 3
+        ),
     )
-    freed = cluster.get("inferencepool", "web", namespace)
+    freed = cluster.get("inferencepools.gpucost.dev", "web", namespace)
     assert condition(freed, "BudgetCapped")["status"] == "False"
     released = cluster.wait(
         "the job released",
@@ -250,7 +257,7 @@ def test_a_cluster_budget_covers_selected_namespaces_and_retries_its_webhook(
         assert "alerting only" in condition(over, "Exceeded")["message"]
         accounted_past(cluster, "clustercostbudget", name, None, 2)
         pool_now = cluster.get(
-            "inferencepool", "web", namespace
+            "inferencepools.gpucost.dev", "web", namespace
         )  # no enforce: the pool keeps running
         assert pool_now["status"]["replicas"] == 1 and not condition(pool_now, "BudgetCapped")
         assert len(webhook_receiver.bodies) == 1  # 100 % is no threshold of this budget

@@ -103,9 +103,9 @@ def test_rendered_chart_applies_and_the_operator_runs_on_its_rbac_alone(
         cluster.wait(
             "rbac-probe ready under the chart's service account",
             lambda: (
-                condition(cluster.get("inferencepool", "rbac-probe", namespace), "Ready").get(
-                    "status"
-                )
+                condition(
+                    cluster.get("inferencepools.gpucost.dev", "rbac-probe", namespace), "Ready"
+                ).get("status")
                 == "True"
             ),
         )

@@ -138,7 +138,7 @@ def test_a_cluster_api_pool_scales_up_for_unplaced_replicas_and_down_when_idle(
 
     cluster.kubectl(
         "patch",
-        "inferencepool",
+        "inferencepools.gpucost.dev",
         "web",
         "-n",
         namespace,

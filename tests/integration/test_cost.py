@@ -27,7 +27,7 @@ def test_cost_per_hour_splits_the_gpu_and_accumulates_across_a_restart(
 
     cluster.wait(
         "web charged its quarter",
-        lambda: status("inferencepool", "web", namespace).get("costPerHour") == 0.9,
+        lambda: status("inferencepools.gpucost.dev", "web", namespace).get("costPerHour") == 0.9,
     )
     cluster.wait(
         "the pool's idle three quarters",
@@ -37,14 +37,18 @@ def test_cost_per_hour_splits_the_gpu_and_accumulates_across_a_restart(
     before = cluster.wait(
         "some cost accumulated",
         lambda: (
-            (s := status("inferencepool", "web", namespace)).get("costAccumulated", 0) > 0 and s
+            (s := status("inferencepools.gpucost.dev", "web", namespace)).get("costAccumulated", 0)
+            > 0
+            and s
         ),
     )
     operator.restart()
     after = cluster.wait(
         "accounted again after the restart",
         lambda: (
-            epoch((s := status("inferencepool", "web", namespace)).get("costAccountedAt"))
+            epoch(
+                (s := status("inferencepools.gpucost.dev", "web", namespace)).get("costAccountedAt")
+            )
             > epoch(before["costAccountedAt"]) + 1
             and s
         ),
@@ -70,7 +74,9 @@ def test_prometheus_scrapes_the_cost_the_status_shows(cluster, namespace, gpu_po
     labels = f'kind="InferencePool",namespace="{namespace}",name="chat"'
     workload = f"gpucost_workload_cost_per_hour{{{labels}}}"
     cluster.wait("the operator's /metrics scraped", lambda: scraped(workload) == 8.0, timeout=60)
-    assert cluster.get("inferencepool", "chat", namespace)["status"]["costPerHour"] == 8.0
+    assert (
+        cluster.get("inferencepools.gpucost.dev", "chat", namespace)["status"]["costPerHour"] == 8.0
+    )
     cluster.wait(
         "the pool's idle cost is zero",
         lambda: scraped(f'gpucost_pool_idle_cost_per_hour{{pool="{node_pool}"}}') == 0.0,
@@ -88,9 +94,10 @@ def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool, pro
     cluster.wait(
         "charged",
         lambda: (
-            ((cluster.get("inferencepool", "web", namespace) or {}).get("status") or {}).get(
-                "costPerHour"
-            )
+            (
+                (cluster.get("inferencepools.gpucost.dev", "web", namespace) or {}).get("status")
+                or {}
+            ).get("costPerHour")
             == 1.0
         ),
     )
@@ -123,7 +130,7 @@ def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool, pro
     status = cluster.wait(
         "some cost accumulated",
         lambda: (
-            (s := cluster.get("inferencepool", "web", namespace)["status"]).get(
+            (s := cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]).get(
                 "costAccumulated", 0
             )
             > 0.002
@@ -155,7 +162,7 @@ def test_gpucost_report_shows_the_cluster_cost(cluster, namespace, gpu_pool, pro
     past = json.loads(out.stdout)["history"]
     (row,) = [w for w in past["workloads"] if w["namespace"] == namespace]
     assert (row["kind"], row["name"]) == ("InferencePool", "web")
-    after = cluster.get("inferencepool", "web", namespace)["status"]
+    after = cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]
     # At $1/h a second of scrape or status-write lag is $0.00028: within 5 s of the statuses either
     # side.
     assert status["costAccumulated"] - 0.0014 <= row["spent"] <= after["costAccumulated"] + 0.0014

@@ -35,17 +35,21 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
         obj = cluster.wait(
             f"{name} ready",
             lambda: (
-                (o := cluster.get("inferencepool", name, ns))
+                (o := cluster.get("inferencepools.gpucost.dev", name, ns))
                 and condition(o, "Ready").get("status") == "True"
                 and o
             ),
         )
         assert obj["status"]["readyReplicas"] == pool["spec"]["replicas"]
-    embeddings = cluster.get("inferencepool", "embeddings", "default")["status"]["placements"]
+    embeddings = cluster.get("inferencepools.gpucost.dev", "embeddings", "default")["status"][
+        "placements"
+    ]
     assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {
         "a10g-spot"
     }  # spot-only pool, A10G only
-    seventy = cluster.get("inferencepool", "llama-70b", "default")["status"]["placements"]
+    seventy = cluster.get("inferencepools.gpucost.dev", "llama-70b", "default")["status"][
+        "placements"
+    ]
     assert all(len(p["gpuIndices"]) == 2 for p in seventy)
     job = cluster.wait(
         "compression job run",

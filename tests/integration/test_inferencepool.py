@@ -8,7 +8,7 @@ from collections import defaultdict
 from gpucost import names
 from tests.integration.conftest import Cluster, condition
 
-KIND = "inferencepool"
+KIND = "inferencepools.gpucost.dev"
 
 
 def pool(name: str, namespace: str, replicas: int, **spec) -> dict:

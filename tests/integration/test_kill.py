@@ -123,7 +123,9 @@ class Killer:
 
 def scale(cluster: Cluster, namespace: str, name: str, replicas: int) -> None:
     patch = f'{{"spec":{{"replicas":{replicas}}}}}'
-    cluster.kubectl("patch", "inferencepool", name, "-n", namespace, "--type=merge", "-p", patch)
+    cluster.kubectl(
+        "patch", "inferencepools.gpucost.dev", name, "-n", namespace, "--type=merge", "-p", patch
+    )
 
 
 def replicas_running(cluster: Cluster, namespace: str, want: dict[str, int]) -> bool:
@@ -136,7 +138,7 @@ def replicas_running(cluster: Cluster, namespace: str, want: dict[str, int]) -> 
             and p["status"].get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")
         ]
-        obj = cluster.get("inferencepool", name, namespace)
+        obj = cluster.get("inferencepools.gpucost.dev", name, namespace)
         if len(mine) != n or condition(obj, "Ready").get("status") != "True":
             return False
     return True
@@ -174,7 +176,7 @@ def test_sigkills_at_random_moments_lose_nothing_and_leave_nothing_paid_for(
 
         # Consolidation: the pairs go and most slices too; the three slices left cost less on
         # small nodes than the 8-GPU node does, so it is replaced while the operator keeps dying.
-        cluster.kubectl("delete", "inferencepool", "pairs", "-n", namespace)
+        cluster.kubectl("delete", "inferencepools.gpucost.dev", "pairs", "-n", namespace)
         scale(cluster, namespace, "slices", 3)
         want = {"slices": 3}
         killer.kill_for(20, per_phase[1])
@@ -187,7 +189,7 @@ def test_sigkills_at_random_moments_lose_nothing_and_leave_nothing_paid_for(
         # Scale-down: no replica left; every node goes within its idle timeout.
         cluster.kubectl(
             "patch",
-            "inferencepool",
+            "inferencepools.gpucost.dev",
             "slices",
             "-n",
             namespace,

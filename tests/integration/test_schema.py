@@ -102,7 +102,7 @@ def test_defaults_are_filled_in_by_the_api_server(cluster, namespace):
         "spec": {"image": "x", "gpu": {"memoryMiB": 1}, "replicas": 0},
     }
     cluster.apply(doc)
-    spec = cluster.get("inferencepool", "minimal", namespace)["spec"]
+    spec = cluster.get("inferencepools.gpucost.dev", "minimal", namespace)["spec"]
     assert spec["capacityTypes"] == ["on-demand"]
     assert spec["resources"] == {}
 

@@ -96,12 +96,12 @@ def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(
     cluster.apply(pool("web", namespace, 0, gpu={"memoryMiB": 10000}, capacityTypes=["spot"]))
     cluster.wait(
         "the empty pool reconciled",
-        lambda: condition(cluster.get("inferencepool", "web", namespace), "Ready"),
+        lambda: condition(cluster.get("inferencepools.gpucost.dev", "web", namespace), "Ready"),
     )
     taint = ["taint", "node", doomed, INTERRUPTION]
     scale = [
         "patch",
-        "inferencepool",
+        "inferencepools.gpucost.dev",
         "web",
         "-n",
         namespace,
@@ -125,7 +125,7 @@ def test_a_reclaimed_spot_node_gets_no_replica_and_none_is_lost(
     )
     assert doomed not in homes and homes <= node_names(cluster, spot)
     assert pool_events(cluster, spot, "SpotInterruption") and pool_events(cluster, spot, "ScaleUp")
-    status = cluster.get("inferencepool", "web", namespace)["status"]
+    status = cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]
     assert (status["readyReplicas"], status["unplacedReplicas"]) == (2, 0)
 
 
@@ -139,7 +139,7 @@ def test_cordoned_and_tainted_nodes_get_no_new_replica(cluster, namespace, gpu_p
     )  # one per GPU: room for 1 now
 
     def verdict():
-        obj = cluster.get("inferencepool", "web", namespace)
+        obj = cluster.get("inferencepools.gpucost.dev", "web", namespace)
         return (
             obj["status"].get("unplacedReplicas") == 2
             and obj["status"].get("readyReplicas") == 1

@@ -43,7 +43,7 @@ def _json(resp: Any) -> Obj:
     return json.loads(resp.data)
 
 
-def _namespace_terminating(e: ApiException) -> bool:
+def namespace_terminating(e: ApiException) -> bool:
     """The API refuses new objects in a namespace being deleted (403, NamespaceTerminating)."""
     body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body or "")
     return e.status == 403 and "NamespaceTerminating" in body
@@ -87,7 +87,7 @@ def _created(create: Callable[..., Any], obj: Obj) -> bool:
     try:
         create(obj["metadata"]["namespace"], obj, _preload_content=False)
     except ApiException as e:
-        if e.status == 409 or _namespace_terminating(e):
+        if e.status == 409 or namespace_terminating(e):
             return False
         raise
     return True
@@ -253,50 +253,56 @@ class Kube:
 
         return self._each(create, pods)
 
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        body: Obj | None = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+    ) -> Obj:
+        """One request to a path the generated client has no method for (a CRD of another
+        project, server-side apply); ApiException on an HTTP error, as the typed calls do."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self.client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.client.call_api(*request)
+        data = resp.read()
+        if not 200 <= resp.status < 300:
+            raise ApiException(http_resp=resp, body=data.decode(errors="replace"), data=None)
+        return json.loads(data) if data else {}
+
     def apply(self, obj: Obj) -> None:
         """Server-side apply as the operator's field manager: the fields it owns are set to
         exactly these, and a field another manager (an HPA, a user) owns elsewhere is kept."""
-        self.client.call_api(
-            _path(obj),
+        self._raw(
             "PATCH",
-            query_params=[("fieldManager", names.MANAGED_BY), ("force", "true")],
-            header_params={"Content-Type": "application/apply-patch+yaml"},
-            body=obj,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
+            _path(obj),
+            obj,
+            [("fieldManager", names.MANAGED_BY), ("force", "true")],
+            "application/apply-patch+yaml",
         )
 
     def delete_object(self, obj: Obj) -> None:
         """Delete the object ``obj`` names (its kind, namespace and name); gone already is fine."""
-        _unless_gone(
-            lambda: self.client.call_api(
-                _path(obj), "DELETE", auth_settings=["BearerToken"], _preload_content=False
-            )
-        )
+        _unless_gone(lambda: self._raw("DELETE", _path(obj)))
 
     def get_path(self, obj: Obj) -> Obj | None:
         """The object ``obj`` names, or None."""
-        resp = _unless_gone(
-            lambda: self.client.call_api(
-                _path(obj), "GET", auth_settings=["BearerToken"], _preload_content=False
-            )
-        )
-        return None if resp is None else _json(resp[0])
+        return _unless_gone(lambda: self._raw("GET", _path(obj)))
 
     def served(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves ``plural`` in ``group/version`` (a CRD is installed)."""
-        try:
-            resp = self.client.call_api(
-                f"/apis/{group}/{version}",
-                "GET",
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return False
-            raise
-        return any(r.get("name") == plural for r in _json(resp[0]).get("resources") or [])
+        found = _unless_gone(lambda: self._raw("GET", f"/apis/{group}/{version}"))
+        return any(r.get("name") == plural for r in (found or {}).get("resources") or [])
 
     def create_job(self, job: Obj) -> bool:
         return _created(self.batch.create_namespaced_job, job)

@@ -144,6 +144,11 @@ def progress(pool: Pool, mine: Sequence[PlacedPod], update: str, now: float) -> 
     at = epoch(old.last_progress_time)
     if old.update_revision != update or at is None:
         return now, False
+    complete = counts[1] >= pool.want and all(
+        p.revision == update for p in mine if not p.terminal and not p.deleting
+    )
+    if complete:
+        return at, False
     stalled = any(
         c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in old.conditions
     )
@@ -151,10 +156,7 @@ def progress(pool: Pool, mine: Sequence[PlacedPod], update: str, now: float) -> 
         return at, True
     if counts != (old.updated_replicas, old.updated_ready_replicas):
         return now, False
-    complete = counts[1] >= pool.want and all(
-        p.revision == update for p in mine if not p.terminal and not p.deleting
-    )
-    return at, not complete and now - at > pool.spec.progress_deadline_seconds
+    return at, now - at > pool.spec.progress_deadline_seconds
 
 
 def decide(

@@ -21,7 +21,8 @@ import yaml
 from gpucost import names
 from gpucost.devcluster import binaries
 
-POD_CIDR = "127.64.0.1/10"
+POD_CIDR = "10.244.0.1/16"
+"""KWOK's pod IPs. Not loopback: EndpointSlices refuse 127.0.0.0/8 addresses."""
 SERVE = "devcluster.gpucost.dev/serve"
 """Pod annotation (any value): the serving harness runs this pod's server; see kwok_stages."""
 OWNER = "owner.pid"
@@ -126,8 +127,8 @@ class ControlPlane:
                 # kube-scheduler's client defaults to 50 requests/s: binding a burst of 1,000
                 # pods (a binding and an Event each) waited 40 s on that alone. Large clusters
                 # raise it; so does this one, so a burst measures the operator, not the throttle.
-                # Pod IPs from loopback (all of 127.0.0.0/8 reaches this host), so the serving
-                # harness can listen on each replica's own IP and port.
+                # Pod IPs from the range scripts/netns.sh makes local, so the serving harness can
+                # listen on each replica's own IP and port.
                 {"name": "kwok-controller", "extraArgs": [{"key": "cidr", "value": POD_CIDR}]},
                 {
                     "name": "kube-scheduler",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import kubernetes
 from aiohttp import web
 
 from gpucost import names
-from gpucost.devcluster.controlplane import SERVE
+from gpucost.devcluster.controlplane import POD_CIDR, SERVE
 from gpucost.devcluster.vllmsim import Server, Sizing, StartError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,19 @@ def ready_endpoints(core: kubernetes.client.CoreV1Api, namespace: str, service: 
     return sorted(out)
 
 
+def check_pod_network() -> None:
+    """Fail with the fix when pod IPs are not local here (the tests run in scripts/netns.sh)."""
+    first = POD_CIDR.split("/")[0].rsplit(".", 1)[0] + ".250"
+    try:
+        with socket.socket() as s:
+            s.bind((first, 0))
+    except OSError as e:
+        raise RuntimeError(
+            f"pod IPs ({POD_CIDR}) are not local addresses here ({e}): run through "
+            "scripts/test.sh, or prefix the command with scripts/netns.sh"
+        ) from None
+
+
 class Harness:
     """Runs on its own thread and event loop; ``start``/``stop`` from the test or the demo."""
 
@@ -97,6 +111,10 @@ class Harness:
     async def _stop_all(self) -> None:
         for uid in list(self.replicas):
             await self._stop(uid, drain=0)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def _watch(self) -> None:
         selector = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
@@ -151,15 +169,22 @@ class Harness:
             return
         load = float(_env(container, "SIM_LOAD_SECONDS") or 1.0)
         server = Server(sizing, node.get(names.LABEL_GPU_PRODUCT, ""), load)
-        runner = web.AppRunner(server.app, shutdown_timeout=60)
+        runner = web.AppRunner(server.app, shutdown_timeout=60, access_log=None)
         await runner.setup()
         port = container["ports"][0]["containerPort"]
-        try:
-            await web.TCPSite(runner, pod["status"]["podIP"], port).start()
-        except OSError as e:
-            self.failures[key] = f"cannot listen on {pod['status']['podIP']}:{port}: {e}"
-            await runner.cleanup()
-            return
+        # KWOK hands a deleted pod's IP to the next pod at once, while that pod's server may still
+        # be draining on it (on a real node the IP is freed only when its sandbox is gone).
+        deadline = asyncio.get_running_loop().time() + 90
+        while True:
+            try:
+                await web.TCPSite(runner, pod["status"]["podIP"], port).start()
+                break
+            except OSError as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    self.failures[key] = f"cannot listen on {pod['status']['podIP']}:{port}: {e}"
+                    await runner.cleanup()
+                    return
+                await asyncio.sleep(0.2)
         server.start_engine()
         stop = (container.get("lifecycle") or {}).get("preStop") or {}
         replica = Replica(
@@ -240,3 +265,4 @@ class Harness:
         while replica.server.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         await replica.runner.cleanup()
+        replica.server.stop_engine()

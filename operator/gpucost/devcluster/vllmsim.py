@@ -253,6 +253,10 @@ class Server:
     def start_engine(self) -> None:
         self._loop_task = asyncio.get_running_loop().create_task(self.engine.run())
 
+    def stop_engine(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+
     async def health(self, _: web.Request) -> web.Response:
         return web.Response(status=200 if time.monotonic() >= self.ready_at else 503)
 

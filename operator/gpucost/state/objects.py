@@ -9,14 +9,18 @@ the expiry re-applies once, so an object deleted by hand comes back within ``TTL
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
 
-from gpucost.adapters.kube import Kube
+from kubernetes.client.exceptions import ApiException
+
+from gpucost.adapters.kube import Kube, namespace_terminating
 from gpucost.core.endpoint import EXTENSION_GROUP, EXTENSION_PLURAL, EXTENSION_VERSION
 
 TTL = 300.0
+log = logging.getLogger(__name__)
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -39,12 +43,20 @@ class ObjectSync:
             self._seen[key] = (digest, now)
 
     def sync(self, kube: Kube, apply: list[dict[str, Any]], remove: list[dict[str, Any]]) -> None:
+        """A refused apply is logged and tried again next time: it must not stop the pool's
+        placement and status, which the same reconcile still has to write."""
         now = time.monotonic()
         for obj in apply:
             digest = json.dumps(obj, sort_keys=True)
-            if not self._fresh(_key(obj), digest, now):
+            if self._fresh(_key(obj), digest, now):
+                continue
+            try:
                 kube.apply(obj)
-                self._remember(_key(obj), digest, now)
+            except ApiException as e:
+                if not namespace_terminating(e):  # its pool goes with the namespace
+                    log.warning("could not apply %s: %s %s", _key(obj), e.status, e.reason)
+                continue
+            self._remember(_key(obj), digest, now)
         for obj in remove:
             if not self._fresh(_key(obj), "", now):
                 kube.delete_object(obj)
@@ -55,7 +67,7 @@ class Served:
     """Whether an API is served, asked again at most every ``every`` seconds (a CRD installed
     after the operator started is picked up, without a discovery call per reconcile)."""
 
-    def __init__(self, group: str, version: str, plural: str, every: float = 30.0) -> None:
+    def __init__(self, group: str, version: str, plural: str, every: float = 10.0) -> None:
         self.api, self.every = (group, version, plural), every
         self._known: tuple[bool, float] | None = None
 
