@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/gpucost demo "$@"
+# In a private network namespace (scripts/netns.sh): the replicas' pod IPs are local there.
+exec scripts/netns.sh .venv/bin/gpucost demo "$@"

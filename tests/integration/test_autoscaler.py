@@ -279,7 +279,13 @@ def test_two_half_used_nodes_are_consolidated_into_one(cluster, namespace, gpu_p
         "both replicas ready again", lambda: all_ready(cluster, namespace, *left), timeout=60
     )
     (kept,) = node_names(cluster, node_pool)
-    assert {cluster.get("pod", f"{n}-0", namespace)["spec"]["nodeName"] for n in left} == {kept}
+    # A moved replica is a new pod (a new ordinal: it was made before its old pod was gone).
+    homes = {
+        p["spec"]["nodeName"]
+        for n in left
+        for p in cluster.list("pods", namespace, f"{names.LABEL_POOL}={n}")
+    }
+    assert homes == {kept}
     (event,) = pool_events(cluster, node_pool, "Consolidation")
     assert "fit on the other nodes" in event["message"] and "-$1.00/h" in event["message"]
 

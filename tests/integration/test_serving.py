@@ -7,7 +7,6 @@ import asyncio
 import json
 import math
 import threading
-from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,7 @@ import pytest
 from gpucost import names
 from gpucost.core.engine import flag_value
 from gpucost.devcluster.controlplane import SERVE
-from gpucost.devcluster.serving import Harness, ready_endpoints
+from gpucost.devcluster.serving import Harness, Traffic, ready_endpoints
 from tests.integration.conftest import Cluster, condition
 from tests.integration.test_inferencepool import pool
 
@@ -81,75 +80,6 @@ def rolled_out(cluster: Cluster, namespace: str, name: str, replicas: int):
     return obj if done else None
 
 
-class Load:
-    """Streaming chat completions, ``workers`` at a time, each sent to a Ready endpoint of the
-    pool's Service (read from its EndpointSlices every 0.3 s, as an inference gateway does).
-    Never retried: every failure counts."""
-
-    def __init__(self, serving: Harness, namespace: str, service: str, workers: int = 4) -> None:
-        self.serving, self.namespace, self.service, self.workers = (
-            serving,
-            namespace,
-            service,
-            workers,
-        )
-        self.ok = 0
-        self.failed: list[str] = []
-        self.by_endpoint: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> "Load":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.targets: list[str] = []
-
-        async def refresh() -> None:
-            while not self._stop.is_set():
-                self.targets = await loop.run_in_executor(
-                    None, endpoints, self.serving, self.namespace, self.service
-                )
-                await asyncio.sleep(0.3)
-
-        async def worker(i: int) -> None:
-            async with aiohttp.ClientSession() as session:
-                n = i
-                while not self._stop.is_set():
-                    if not self.targets:
-                        await asyncio.sleep(0.05)
-                        continue
-                    target = self.targets[n % len(self.targets)]
-                    n += 1
-                    body = {
-                        "model": "model",
-                        "messages": [{"role": "user", "content": "hello " * 50}],
-                        "max_tokens": 12,
-                        "stream": True,
-                    }
-                    try:
-                        url = f"http://{target}/v1/chat/completions"
-                        async with session.post(url, json=body) as resp:
-                            text = await resp.text()
-                        if resp.status != 200 or not text.endswith("data: [DONE]\n\n"):
-                            self.failed.append(f"{target}: HTTP {resp.status} {text[-200:]}")
-                        else:
-                            self.ok += 1
-                            self.by_endpoint[target] += 1
-                    except aiohttp.ClientError as e:
-                        self.failed.append(f"{target}: {e!r}")
-
-        refresher = asyncio.create_task(refresh())
-        await asyncio.gather(*(worker(i) for i in range(self.workers)))
-        refresher.cancel()
-
-
 def test_a_request_is_answered_through_the_pools_endpoint(cluster, namespace, gpu_pool, serving):
     gpu_pool(nodes=1, gpus=1)
     cluster.apply(served("llm", namespace, 2))
@@ -196,7 +126,7 @@ def test_rollout_under_streaming_traffic_drops_nothing_and_never_dips_below_repl
             low[0] = min(low[0], len(ready(replica_pods(cluster, namespace, "llm"))))
 
     watcher = threading.Thread(target=watch, daemon=True)
-    with Load(serving, namespace, "llm") as load:
+    with Traffic(serving, namespace, "llm") as load:
         cluster.wait("traffic flowing", lambda: load.ok >= 20)
         watcher.start()
         cluster.kubectl(

@@ -108,3 +108,16 @@ def test_inference_pool_scales_through_the_scale_subresource_and_leaves_infpool_
         "labelSelectorPath": ".status.selector",
     }
     assert crd["spec"]["names"]["shortNames"] == ["ipool"]
+
+
+def test_every_serving_field_is_described_for_kubectl_explain():
+    crd = next(c for c in all_crds() if c["spec"]["names"]["kind"] == "InferencePool")
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    serving = (
+        "engine modelMemoryMiB probes strategy progressDeadlineSeconds template service "
+        "inferenceExtension podDisruptionBudget"
+    ).split()
+    for name in serving:
+        for path, node in walk(spec["properties"][name], f"spec.{name}"):
+            if not path.endswith("]"):  # list items and map values are described by their field
+                assert node.get("description"), f"{path} has no description"

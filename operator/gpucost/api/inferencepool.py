@@ -58,9 +58,13 @@ class InferencePoolSpec(Wire):
         "--cuda-memory-fraction) and tensor parallelism, and sets its port and probes. custom: "
         "only the GPUCOST_GPU_MEMORY_* env vars.",
     )
-    command: list[str] = Field(default_factory=list)
-    args: list[str] = Field(default_factory=list)
-    env: list[EnvVar] = Field(default_factory=list)
+    command: list[str] = Field(default_factory=list, description="Overrides the entrypoint.")
+    args: list[str] = Field(
+        default_factory=list,
+        description="Engine arguments; the operator appends the slice's memory, parallelism "
+        "and port flags the user did not set.",
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="The server's environment.")
     port: int | None = Field(
         None,
         ge=1,
@@ -79,7 +83,7 @@ class InferencePoolSpec(Wire):
     model_uri: str | None = Field(
         None, max_length=2048, description="Model to serve; passed to the container as MODEL_URI."
     )
-    replicas: int = Field(1, ge=0, le=1000)
+    replicas: int = Field(1, ge=0, le=1000, description="Serving replicas wanted.")
     min_replicas: int | None = Field(
         None, ge=0, le=1000, description="Lower bound for autoscaling."
     )
@@ -103,22 +107,41 @@ class InferencePoolSpec(Wire):
     node_pool_selector: dict[str, str] = Field(
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
     )
-    probes: Probes = Field(default_factory=Probes, json_schema_extra={"default": {}})
-    strategy: Strategy = Field(default_factory=Strategy, json_schema_extra={"default": {}})
+    probes: Probes = Field(
+        default_factory=Probes,
+        json_schema_extra={"default": {}},
+        description="Readiness, liveness and startup probes over the engine's defaults.",
+    )
+    strategy: Strategy = Field(
+        default_factory=Strategy,
+        json_schema_extra={"default": {}},
+        description="How a new revision rolls out.",
+    )
     progress_deadline_seconds: int = Field(
         1800,
         ge=1,
         description="A rollout that makes no progress for this long stops with "
         "Progressing=False (ProgressDeadlineExceeded); the old replicas keep serving.",
     )
-    template: Template = Field(default_factory=Template, json_schema_extra={"default": {}})
+    template: Template = Field(
+        default_factory=Template,
+        json_schema_extra={"default": {}},
+        description="Volumes, secrets, service account, security context, tolerations, "
+        "sidecars and more for the replica pods.",
+    )
     service: ServiceOptions = Field(
-        default_factory=ServiceOptions, json_schema_extra={"default": {}}
+        default_factory=ServiceOptions,
+        json_schema_extra={"default": {}},
+        description="The pool's Service.",
     )
     inference_extension: InferenceExtension = Field(
-        default_factory=InferenceExtension, json_schema_extra={"default": {}}
+        default_factory=InferenceExtension,
+        json_schema_extra={"default": {}},
+        description="The Gateway API Inference Extension InferencePool beside this one.",
     )
-    pod_disruption_budget: DisruptionBudget | None = None
+    pod_disruption_budget: DisruptionBudget | None = Field(
+        None, description="A PodDisruptionBudget over the replicas (none by default)."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -59,11 +59,15 @@ class Engine(str, enum.Enum):
 
 
 class HTTPGet(Wire):
-    path: str = Field("/health", max_length=2048)
+    """An HTTP GET on the replica's pod IP; a status below 400 passes."""
+
+    path: str = Field("/health", max_length=2048, description="URL path to GET.")
     port: int | None = Field(None, ge=1, le=65535, description="Default: the pool's port.")
 
 
 class TCPSocket(Wire):
+    """A TCP connect to the replica's port."""
+
     port: int | None = Field(None, ge=1, le=65535, description="Default: the pool's port.")
 
 
@@ -74,14 +78,20 @@ class Probe(Wire):
     http_get: HTTPGet | None = None
     tcp_socket: TCPSocket | None = None
     exec: Opaque | None = Field(None, description="core/v1 ExecAction: {command: [...]}.")
-    initial_delay_seconds: int | None = Field(None, ge=0)
-    period_seconds: int | None = Field(None, ge=1)
-    timeout_seconds: int | None = Field(None, ge=1)
-    failure_threshold: int | None = Field(None, ge=1)
-    success_threshold: int | None = Field(None, ge=1)
+    initial_delay_seconds: int | None = Field(None, ge=0, description="Before the first probe.")
+    period_seconds: int | None = Field(None, ge=1, description="Between probes.")
+    timeout_seconds: int | None = Field(None, ge=1, description="For one probe to answer.")
+    failure_threshold: int | None = Field(
+        None, ge=1, description="Failures in a row that fail the probe."
+    )
+    success_threshold: int | None = Field(
+        None, ge=1, description="Successes in a row that pass it again (readiness only)."
+    )
 
 
 class Probes(Wire):
+    """Overrides of the engine's default probes, field by field."""
+
     readiness: Probe | None = Field(None, description="Ready = in the Service's endpoints.")
     liveness: Probe | None = Field(None, description="Restarts a hung server.")
     startup: Probe | None = Field(
@@ -92,6 +102,8 @@ class Probes(Wire):
 
 
 class RollingUpdate(Wire):
+    """How fast a new revision replaces the old one."""
+
     max_surge: IntOrPercent = Field(
         1, description="Replicas over `replicas` while rolling (a count or a % of replicas)."
     )
@@ -103,14 +115,18 @@ class RollingUpdate(Wire):
 
 
 class Strategy(Wire):
+    """How replicas move to a new revision (a rolling update, Deployment-style)."""
+
     rolling_update: RollingUpdate = Field(
         default_factory=RollingUpdate, json_schema_extra={"default": {}}
     )
 
 
 class TemplateMetadata(Wire):
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    """Labels and annotations added to every replica pod."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Added pod labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Added pod annotations.")
 
 
 class TemplateSpec(Wire):
@@ -118,9 +134,15 @@ class TemplateSpec(Wire):
     pinning, node affinity, its labels and GPU env) always win; a template that would change
     them is refused with the field's path."""
 
-    service_account_name: str | None = Field(None, max_length=253)
-    image_pull_secrets: list[Opaque] = Field(default_factory=list)
-    volumes: list[Opaque] = Field(default_factory=list)
+    service_account_name: str | None = Field(
+        None, max_length=253, description="The pods' ServiceAccount (its token is mounted)."
+    )
+    image_pull_secrets: list[Opaque] = Field(
+        default_factory=list, description="core/v1 LocalObjectReferences: {name: ...}."
+    )
+    volumes: list[Opaque] = Field(
+        default_factory=list, description="core/v1 Volumes (a model cache PVC, a Secret)."
+    )
     volume_mounts: list[Opaque] = Field(
         default_factory=list, description="Mounts of the serving container."
     )
@@ -131,20 +153,28 @@ class TemplateSpec(Wire):
     container_security_context: Opaque | None = Field(
         None, description="The serving container's securityContext."
     )
-    tolerations: list[Opaque] = Field(default_factory=list)
+    tolerations: list[Opaque] = Field(
+        default_factory=list, description="Besides the ones for the GPUNodePool's taints."
+    )
     node_selector: dict[str, str] = Field(
         default_factory=dict,
         description="Node labels replicas need; narrows the GPUNodePools they may use.",
     )
-    priority_class_name: str | None = Field(None, max_length=253)
-    termination_grace_period_seconds: int | None = Field(None, ge=0)
+    priority_class_name: str | None = Field(None, max_length=253, description="PriorityClass.")
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=0, description="Time to finish in-flight requests after SIGTERM (default 30)."
+    )
     sidecars: list[Opaque] = Field(
         default_factory=list, description="More containers in each replica pod."
     )
-    init_containers: list[Opaque] = Field(default_factory=list)
+    init_containers: list[Opaque] = Field(
+        default_factory=list, description="core/v1 Containers run before the server."
+    )
 
 
 class Template(Wire):
+    """A strategic subset of a PodTemplateSpec for the replica pods."""
+
     metadata: TemplateMetadata = Field(
         default_factory=TemplateMetadata, json_schema_extra={"default": {}}
     )
@@ -158,25 +188,35 @@ class ServiceType(str, enum.Enum):
 
 
 class ServiceOptions(Wire):
+    """The pool's Service (named after it, selecting its Ready replicas)."""
+
     enabled: bool = Field(True, description="Keep a Service named after the pool.")
-    type: ServiceType = ServiceType.CLUSTER_IP
-    annotations: dict[str, str] = Field(default_factory=dict)
+    type: ServiceType = Field(ServiceType.CLUSTER_IP, description="The Service's type.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="On the Service (a load balancer's settings)."
+    )
 
 
 class PortRef(Wire):
-    number: int = Field(ge=1, le=65535)
+    """A port by number."""
+
+    number: int = Field(ge=1, le=65535, description="Port number.")
 
 
 class EndpointPickerRef(Wire):
     """The inference gateway's endpoint picker (its InferencePool.spec.endpointPickerRef)."""
 
-    name: str = Field(min_length=1, max_length=253)
-    kind: str = Field("Service", max_length=63)
-    port: PortRef | None = None
-    failure_mode: str | None = Field(None, pattern="^(FailOpen|FailClose)$")
+    name: str = Field(min_length=1, max_length=253, description="The picker's name.")
+    kind: str = Field("Service", max_length=63, description="Its kind (a Service by default).")
+    port: PortRef | None = Field(None, description="Its port (required for a Service).")
+    failure_mode: str | None = Field(
+        None, pattern="^(FailOpen|FailClose)$", description="When the picker does not answer."
+    )
 
 
 class InferenceExtension(Wire):
+    """The Gateway API Inference Extension InferencePool kept beside this one."""
+
     enabled: bool = Field(
         True,
         description="Keep an inference.networking.k8s.io InferencePool of the same name "

@@ -20,7 +20,7 @@ from rich.table import Table
 from gpucost import names, report
 from gpucost.api.common import condition
 from gpucost.core import snapshot
-from gpucost.devcluster import binaries
+from gpucost.devcluster import binaries, demo_serving
 from gpucost.devcluster.controlplane import ControlPlane, poll
 from gpucost.devcluster.nodes import create_pool_nodes
 from gpucost.devcluster.operatorproc import OperatorProcess
@@ -88,7 +88,7 @@ def _pool_table(cp: ControlPlane) -> Table:
     table = Table(title="InferencePools")
     for col in ("pool", "want", "placed", "ready", "ask per replica", "Ready", "reason"):
         table.add_column(col)
-    for pool in _get(cp, "inferencepools", "-A")["items"]:
+    for pool in _get(cp, "inferencepools.gpucost.dev", "-A")["items"]:
         spec, status = pool["spec"], pool.get("status") or {}
         ask = (
             f"{spec['gpu']['memoryMiB']} MiB"
@@ -133,7 +133,13 @@ def _node_pool_table(cp: ControlPlane) -> Table:
 def _wait_settled(cp: ControlPlane, pools: list[dict[str, Any]], timeout: float = 90) -> None:
     def settled() -> bool:
         for p in pools:
-            obj = _get(cp, "inferencepool", p["metadata"]["name"], "-n", p["metadata"]["namespace"])
+            obj = _get(
+                cp,
+                "inferencepools.gpucost.dev",
+                p["metadata"]["name"],
+                "-n",
+                p["metadata"]["namespace"],
+            )
             status = obj.get("status") or {}
             if status.get("observedGeneration") != obj["metadata"]["generation"] or not _ready(obj):
                 return False
@@ -177,7 +183,7 @@ def _budget_act(cp: ControlPlane) -> None:
     report.render(
         console,
         report.build(
-            _get(cp, "inferencepools", "-A")["items"],
+            _get(cp, "inferencepools.gpucost.dev", "-A")["items"],
             _get(cp, "gpunodepools")["items"],
             _get(cp, "compressionjobs", "-A")["items"],
         ),
@@ -209,9 +215,12 @@ def _budget_act(cp: ControlPlane) -> None:
         poll(
             "llama-8b capped at minReplicas",
             lambda: (
-                (_get(cp, "inferencepool", "llama-8b", "-n", "default").get("status") or {}).get(
-                    "replicas"
-                )
+                (
+                    _get(cp, "inferencepools.gpucost.dev", "llama-8b", "-n", "default").get(
+                        "status"
+                    )
+                    or {}
+                ).get("replicas")
                 == 2
             ),
             60,
@@ -300,7 +309,7 @@ def run(root: Path, keep: bool = False) -> int:
         )
         cp.kubectl(
             "patch",
-            "inferencepool",
+            "inferencepools.gpucost.dev",
             "embeddings",
             "-n",
             "default",
@@ -343,7 +352,9 @@ def run(root: Path, keep: bool = False) -> int:
             poll(
                 "embeddings Ready",
                 lambda: (
-                    _ready(_get(cp, "inferencepool", "embeddings", "-n", "default")).get("status")
+                    _ready(
+                        _get(cp, "inferencepools.gpucost.dev", "embeddings", "-n", "default")
+                    ).get("status")
                     == "True"
                 ),
                 120,
@@ -358,6 +369,7 @@ def run(root: Path, keep: bool = False) -> int:
         console.print(_events(cp, "a10g-spot", "ScaleUp"), overflow="fold")
         console.print(_pool_table(cp))
         console.print(_node_pool_table(cp))
+        demo_serving.run(cp, console)
         _budget_act(cp)
         console.print(f"\n[bold]demo finished[/] in {time.monotonic() - started:.1f}s")
         if keep:
@@ -367,6 +379,12 @@ def run(root: Path, keep: bool = False) -> int:
                 "gpunodepools,inferencepools -A\n"
                 "stop it with: .venv/bin/gpucost demo --down"
             )
+            pids = cp.pids()
+            if pids:  # scripts/demo.sh runs it in a private network namespace
+                console.print(
+                    "it listens inside the demo's network namespace; enter it first with:\n"
+                    f"  nsenter --target {pids[0]} --user --net --preserve-credentials bash"
+                )
         finished = True
         return 0
     finally:

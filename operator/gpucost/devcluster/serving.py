@@ -15,6 +15,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,3 +267,75 @@ class Harness:
             await asyncio.sleep(0.05)
         await replica.runner.cleanup()
         replica.server.stop_engine()
+
+
+class Traffic:
+    """Streaming chat completions, ``workers`` at a time, each sent to a Ready endpoint of the
+    pool's Service (read from its EndpointSlices every 0.3 s, as an inference gateway does).
+    Never retried: every failure counts."""
+
+    def __init__(
+        self, serving: Harness, namespace: str, service: str, model: str = "model", workers: int = 4
+    ) -> None:
+        self.model = model
+        self.serving, self.namespace, self.service, self.workers = (
+            serving,
+            namespace,
+            service,
+            workers,
+        )
+        self.ok = 0
+        self.failed: list[str] = []
+        self.by_endpoint: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.targets: list[str] = []
+
+        async def refresh() -> None:
+            while not self._stop.is_set():
+                self.targets = await loop.run_in_executor(
+                    None, ready_endpoints, self.serving.core, self.namespace, self.service
+                )
+                await asyncio.sleep(0.3)
+
+        async def worker(i: int) -> None:
+            async with aiohttp.ClientSession() as session:
+                n = i
+                while not self._stop.is_set():
+                    if not self.targets:
+                        await asyncio.sleep(0.05)
+                        continue
+                    target = self.targets[n % len(self.targets)]
+                    n += 1
+                    body = {
+                        "model": self.model,
+                        "messages": [{"role": "user", "content": "hello " * 50}],
+                        "max_tokens": 12,
+                        "stream": True,
+                    }
+                    try:
+                        url = f"http://{target}/v1/chat/completions"
+                        async with session.post(url, json=body) as resp:
+                            text = await resp.text()
+                        if resp.status != 200 or not text.endswith("data: [DONE]\n\n"):
+                            self.failed.append(f"{target}: HTTP {resp.status} {text[-200:]}")
+                        else:
+                            self.ok += 1
+                            self.by_endpoint[target] += 1
+                    except aiohttp.ClientError as e:
+                        self.failed.append(f"{target}: {e!r}")
+
+        refresher = asyncio.create_task(refresh())
+        await asyncio.gather(*(worker(i) for i in range(self.workers)))
+        refresher.cancel()
