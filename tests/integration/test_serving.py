@@ -80,6 +80,15 @@ def rolled_out(cluster: Cluster, namespace: str, name: str, replicas: int):
     return obj if done else None
 
 
+def running(cluster: Cluster, namespace: str, gpu_pool, replicas: int, gpus: int) -> None:
+    """A one-node GPU pool of ``gpus`` A100s and the served pool llm rolled out on it."""
+    gpu_pool(nodes=1, gpus=gpus)
+    cluster.apply(served("llm", namespace, replicas))
+    cluster.wait(
+        f"{replicas} Ready", lambda: rolled_out(cluster, namespace, "llm", replicas), timeout=90
+    )
+
+
 def test_a_request_is_answered_through_the_pools_endpoint(cluster, namespace, gpu_pool, serving):
     gpu_pool(nodes=1, gpus=1)
     cluster.apply(served("llm", namespace, 2))
@@ -114,9 +123,7 @@ def test_a_request_is_answered_through_the_pools_endpoint(cluster, namespace, gp
 def test_rollout_under_streaming_traffic_drops_nothing_and_never_dips_below_replicas(
     cluster, namespace, gpu_pool, serving
 ):
-    gpu_pool(nodes=1, gpus=2)
-    cluster.apply(served("llm", namespace, 3))
-    cluster.wait("3 Ready", lambda: rolled_out(cluster, namespace, "llm", 3), timeout=90)
+    running(cluster, namespace, gpu_pool, 3, gpus=2)
     first = cluster.get(KIND, "llm", namespace)["status"]["updateRevision"]
     low = [3]
     watching = threading.Event()
@@ -153,9 +160,7 @@ def test_rollout_under_streaming_traffic_drops_nothing_and_never_dips_below_repl
 def test_a_rollout_that_never_gets_ready_stops_at_the_deadline_with_the_old_replicas_serving(
     cluster, namespace, gpu_pool, serving
 ):
-    gpu_pool(nodes=1, gpus=1)
-    cluster.apply(served("llm", namespace, 2))
-    cluster.wait("2 Ready", lambda: rolled_out(cluster, namespace, "llm", 2), timeout=90)
+    running(cluster, namespace, gpu_pool, 2, gpus=1)
     old = {p["metadata"]["name"] for p in replica_pods(cluster, namespace, "llm")}
     stuck = served(
         "llm", namespace, 2, progressDeadlineSeconds=8,
@@ -182,9 +187,7 @@ def test_a_rollout_that_never_gets_ready_stops_at_the_deadline_with_the_old_repl
 def test_a_new_slice_re_places_replicas_and_the_engine_flag_follows_it(
     cluster, namespace, gpu_pool, serving
 ):
-    gpu_pool(nodes=1, gpus=2)
-    cluster.apply(served("llm", namespace, 2))
-    cluster.wait("2 Ready", lambda: rolled_out(cluster, namespace, "llm", 2), timeout=90)
+    running(cluster, namespace, gpu_pool, 2, gpus=2)
     cluster.kubectl(
         "patch", KIND, "llm", "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"gpu": {"memoryMiB": 30000}}}),
@@ -209,9 +212,7 @@ def test_a_new_slice_re_places_replicas_and_the_engine_flag_follows_it(
 def test_args_that_contradict_the_slice_are_refused_and_nothing_running_is_touched(
     cluster, namespace, gpu_pool, serving
 ):
-    gpu_pool(nodes=1, gpus=1)
-    cluster.apply(served("llm", namespace, 2))
-    cluster.wait("2 Ready", lambda: rolled_out(cluster, namespace, "llm", 2), timeout=90)
+    running(cluster, namespace, gpu_pool, 2, gpus=1)
     before = {p["metadata"]["uid"] for p in replica_pods(cluster, namespace, "llm")}
     cluster.apply(served("llm", namespace, 2, args=["--gpu-memory-utilization", "0.95"]))
 
@@ -244,9 +245,7 @@ def test_args_that_contradict_the_slice_are_refused_and_nothing_running_is_touch
 def test_a_bad_template_is_refused_with_the_field_path_and_nothing_deleted(
     cluster, namespace, gpu_pool, serving, template, path
 ):
-    gpu_pool(nodes=1, gpus=1)
-    cluster.apply(served("llm", namespace, 1))
-    cluster.wait("1 Ready", lambda: rolled_out(cluster, namespace, "llm", 1), timeout=90)
+    running(cluster, namespace, gpu_pool, 1, gpus=1)
     before = {p["metadata"]["uid"] for p in replica_pods(cluster, namespace, "llm")}
     bad = served("llm", namespace, 1)
     bad["spec"]["template"] = {
@@ -266,9 +265,7 @@ def test_a_bad_template_is_refused_with_the_field_path_and_nothing_deleted(
 
 
 def test_kubectl_scale_drives_the_pool(cluster, namespace, gpu_pool, serving):
-    gpu_pool(nodes=1, gpus=2)
-    cluster.apply(served("llm", namespace, 2))
-    cluster.wait("2 Ready", lambda: rolled_out(cluster, namespace, "llm", 2), timeout=90)
+    running(cluster, namespace, gpu_pool, 2, gpus=2)
     cluster.kubectl("scale", "ipool", "llm", "-n", namespace, "--replicas", "5")
     cluster.wait("5 Ready", lambda: rolled_out(cluster, namespace, "llm", 5), timeout=90)
     scale = json.loads(
@@ -296,9 +293,7 @@ def test_the_inference_extension_pool_selects_exactly_the_ready_replicas(
             check=False,
         ).stdout,
     )  # fmt: skip
-    gpu_pool(nodes=1, gpus=1)
-    cluster.apply(served("llm", namespace, 3))
-    cluster.wait("3 Ready", lambda: rolled_out(cluster, namespace, "llm", 3), timeout=90)
+    running(cluster, namespace, gpu_pool, 3, gpus=1)
     qualified = "inferencepools.inference.networking.k8s.io"
     ext = cluster.wait(
         "the extension's InferencePool", lambda: cluster.get(qualified, "llm", namespace)

@@ -8,31 +8,28 @@ from typing import Any
 
 import kopf
 
-from gpucost import manifests, names
+from gpucost import names
 from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
-from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import endpoint, poolplan, refusal, snapshot
 from gpucost.core.cost import Account
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.placement import (
     NoFit,
-    Placement,
 )
 from gpucost.core.snapshot import PlacedPod
+from gpucost.executor.pool import apply_pool_plan
 from gpucost.handlers.worker import Worker
 from gpucost.settings import Settings
 from gpucost.state.budgets import enforcing
 from gpucost.state.cluster import PLACEMENT_LOCK, Cluster, ask_for, read_cluster
-from gpucost.state.objects import EXTENSION, OBJECTS
+from gpucost.state.objects import EXTENSION
 from gpucost.state.status import account_workload, fresh, spec_or_report, write_status
 
 PLURAL = "inferencepools"
-EVENT_PLACEMENTS = 20
-"""Placements named in one Placed Event (an Event message stays well under its 1 kB limit)."""
 NODE_UNAVAILABLE = "NodeUnavailable"
 """Ready/Placed reason while a stranded replica's old pod is still being removed."""
 log = logging.getLogger(__name__)
@@ -106,28 +103,14 @@ def build_status(
         )
     else:
         placed = (ConditionStatus.TRUE, "AllReplicasPlaced", f"{len(live)} replicas placed on GPUs")
-    conditions = set_condition(
-        conditions,
-        type="Placed",
-        status=placed[0],
-        reason=placed[1],
-        message=placed[2],
-        generation=generation,
-    )
+    conditions = _set(conditions, "Placed", placed, generation)
     if placed[0] == ConditionStatus.FALSE:
         readiness = (ConditionStatus.FALSE, placed[1], placed[2])
     elif ready < want or len(live) < want:
         readiness = (ConditionStatus.FALSE, "ReplicasNotReady", f"{ready} of {want} replicas ready")
     else:
         readiness = (ConditionStatus.TRUE, "AllReplicasReady", f"{ready} of {want} replicas ready")
-    conditions = set_condition(
-        conditions,
-        type="Ready",
-        status=readiness[0],
-        reason=readiness[1],
-        message=readiness[2],
-        generation=generation,
-    )
+    conditions = _set(conditions, "Ready", readiness, generation)
     meta = body["metadata"]
     rollout: dict[str, Any] = {
         "selector": endpoint.selector_string(meta["name"]),
@@ -191,14 +174,7 @@ def _progressing(
             f"rolling out revision {plan.update}: {len(new)} of {want} replicas updated, "
             f"{ready_new} Ready",
         )
-    conditions = set_condition(
-        conditions,
-        type="Progressing",
-        status=state[0],
-        reason=state[1],
-        message=state[2],
-        generation=generation,
-    )
+    conditions = _set(conditions, "Progressing", state, generation)
     fields = {
         "updated_replicas": len(new),
         "updated_ready_replicas": ready_new,
@@ -207,6 +183,24 @@ def _progressing(
         "last_progress_time": rfc3339(plan.progress_at),
     }
     return conditions, fields
+
+
+def _set(
+    conditions: list[Condition],
+    type: str,
+    state: tuple[ConditionStatus, str, str],
+    generation: int | None,
+) -> list[Condition]:
+    """``state`` is (status, reason, message)."""
+    status, reason, message = state
+    return set_condition(
+        conditions,
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        generation=generation,
+    )
 
 
 def budget_cap(spec: InferencePoolSpec) -> int:
@@ -271,7 +265,8 @@ def _reconcile(
         extension_served=EXTENSION.served(kube),
     )
     decision = poolplan.decide(pool, mine, snap, time.time(), policy)
-    _apply(kube, body, spec, decision, cluster, logger)
+    node_pools = {n.name: cluster.pools[n.pool].spec for n in cluster.nodes}
+    apply_pool_plan(kube, body, spec, decision, node_pools, logger)
     unplaced = [_left(miss, moving) for miss in decision.unplaced]
     if decision.delete or decision.create or moving:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
@@ -291,34 +286,6 @@ def _reconcile(
         )
 
     _announce(body, write_status(kube, PLURAL, body, compute))
-
-
-def _apply(
-    kube: Kube,
-    body: dict[str, Any],
-    spec: InferencePoolSpec,
-    decision: poolplan.PoolPlan,
-    cluster: Cluster,
-    logger: logging.Logger | logging.LoggerAdapter,
-) -> None:
-    """The executor of a pool's plan: deletions first (a rollout frees the GPU its old replica
-    held), then the new replicas, then the serving objects."""
-    namespace = body["metadata"]["namespace"]
-    for pod_name in decision.delete:
-        kube.delete_pod(namespace, pod_name)
-        logger.info("deleted replica pod %s", pod_name)
-    for _ in decision.create:
-        metrics.placements.labels("placed").inc()
-    for _ in decision.unplaced:
-        metrics.placements.labels("unplaced").inc()
-    if decision.create and decision.rollout is not None:
-        pools = {n.name: cluster.pools[n.pool].spec for n in cluster.nodes}
-        refused = _create_replicas(
-            kube, body, spec, decision.rollout.update, decision.create, pools, logger
-        )
-        if refused and decision.invalid is None:
-            decision.invalid = f"the API server refused the replica pod: {refused}"
-    OBJECTS.sync(kube, decision.apply, decision.remove)
 
 
 def _left(miss: NoFit, moving: dict[int, str]) -> NoFit:
@@ -381,49 +348,6 @@ def _announce(body: dict[str, Any], status: dict[str, Any]) -> None:
         "[%s/%s] cannot place replicas: %s", meta["namespace"], meta["name"], new["message"]
     )
     kopf.warn(body, reason=new["reason"], message=new["message"])
-
-
-def _create_replicas(
-    kube: Kube,
-    body: dict[str, Any],
-    spec: InferencePoolSpec,
-    revision: str,
-    placed: list[tuple[int, Placement]],
-    node_pools: dict[str, GPUNodePoolSpec],
-    logger: logging.Logger | logging.LoggerAdapter,
-) -> str | None:
-    """The pods of one reconcile's placements, created together; one Event names them all (an
-    Event per replica was a third of a burst's API writes). The API server's reason when it
-    refuses a pod as invalid (the template's fields are checked there), else None."""
-    meta = body["metadata"]
-    pods = [
-        manifests.replica_pod(
-            pool=meta["name"],
-            namespace=meta["namespace"],
-            uid=meta["uid"],
-            spec=spec,
-            replica=replica,
-            revision=revision,
-            placement=where,
-            node_pool=node_pools[where.node],
-        )
-        for replica, where in placed
-    ]
-    results = kube.create_pods_reporting(pods)
-    done = [
-        f"replica {replica} ({pod['metadata']['name']}) on node {where.node} GPU "
-        f"{','.join(map(str, where.gpu_indices))}, {where.memory_mib} MiB"
-        for (replica, where), pod, created in zip(placed, pods, results)
-        if created is True
-    ]
-    for line in done:
-        logger.info("placed %s", line)
-    if done:
-        shown = "; ".join(done[:EVENT_PLACEMENTS])
-        more = f"; and {len(done) - EVENT_PLACEMENTS} more" if len(done) > EVENT_PLACEMENTS else ""
-        # kopf.info is gated by posting.level, which is WARNING so routine logs stay out of Events.
-        kopf.event(body, type="Normal", reason="Placed", message=f"placed {shown}{more}")
-    return next((r for r in results if isinstance(r, str)), None)
 
 
 class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
