@@ -91,9 +91,9 @@ def test_model_rejects_what_the_crd_rejects(overrides):
 def test_cel_rules_and_python_validators_stay_paired():
     import inspect
 
-    from gpucost.api import common, compressionjob, inferencepool, nodepool
+    from gpucost.api import autoscaling, common, compressionjob, inferencepool, nodepool
 
-    for module in (common, compressionjob, inferencepool, nodepool):
+    for module in (autoscaling, common, compressionjob, inferencepool, nodepool):
         source = inspect.getsource(module)
         assert source.count("x-kubernetes-validations") == source.count("@model_validator"), (
             module.__name__

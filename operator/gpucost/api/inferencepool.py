@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
+from gpucost.api.autoscaling import Autoscaling, AutoscalingStatus
 from gpucost.api.common import CapacityType, Condition, Costed, GPUAsk, Quantity, Wire
 from gpucost.api.serving import (
     DisruptionBudget,
@@ -139,6 +140,14 @@ class InferencePoolSpec(Wire):
         json_schema_extra={"default": {}},
         description="The Gateway API Inference Extension InferencePool beside this one.",
     )
+    served_model_name: str | None = Field(
+        None,
+        max_length=253,
+        description="The model name clients ask the gateway for (default: the pool's name).",
+    )
+    autoscaling: Autoscaling | None = Field(
+        None, description="Replicas from the load, down to zero when idle (see Autoscaling)."
+    )
     pod_disruption_budget: DisruptionBudget | None = Field(
         None, description="A PodDisruptionBudget over the replicas (none by default)."
     )
@@ -218,6 +227,9 @@ class InferencePoolStatus(Costed):
         None, description="Label selector of the replicas (the scale subresource's)."
     )
     endpoint: str | None = Field(None, description="The pool's Service URL inside the cluster.")
+    autoscaling: AutoscalingStatus | None = Field(
+        None, description="The load-driven decision, when spec.autoscaling is set."
+    )
     unplaced_replicas: int = Field(0, ge=0, description="Replicas that fit on no GPU right now.")
     placements: list[ReplicaPlacement] = Field(default_factory=list)
     observed_generation: int | None = Field(None, ge=0)

@@ -1,0 +1,267 @@
+"""``gpucost gateway``: an OpenAI-compatible entry point in front of InferencePools.
+
+Routes ``/v1/completions``, ``/v1/chat/completions`` and ``/v1/models`` by the request's ``model``
+to the pool serving it, streams the replica's answer through, and sends each request to the
+replica with the least outstanding work. When a pool has no Ready replica (scaled to zero, or
+cold-starting) it holds the request, up to the pool's ``holdTimeout`` in a queue of
+``holdQueue``, and tells the operator at once through an annotation on the pool (one per gateway
+replica: no leader, and it outlives either process). Stateless otherwise: any number of replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gpucost.core import routing
+
+log = logging.getLogger(__name__)
+MAX_BODY = 4 << 20
+"""Bytes a request body may have (a long prompt is ~100 kB); more is 413."""
+RETRY_AFTER_S = 5
+
+
+@dataclass
+class Route:
+    """A pool as the gateway serves it."""
+
+    namespace: str
+    name: str
+    endpoints: list[str] = field(default_factory=list)
+    hold_timeout_s: float = 300.0
+    hold_queue: int = 1000
+
+
+@dataclass
+class PoolLoad:
+    """What this gateway replica tells the operator about one pool."""
+
+    in_flight: int = 0
+    held: int = 0
+    last_request: float | None = None
+
+    def wire(self, now: float) -> dict[str, Any]:
+        return {
+            "inFlight": self.in_flight,
+            "held": self.held,
+            "lastRequest": self.last_request,
+            "at": round(now, 3),
+        }
+
+
+Directory = Callable[[str], Route | None]
+"""model name → the pool serving it (None: unknown model)."""
+Signal = Callable[[Route, PoolLoad], Awaitable[None]]
+"""Tell the operator about a pool's load now (a held request is demand)."""
+
+
+def error(status: int, message: str, kind: str, code: str | None = None) -> web.Response:
+    """OpenAI's error shape."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _completion_tokens(body: bytes) -> int:
+    try:
+        return int(json.loads(body).get("usage", {}).get("completion_tokens", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["namespace", "pool"]
+        self.requests = Counter(
+            "gpucost_gateway_requests", "Requests answered", [*labels, "code"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "gpucost_gateway_generated_tokens", "Tokens streamed or returned", labels,
+            registry=self.registry,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "gpucost_gateway_time_to_first_token_seconds", "Request in to first byte out", labels,
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "gpucost_gateway_in_flight", "Requests sent, not answered", labels,
+            registry=self.registry,
+        )  # fmt: skip
+        self.held = Gauge(
+            "gpucost_gateway_held", "Requests held for want of a Ready replica", labels,
+            registry=self.registry,
+        )  # fmt: skip
+        self.hold = Histogram(
+            "gpucost_gateway_hold_seconds", "Time a request was held", labels,
+            registry=self.registry, buckets=(0.1, 1, 5, 15, 30, 60, 120, 300, 600),
+        )  # fmt: skip
+
+
+class Gateway:
+    def __init__(self, directory: Directory, models: Callable[[], list[str]], signal: Signal):
+        self.directory, self.models, self.signal = directory, models, signal
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.loads: dict[tuple[str, str], PoolLoad] = defaultdict(PoolLoad)
+        self.reported: dict[str, routing.Reported] = {}
+        self.changed = asyncio.Condition()
+        self.metrics = Metrics()
+        self._turn = 0
+        self.session: aiohttp.ClientSession | None = None
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/v1/completions", self.proxy)
+        app.router.add_post("/v1/chat/completions", self.proxy)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/metrics", self.export)
+        app.router.add_get("/healthz", self.healthz)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        self.app = app
+
+    async def _open(self, _: web.Application) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        self.session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+
+    async def _close(self, _: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def endpoints_changed(self) -> None:
+        """Called when the directory's endpoints change: held requests look again."""
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def export(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
+
+    async def list_models(self, _: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "owned_by": "gpucost"} for m in self.models()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"the body exceeds {MAX_BODY} bytes", "invalid_request_error")
+        try:
+            body = json.loads(raw)
+            model = body["model"]
+            if not isinstance(model, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return error(
+                400, "the body must be JSON with a string 'model'", "invalid_request_error"
+            )
+        route = self.directory(model)
+        if route is None:
+            return error(404, f"The model `{model}` does not exist.", "invalid_request_error",
+                         "model_not_found")  # fmt: skip
+        labels = (route.namespace, route.name)
+        load = self.loads[labels]
+        load.last_request = time.time()
+        arrived = time.monotonic()
+        target = await self._replica(route, load)
+        if target is None:
+            self.metrics.requests.labels(*labels, "503").inc()
+            return error(503, f"no replica of {route.namespace}/{route.name} became Ready in "
+                         f"{route.hold_timeout_s:g}s", "service_unavailable")  # fmt: skip
+        return await self._forward(request, raw, route, target, arrived)
+
+    async def _replica(self, route: Route, load: PoolLoad) -> str | None:
+        """An endpoint for the request: at once, or after holding it until one is Ready."""
+        target = self._pick(route)
+        if target is not None:
+            return target
+        if load.held >= route.hold_queue:
+            return None
+        labels = (route.namespace, route.name)
+        load.held += 1
+        self.metrics.held.labels(*labels).set(load.held)
+        started = time.monotonic()
+        try:
+            await self.signal(route, load)
+            deadline = started + route.hold_timeout_s
+            async with self.changed:
+                while (target := self._pick(route)) is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    try:
+                        await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
+                    except asyncio.TimeoutError:
+                        pass
+            return target
+        finally:
+            load.held -= 1
+            self.metrics.held.labels(*labels).set(load.held)
+            self.metrics.hold.labels(*labels).observe(time.monotonic() - started)
+
+    def _pick(self, route: Route) -> str | None:
+        endpoints = route.endpoints  # the directory updates its routes in place
+        if not endpoints:
+            return None
+        self._turn += 1
+        turn = self._turn % len(endpoints)
+        return routing.pick(endpoints[turn:] + endpoints[:turn], self.in_flight, self.reported)
+
+    async def _forward(
+        self, request: web.Request, raw: bytes, route: Route, target: str, arrived: float
+    ) -> web.StreamResponse:
+        labels = (route.namespace, route.name)
+        load = self.loads[labels]
+        self.in_flight[target] += 1
+        load.in_flight += 1
+        self.metrics.in_flight.labels(*labels).inc()
+        assert self.session is not None
+        response: web.StreamResponse | None = None
+        try:
+            async with self.session.post(
+                f"http://{target}{request.path}",
+                data=raw,
+                headers={"Content-Type": "application/json"},
+            ) as upstream:
+                response = web.StreamResponse(status=upstream.status)
+                for key in ("Content-Type",):
+                    if key in upstream.headers:
+                        response.headers[key] = upstream.headers[key]
+                await response.prepare(request)
+                first, whole = True, b""
+                streamed = "event-stream" in upstream.headers.get("Content-Type", "")
+                async for chunk in upstream.content.iter_any():
+                    if first:
+                        self.metrics.ttft.labels(*labels).observe(time.monotonic() - arrived)
+                        first = False
+                    if streamed:
+                        self.metrics.tokens.labels(*labels).inc(chunk.count(b"data: {"))
+                    else:
+                        whole += chunk
+                    await response.write(chunk)
+                await response.write_eof()
+                if whole:
+                    self.metrics.tokens.labels(*labels).inc(_completion_tokens(whole))
+                self.metrics.requests.labels(*labels, str(upstream.status)).inc()
+                return response
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            if response is not None and response.prepared:
+                raise  # mid-stream: the client sees the cut
+            self.metrics.requests.labels(*labels, "502").inc()
+            return error(502, f"replica {target} failed: {e!r}", "bad_gateway")
+        finally:  # a client that went away frees its replica slot here, at once
+            self.in_flight[target] -= 1
+            load.in_flight -= 1
+            self.metrics.in_flight.labels(*labels).dec()

@@ -1,0 +1,157 @@
+"""The gateway against simulated vLLM replicas on 127.0.0.1: routing, holding, errors."""
+
+import asyncio
+import json
+
+import aiohttp
+from aiohttp import web
+
+from gpucost.devcluster.vllmsim import Server, Sizing
+from gpucost.gateway import MAX_BODY, Gateway, PoolLoad, Route
+
+A100 = 81920
+
+
+async def start(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def replica(load_s: float = 0) -> tuple[web.AppRunner, str, Server]:
+    server = Server(
+        Sizing.from_args(["--served-model-name", "llm"], A100, A100, None), "A100", load_s
+    )
+    runner, address = await start(server.app)
+    server.start_engine()
+    return runner, address, server
+
+
+class Harness:
+    def __init__(self, endpoints, **route):
+        self.route = Route("ns", "llm", list(endpoints), **route)
+        self.signals: list[dict] = []
+
+        async def signal(route: Route, load: PoolLoad) -> None:
+            self.signals.append(load.wire(0))
+
+        self.gateway = Gateway(
+            lambda m: self.route if m == "llm" else None, lambda: ["llm"], signal
+        )
+
+    async def __aenter__(self):
+        self.runner, self.address = await start(self.gateway.app)
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *_):
+        await self.session.close()
+        await self.runner.cleanup()
+
+    async def post(self, body, path="/v1/completions"):
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        async with self.session.post(f"http://{self.address}{path}", data=data) as r:
+            return r.status, await r.text(), r.headers
+
+
+BODY = {"model": "llm", "prompt": "hello", "max_tokens": 4}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_are_answered_streamed_and_not_and_bad_input_gets_openai_errors():
+    async def go():
+        upstream, address, _ = await replica()
+        async with Harness([address]) as h:
+            status, text, _ = await h.post(BODY)
+            assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4
+            chat = {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            status, text, _ = await h.post({**chat, "max_tokens": 3}, "/v1/chat/completions")
+            assert status == 200 and text.endswith("data: [DONE]\n\n")
+            status, text, _ = await h.post({**BODY, "model": "nope"})
+            assert status == 404 and json.loads(text)["error"]["code"] == "model_not_found"
+            status, text, _ = await h.post(b"{not json")
+            assert status == 400 and "error" in json.loads(text)
+            status, text, _ = await h.post(b"x" * (MAX_BODY + 1))
+            assert status == 413 and "error" in json.loads(text)
+            async with h.session.get(f"http://{h.address}/metrics") as r:
+                metrics = await r.text()
+        await upstream.cleanup()
+        return metrics
+
+    metrics = run(go())
+    assert 'gpucost_gateway_requests_total{code="200",namespace="ns",pool="llm"} 2.0' in metrics
+    assert 'gpucost_gateway_generated_tokens_total{namespace="ns",pool="llm"} 7.0' in metrics
+
+
+def test_the_least_busy_replica_gets_the_next_request():
+    async def go():
+        a_runner, a, _ = await replica()
+        b_runner, b, b_server = await replica()
+        async with Harness([a, b]) as h:
+            h.gateway.in_flight[a] = 3  # as if three long requests were on a
+            await h.post(BODY)
+            await h.post(BODY)
+            served_b = b_server.served
+        await a_runner.cleanup()
+        await b_runner.cleanup()
+        return served_b
+
+    assert run(go()) == 2
+
+
+def test_a_request_to_a_pool_with_no_ready_replica_is_held_signalled_and_answered():
+    async def go():
+        upstream, address, _ = await replica()
+        async with Harness([], hold_timeout_s=30) as h:
+            held = asyncio.create_task(h.post(BODY))
+            while not h.signals:
+                await asyncio.sleep(0.01)
+            assert h.signals[0]["held"] == 1  # the operator is told at once
+            h.route.endpoints.append(address)  # the pool woke up
+            await h.gateway.endpoints_changed()
+            status, text, _ = await held
+        await upstream.cleanup()
+        return status, text
+
+    status, text = run(go())
+    assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4
+
+
+def test_hold_timeout_and_a_full_hold_queue_answer_503_with_retry_after():
+    async def go():
+        async with Harness([], hold_timeout_s=0.3, hold_queue=1) as h:
+            first = asyncio.create_task(h.post(BODY))
+            while not h.signals:
+                await asyncio.sleep(0.01)
+            full = await h.post(BODY)  # the queue of one is taken
+            timed_out = await first
+        return full, timed_out
+
+    full, timed_out = run(go())
+    for status, text, headers in (full, timed_out):
+        assert status == 503 and headers["Retry-After"] and "error" in json.loads(text)
+
+
+def test_a_client_that_goes_away_frees_its_replica_slot_at_once():
+    async def go():
+        upstream, address, server = await replica()
+        async with Harness([address]) as h:
+            long = {**BODY, "max_tokens": 100000, "stream": True}
+            async with h.session.post(f"http://{h.address}/v1/completions", json=long) as r:
+                await r.content.readline()  # the first token arrived: it is running
+                assert h.gateway.in_flight[address] == 1
+            # the response was closed unread: the client went away
+            for _ in range(200):
+                if h.gateway.in_flight[address] == 0 and not server.engine.running:
+                    break
+                await asyncio.sleep(0.01)
+            freed = (h.gateway.in_flight[address], len(server.engine.running))
+        await upstream.cleanup()
+        return freed
+
+    assert run(go()) == (0, 0)
