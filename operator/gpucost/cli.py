@@ -137,6 +137,27 @@ def _nvml_library(backend: str, fake_state: Path | None) -> Any:
     return FakeNVML(fake_state)
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from gpucost import gatewaykube
+    from gpucost.adapters import kube
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    kube.configure()
+    gateway_id = args.id or socket.gethostname()
+    try:
+        asyncio.run(
+            gatewaykube.serve(kube.Kube(), gateway_id, args.host, args.port, args.namespace)
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _agent(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -258,6 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         "--peering", action="store_true", help="use kopf peering instead of standalone mode"
     )
     op.set_defaults(func=_operator)
+
+    gw = sub.add_parser(
+        "gateway",
+        help="OpenAI-compatible entry point: routes by model, holds requests while a pool wakes",
+    )
+    gw.add_argument("--host", default="0.0.0.0")
+    gw.add_argument("--port", type=int, default=8080)
+    gw.add_argument("--namespace", help="serve only this namespace's InferencePools")
+    gw.add_argument(
+        "--id",
+        default=os.environ.get("POD_NAME"),
+        help="this replica's id in the demand annotation (default $POD_NAME, else the hostname)",
+    )
+    gw.set_defaults(func=_gateway)
 
     ag = sub.add_parser(
         "agent", help="node agent: GPU discovery through NVML, slice enforcement, GPU metrics"

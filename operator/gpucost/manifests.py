@@ -56,7 +56,7 @@ def replica_pod(
     pod = placed_pod(
         owner=("InferencePool", pool, uid),
         namespace=namespace,
-        container=podtemplate.serving_container(spec, got),
+        container=podtemplate.serving_container(spec, got, spec.served_model_name or pool),
         placement=placement,
         node_pool=node_pool,
         restart_policy="Always",

@@ -77,6 +77,10 @@ def workload(kind: str, namespace: str, name: str) -> str:
     return f"{kind} {namespace}/{name}"
 
 
+# On an InferencePool, one per gateway replica (the suffix is its id): JSON {"inFlight", "held",
+# "lastRequest", "at"}. The operator sums the fresh ones into the pool's load; no leader needed.
+DEMAND_ANNOTATION_PREFIX = "gateway.gpucost.dev/"
+
 # Pod annotations that keep a node (value "true", or "false" for the cluster-autoscaler's).
 DO_NOT_DISRUPT = {
     f"{DOMAIN}/do-not-disrupt": "true",

@@ -105,7 +105,7 @@ def probe(spec: InferencePoolSpec, kind: str) -> dict[str, Any] | None:
     return {**handler, **timing} if handler else None
 
 
-def serving_container(spec: InferencePoolSpec, got: Slice) -> dict[str, Any]:
+def serving_container(spec: InferencePoolSpec, got: Slice, served_name: str) -> dict[str, Any]:
     """The serving container: the user's image, args and env, the engine's flags for ``got``,
     probes, and the drain before it stops."""
     env: list[dict[str, Any]] = [e.wire() for e in spec.env]
@@ -122,7 +122,8 @@ def serving_container(spec: InferencePoolSpec, got: Slice) -> dict[str, Any]:
     if spec.resources.memory:
         requests["memory"] = limits["memory"] = spec.resources.memory
     port = spec.serving_port
-    args = [*spec.args, *engine_args(spec.engine, spec.args, got, port, spec.model_memory_mib)]
+    extra = engine_args(spec.engine, spec.args, got, port, spec.model_memory_mib, served_name)
+    args = [*spec.args, *extra]
     template = spec.template.spec
     container: dict[str, Any] = {
         "name": "server",

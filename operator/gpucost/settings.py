@@ -67,6 +67,14 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class Demand:
+    interval_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_DEMAND_INTERVAL", 5.0)
+    )
+    """How often a pool with spec.autoscaling is looked at besides its gateways' signals."""
+
+
+@dataclass(frozen=True)
 class Budgets:
     interval_seconds: float = field(
         default_factory=lambda: _env_float("GPUCOST_BUDGET_INTERVAL", 30.0)
@@ -102,6 +110,7 @@ class Settings:
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     utilization: Utilization = field(default_factory=Utilization)
     budgets: Budgets = field(default_factory=Budgets)
+    demand: Demand = field(default_factory=Demand)
     standalone: bool = True
     """One replica without kopf peering (the chart runs one replica with a Recreate strategy)."""
     liveness_endpoint: str | None = None

@@ -166,6 +166,7 @@ def operator(
             "GPUCOST_PROMETHEUS_URL": prometheus.url,
             "GPUCOST_COST_WRITE_SECONDS": "1",
             "GPUCOST_BUDGET_INTERVAL": "1",
+            "GPUCOST_DEMAND_INTERVAL": "1",
         },
         metrics_port=operator_metrics_port,
     )

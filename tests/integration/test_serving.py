@@ -111,7 +111,7 @@ def test_a_request_is_answered_through_the_pools_endpoint(cluster, namespace, gp
     async def ask() -> dict:
         async with aiohttp.ClientSession() as s:
             target = endpoints(serving, namespace, "llm")[0]
-            body = {"model": "model", "prompt": "Say hi", "max_tokens": 4}
+            body = {"model": "llm", "prompt": "Say hi", "max_tokens": 4}
             async with s.post(f"http://{target}/v1/completions", json=body) as r:
                 assert r.status == 200
                 return await r.json()

@@ -71,3 +71,25 @@ def test_disabled_scale_down_never_removes_replicas():
         per_replica=8, max_replicas=10, down=Rules(0, (Policy("Pods", 1, 60),), "Disabled")
     )
     assert decide(Observation(now=0, replicas=5, load=0), target).replicas == 5
+
+
+def test_gateway_annotations_sum_when_fresh_and_keep_the_last_request_when_stale():
+    import json
+
+    from gpucost.core.demand import gateway_load
+
+    ann = {
+        "gateway.gpucost.dev/a": json.dumps(
+            {"inFlight": 3, "held": 1, "lastRequest": 90, "at": 95}
+        ),
+        "gateway.gpucost.dev/b": json.dumps(
+            {"inFlight": 2, "held": 0, "lastRequest": 99, "at": 99}
+        ),
+        "gateway.gpucost.dev/gone": json.dumps(
+            {"inFlight": 9, "held": 9, "lastRequest": 10, "at": 10}
+        ),
+        "gateway.gpucost.dev/bad": "{",
+        "other": "x",
+    }
+    load = gateway_load(ann, "gateway.gpucost.dev/", now=100)
+    assert (load.in_flight, load.held, load.last_request_at) == (5, 1, 99)

@@ -320,6 +320,20 @@ class Kube:
             )
         )
 
+    def scale_inference_pool(self, namespace: str, name: str, replicas: int) -> None:
+        """Through the scale subresource, as an HPA writes it."""
+        _unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object_scale(
+                GROUP, VERSION, namespace, "inferencepools", name, {"spec": {"replicas": replicas}}
+            )
+        )
+
+    def autoscalers(self, namespace: str) -> list[Obj]:
+        """The namespace's HorizontalPodAutoscalers (autoscaling/v2)."""
+        return self._raw(
+            "GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+        ).get("items", [])
+
     def get_inference_pool(self, namespace: str, name: str) -> Obj | None:
         return self.get_object("inferencepools", name, namespace)
 

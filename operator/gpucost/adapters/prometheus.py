@@ -81,3 +81,20 @@ def step_seconds(period_seconds: float) -> int:
     """Fine enough to see a short test period, coarse enough for a month (43,200 samples a
     series)."""
     return int(min(max(period_seconds / 720, 1), 60))
+
+
+class PoolMetric:
+    """One number from PromQL (summed over the result's series): a pool's vLLM queue depth or
+    KV-cache use, or a user's query. None when Prometheus cannot answer: the decision then keeps
+    the replicas as they are."""
+
+    def __init__(self, url: str) -> None:
+        self.client = PrometheusConnect(url=url, disable_ssl=True)
+
+    def value(self, query: str) -> float | None:
+        try:
+            result = self.client.custom_query(query)
+        except (PrometheusApiClientException, RequestException, ValueError) as e:
+            log.warning("pool metric query failed (%s): %s", query, e)
+            return None
+        return sum(float(series["value"][1]) for series in result)

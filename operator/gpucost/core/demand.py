@@ -8,8 +8,12 @@ history, out. The history lives in the pool's status, so a restarted operator ke
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+
+from gpucost.api.autoscaling import Autoscaling, ScalingRules
+from gpucost.api.common import duration_seconds
 
 TOLERANCE = 0.1
 """As HPA's: a load within 10 % of the target changes nothing (no flapping on noise)."""
@@ -143,3 +147,59 @@ def decide(obs: Observation, target: Target, history: History = History()) -> De
     else:
         reason = f"load {obs.load:g} at {target.per_replica:g} per replica"
     return done(want, reason, recs)
+
+
+FRESH_S = 30.0
+"""A gateway's demand annotation older than this is a gateway that went away: not counted."""
+
+
+@dataclass(frozen=True)
+class GatewayLoad:
+    in_flight: int = 0
+    held: int = 0
+    last_request_at: float | None = None
+
+
+def gateway_load(annotations: dict[str, str], prefix: str, now: float) -> GatewayLoad:
+    """The pool's load summed over its gateways' annotations; a stale one still tells when the
+    last request came (that survives a gateway restart), but not its counts."""
+    in_flight = held = 0
+    last: float | None = None
+    for key, raw in annotations.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            data = json.loads(raw)
+            at = float(data["at"])
+            seen = data.get("lastRequest")
+            if seen is not None:
+                last = max(last or 0.0, float(seen))
+            if now - at <= FRESH_S:
+                in_flight += int(data.get("inFlight") or 0)
+                held += int(data.get("held") or 0)
+        except (ValueError, KeyError, TypeError):
+            continue  # a hand-mangled annotation counts for nothing
+    return GatewayLoad(in_flight, held, last)
+
+
+def _rules(given: ScalingRules | None, default: Rules) -> Rules:
+    if given is None:
+        return default
+    policies = tuple(Policy(p.type, p.value, float(p.period_seconds)) for p in given.policies)
+    window = given.stabilization_window_seconds
+    return Rules(
+        default.stabilization_s if window is None else float(window),
+        policies or default.policies,
+        given.select_policy,
+    )
+
+
+def target_of(spec: Autoscaling) -> Target:
+    return Target(
+        per_replica=spec.target,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        scale_to_zero_after_s=duration_seconds(spec.scale_to_zero_after),
+        up=_rules(spec.behavior.scale_up, SCALE_UP),
+        down=_rules(spec.behavior.scale_down, SCALE_DOWN),
+    )

@@ -29,6 +29,7 @@ class Flags:
     kv_bytes: str | None
     parallel: tuple[str, ...]
     port: str | None
+    served_name: str | None = None
 
 
 FLAGS = {
@@ -37,8 +38,11 @@ FLAGS = {
         "--kv-cache-memory-bytes",
         ("--tensor-parallel-size", "-tp"),
         "--port",
+        "--served-model-name",
     ),
-    Engine.SGLANG: Flags("--mem-fraction-static", None, ("--tp-size", "--tp"), "--port"),
+    Engine.SGLANG: Flags(
+        "--mem-fraction-static", None, ("--tp-size", "--tp"), "--port", "--served-model-name"
+    ),
     Engine.TGI: Flags("--cuda-memory-fraction", None, ("--num-shard",), "--port"),
     Engine.CUSTOM: Flags(None, None, (), None),
 }
@@ -85,7 +89,12 @@ def kv_budget_mib(mib_per_gpu: int, model_mib: int) -> int:
 
 
 def engine_args(
-    engine: str, args: Sequence[str], got: Slice, port: int, model_mib: int | None
+    engine: str,
+    args: Sequence[str],
+    got: Slice,
+    port: int,
+    model_mib: int | None,
+    served_name: str | None = None,
 ) -> list[str]:
     """Flags appended to the user's args; a flag the user set (and ``contradiction`` let
     through) is left as the user wrote it."""
@@ -98,6 +107,8 @@ def engine_args(
 
     if flags.port:
         add(flags.port, str(port))
+    if served_name:  # the name the gateway routes by is the name the engine answers to
+        add(flags.served_name, served_name)
     if got.gpus > 1 and flags.parallel:
         add(flags.parallel[0], str(got.gpus), *flags.parallel[1:])
     if got.whole:

@@ -27,6 +27,7 @@ SHAPING = (
     "port",
     "model_uri",
     "model_memory_mib",
+    "served_model_name",
     "gpu",
     "resources",
     "probes",

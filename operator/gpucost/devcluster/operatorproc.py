@@ -34,7 +34,7 @@ class _Child:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gpucost", *args, "--metrics-port", str(self.metrics_port)],
+            [sys.executable, "-m", "gpucost", *args, *self._metrics_args()],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -51,6 +51,9 @@ class _Child:
                 f"gpucost {args[0]} exited with {self.proc.returncode}; log: "
                 f"{self.log}\n{self.tail()}"
             )
+
+    def _metrics_args(self) -> list[str]:
+        return ["--metrics-port", str(self.metrics_port)]
 
     def _crashed(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -136,3 +139,25 @@ class AgentProcess(_Child):
             f"http://127.0.0.1:{self.metrics_port}/metrics",
             timeout,
         )
+
+
+@dataclass
+class GatewayProcess(_Child):
+    """``gpucost gateway`` on 127.0.0.1; its /metrics is on its own port (``metrics_port``)."""
+
+    gateway_id: str = "gw-0"
+
+    def _metrics_args(self) -> list[str]:
+        return []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self._launch(
+            ["gateway", "--host", "127.0.0.1", "--port", str(self.metrics_port), "--id",
+             self.gateway_id],
+            f"{self.url}/healthz",
+            timeout,
+        )  # fmt: skip

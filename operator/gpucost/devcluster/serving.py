@@ -275,9 +275,14 @@ class Traffic:
     Never retried: every failure counts."""
 
     def __init__(
-        self, serving: Harness, namespace: str, service: str, model: str = "model", workers: int = 4
+        self,
+        serving: Harness,
+        namespace: str,
+        service: str,
+        model: str | None = None,
+        workers: int = 4,
     ) -> None:
-        self.model = model
+        self.model = model or service  # the operator serves a pool under its own name
         self.serving, self.namespace, self.service, self.workers = (
             serving,
             namespace,

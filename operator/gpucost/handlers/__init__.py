@@ -9,7 +9,7 @@ from __future__ import annotations
 import kopf
 
 from gpucost.adapters.kube import Kube
-from gpucost.handlers import autoscaler, budget, compressionjob, inferencepool, nodepool
+from gpucost.handlers import autoscaler, budget, compressionjob, demand, inferencepool, nodepool
 from gpucost.settings import Settings
 
 
@@ -22,4 +22,5 @@ def build_registry(kube: Kube, settings: Settings) -> kopf.OperatorRegistry:
     autoscaler.register(registry, kube, settings)
     budget.register(registry, kube, settings)
     compressionjob.register(registry, kube, settings)
+    demand.register(registry, kube, settings)
     return registry

@@ -1,0 +1,142 @@
+"""The gateway's view of the cluster: which pool serves which model, its Ready endpoints (from the
+Service's EndpointSlices, as any inference gateway reads them), and the demand annotation it
+writes on each pool for the operator.
+
+Each gateway replica writes its own annotation key (``gateway.gpucost.dev/<id>``), so replicas
+need no leader and never overwrite each other; the operator sums the fresh ones. The annotation
+outlives a restart of either side: a held request is demand the moment it is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import kubernetes
+
+from gpucost import names
+from gpucost.adapters.kube import Kube
+from gpucost.api.common import duration_seconds
+from gpucost.gateway import Gateway, PoolLoad, Route
+
+log = logging.getLogger(__name__)
+REFRESH_S = 1.0
+
+
+def demand_key(gateway_id: str) -> str:
+    return f"{names.DEMAND_ANNOTATION_PREFIX}{gateway_id}"[:253]
+
+
+class KubeDirectory:
+    def __init__(self, kube: Kube, gateway_id: str, namespace: str | None = None) -> None:
+        self.kube, self.key, self.namespace = kube, demand_key(gateway_id), namespace
+        self.discovery = kubernetes.client.DiscoveryV1Api(kube.client)
+        self.routes: dict[str, Route] = {}
+        self._sent: dict[tuple[str, str], tuple[int, int, float | None]] = {}
+        self._sent_at: dict[tuple[str, str], float] = {}
+        self.gateway: Gateway | None = None
+
+    def lookup(self, model: str) -> Route | None:
+        return self.routes.get(model)
+
+    def models(self) -> list[str]:
+        return sorted(self.routes)
+
+    async def run(self) -> None:
+        """Refresh routes and flush the demand annotations, about once a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                changed = await loop.run_in_executor(None, self.refresh)
+                if changed and self.gateway is not None:
+                    await self.gateway.endpoints_changed()
+                if self.gateway is not None:
+                    await self.flush(self.gateway.loads)
+            except Exception:  # the next round tries again; the gateway keeps serving
+                log.exception("refreshing the gateway's routes failed")
+            await asyncio.sleep(REFRESH_S)
+
+    def refresh(self) -> bool:
+        pools = self.kube.inference_pools()
+        changed = False
+        seen = set()
+        for obj in pools:
+            meta, spec = obj["metadata"], obj.get("spec") or {}
+            if self.namespace and meta["namespace"] != self.namespace:
+                continue
+            model = spec.get("servedModelName") or meta["name"]
+            seen.add(model)
+            scaling = spec.get("autoscaling") or {}
+            route = self.routes.setdefault(model, Route(meta["namespace"], meta["name"]))
+            route.namespace, route.name = meta["namespace"], meta["name"]
+            route.hold_timeout_s = duration_seconds(scaling.get("holdTimeout", "5m"))
+            route.hold_queue = int(scaling.get("holdQueue", 1000))
+            endpoints = self._endpoints(meta["namespace"], meta["name"])
+            if endpoints != route.endpoints:
+                route.endpoints[:] = endpoints  # in place: held requests look at this list
+                changed = True
+        for gone in set(self.routes) - seen:
+            self.routes.pop(gone).endpoints.clear()
+        return changed
+
+    def _endpoints(self, namespace: str, service: str) -> list[str]:
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}"
+        ).items
+        out = []
+        for s in slices:
+            port = next((p.port for p in s.ports or [] if p.name == "http"), None)
+            for e in s.endpoints or []:
+                ready = e.conditions and e.conditions.ready and not e.conditions.terminating
+                if port and ready:
+                    out += [f"{ip}:{port}" for ip in e.addresses]
+        return sorted(out)
+
+    async def signal(self, route: Route, load: PoolLoad) -> None:
+        """At once: a held request is demand the operator must see now, not at the next flush."""
+        await asyncio.get_running_loop().run_in_executor(None, self._write, route, load)
+
+    async def flush(self, loads: dict[tuple[str, str], PoolLoad]) -> None:
+        for (namespace, name), load in list(loads.items()):
+            state = (load.in_flight, load.held, load.last_request)
+            # Unchanged loads are refreshed every 10 s so the operator can tell them from stale.
+            sent = self._sent.get((namespace, name))
+            if sent == state and time.time() - self._sent_at.get((namespace, name), 0) < 10:
+                continue
+            route = Route(namespace, name)
+            await asyncio.get_running_loop().run_in_executor(None, self._write, route, load)
+
+    def _write(self, route: Route, load: PoolLoad) -> None:
+        now = time.time()
+        body: dict[str, Any] = {"metadata": {"annotations": {self.key: json.dumps(load.wire(now))}}}
+        try:
+            self.kube.custom.patch_namespaced_custom_object(
+                "gpucost.dev", "v1alpha1", route.namespace, "inferencepools", route.name, body
+            )
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+        key = (route.namespace, route.name)
+        self._sent[key] = (load.in_flight, load.held, load.last_request)
+        self._sent_at[key] = now
+
+
+async def serve(kube: Kube, gateway_id: str, host: str, port: int, namespace: str | None) -> None:
+    """Run until cancelled; on SIGTERM aiohttp stops accepting and lets held and in-flight
+    requests finish (its shutdown timeout), so an accepted request is not dropped."""
+    from aiohttp import web
+
+    directory = KubeDirectory(kube, gateway_id, namespace)
+    gateway = Gateway(directory.lookup, directory.models, directory.signal)
+    directory.gateway = gateway
+    runner = web.AppRunner(gateway.app, shutdown_timeout=330, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("gateway %s listening on %s:%d", gateway_id, host, port)
+    try:
+        await directory.run()
+    finally:
+        await runner.cleanup()

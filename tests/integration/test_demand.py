@@ -1,0 +1,118 @@
+"""Replicas follow demand through the gateway: a pool at zero wakes for a held request (which is
+answered, not dropped), grows under load, and goes back to zero when quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from gpucost.devcluster.operatorproc import GatewayProcess
+from tests.integration.conftest import Cluster
+from tests.integration.test_serving import KIND, served
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway(cluster: Cluster, tmp_path) -> GatewayProcess:
+    proc = GatewayProcess(cluster.cp.kubeconfig, tmp_path / "gateway.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    assert "Traceback" not in proc.log.read_text(errors="replace"), proc.tail()
+
+
+def autoscaled(namespace: str, **autoscaling) -> dict:
+    body = served("llm", namespace, 0)
+    body["spec"]["autoscaling"] = {
+        "minReplicas": 0,
+        "maxReplicas": 3,
+        "target": 2,
+        "scaleToZeroAfter": "15s",
+        "holdTimeout": "90s",
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}},
+        **autoscaling,
+    }
+    return body
+
+
+def replicas(cluster: Cluster, namespace: str) -> int:
+    return int(cluster.get(KIND, "llm", namespace)["spec"]["replicas"])
+
+
+async def stream(url: str, n: int, max_tokens: int) -> list[int]:
+    body = {"model": "llm", "prompt": "hello " * 40, "max_tokens": max_tokens, "stream": True}
+    async with aiohttp.ClientSession() as s:
+
+        async def one() -> int:
+            async with s.post(f"{url}/v1/completions", json=body) as r:
+                text = await r.text()
+                return r.status if text.endswith("data: [DONE]\n\n") else -r.status
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to_zero(
+    cluster, namespace, gpu_pool, serving, gateway
+):
+    gpu_pool(nodes=1, gpus=1)
+    cluster.apply(autoscaled(namespace))
+    cluster.wait("the gateway sees the pool", lambda: _listed(gateway.url))
+    assert replicas(cluster, namespace) == 0
+    # one request to a pool at zero: held, the pool wakes, the request is answered
+    assert asyncio.run(stream(gateway.url, 1, 4)) == [200]
+    status = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
+    assert status["desiredReplicas"] >= 1
+    # six long streams at a target of 2 per replica: up to 3 replicas (the max)
+    load = asyncio.run(_load_while(cluster, namespace, gateway.url))
+    assert load["codes"] == [200] * 6 and load["peak"] == 3
+    # quiet: down, then to zero after scaleToZeroAfter
+    cluster.wait("back to zero", lambda: replicas(cluster, namespace) == 0, timeout=90)
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=llm",
+        "-o", "jsonpath={.items[*].reason}",
+    ).stdout.split()  # fmt: skip
+    assert "ScaledUp" in events and "ScaledDown" in events
+
+
+async def _load_while(cluster: Cluster, namespace: str, url: str) -> dict:
+    task = asyncio.create_task(stream(url, 6, 400))
+    peak = 0
+    while not task.done():
+        peak = max(peak, await asyncio.to_thread(replicas, cluster, namespace))
+        await asyncio.sleep(0.3)
+    return {"codes": await task, "peak": peak}
+
+
+def _listed(url: str) -> bool:
+    async def models() -> list[str]:
+        async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/models") as r:
+            return [m["id"] for m in (await r.json())["data"]]
+
+    return "llm" in asyncio.run(models())
+
+
+def test_an_hpa_on_the_same_pool_is_reported_not_fought(cluster, namespace, gpu_pool):
+    gpu_pool(nodes=1, gpus=1)
+    cluster.apply(autoscaled(namespace, minReplicas=1))
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "theirs", "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "gpucost.dev/v1alpha1", "kind": "InferencePool",
+                               "name": "llm"},
+            "minReplicas": 1,
+            "maxReplicas": 2,
+        },
+    }  # fmt: skip
+    cluster.apply(hpa)
+    cluster.wait(
+        "the conflict reported",
+        lambda: "theirs" in json.dumps(
+            (cluster.get(KIND, "llm", namespace)["status"] or {}).get("autoscaling", {})
+        ),
+    )  # fmt: skip
