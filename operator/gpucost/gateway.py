@@ -49,12 +49,16 @@ class PoolLoad:
     in_flight: int = 0
     held: int = 0
     last_request: float | None = None
+    cold_start: float | None = None
+    """Seconds from the first request held at zero replicas to its first token, the last time."""
+    holding_since: float | None = None
 
     def wire(self, now: float) -> dict[str, Any]:
         return {
             "inFlight": self.in_flight,
             "held": self.held,
             "lastRequest": self.last_request,
+            "coldStart": self.cold_start,
             "at": round(now, 3),
         }
 
@@ -190,6 +194,8 @@ class Gateway:
         if load.held >= route.hold_queue:
             return None
         labels = (route.namespace, route.name)
+        if load.held == 0 and load.holding_since is None:
+            load.holding_since = time.monotonic()  # a cold start begins
         load.held += 1
         self.metrics.held.labels(*labels).set(load.held)
         started = time.monotonic()
@@ -246,6 +252,9 @@ class Gateway:
                     if first:
                         self.metrics.ttft.labels(*labels).observe(time.monotonic() - arrived)
                         first = False
+                        if load.holding_since is not None:
+                            load.cold_start = round(time.monotonic() - load.holding_since, 3)
+                            load.holding_since = None
                     if streamed:
                         self.metrics.tokens.labels(*labels).inc(chunk.count(b"data: {"))
                     else:

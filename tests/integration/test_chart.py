@@ -236,3 +236,48 @@ def test_the_agent_daemonset_runs_on_its_own_rbac_alone(cluster, namespace, gpu_
         assert not refused, "\n".join(refused[:5])
     finally:
         proc.stop()
+
+
+def test_the_gateway_runs_on_its_own_rbac_alone(cluster, namespace, gpu_pool, serving, tmp_path):
+    import asyncio
+
+    import aiohttp
+
+    from gpucost.devcluster.operatorproc import GatewayProcess
+    from tests.integration.test_serving import running
+
+    rendered = helm("template", RELEASE, str(CHART), "-n", NS)
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+    gateway = f"{RELEASE}-gpu-cost-operator-gateway"
+    deployment = docs[("Deployment", gateway)]["spec"]
+    operator_selector = docs[("Deployment", f"{RELEASE}-gpu-cost-operator")]["spec"]["selector"]
+    assert deployment["selector"] != operator_selector  # no Deployment selects the other's pods
+    assert deployment["template"]["spec"]["serviceAccountName"] == gateway
+    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=rendered)
+    who = f"system:serviceaccount:{NS}:{gateway}"
+    for verb, resource in (("delete", "pods"), ("get", "secrets"), ("patch", "nodes")):
+        out = cluster.kubectl("auth", "can-i", verb, resource, "--as", who, "-A", check=False)
+        assert out.stdout.strip() != "yes", (verb, resource)
+    running(cluster, namespace, gpu_pool, 1, gpus=1)
+    proc = GatewayProcess(
+        token_kubeconfig(cluster, tmp_path / "gateway.kubeconfig", gateway), tmp_path / "gw.log"
+    )
+    proc.start()
+
+    async def ask() -> int:
+        body = {"model": "llm", "prompt": "hi", "max_tokens": 2}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{proc.url}/v1/completions", json=body) as r:
+                return r.status
+
+    try:
+        assert cluster.wait("answered through the gateway", lambda: asyncio.run(ask()) == 200)
+        refused = [
+            line
+            for line in proc.log.read_text().splitlines()
+            if "Forbidden" in line or " 403" in line
+        ]
+        assert not refused, "\n".join(refused[:5])
+    finally:
+        proc.stop()

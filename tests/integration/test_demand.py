@@ -64,8 +64,16 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
     assert replicas(cluster, namespace) == 0
     # one request to a pool at zero: held, the pool wakes, the request is answered
     assert asyncio.run(stream(gateway.url, 1, 4)) == [200]
-    status = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
-    assert status["desiredReplicas"] >= 1
+    status = cluster.wait(
+        "the cold start reported",
+        lambda: (
+            (s := cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]).get(
+                "lastColdStartSeconds"
+            )
+            and s
+        ),
+    )
+    assert status["desiredReplicas"] >= 1 and 0 < status["lastColdStartSeconds"] < 60
     # six long streams at a target of 2 per replica: up to 3 replicas (the max)
     load = asyncio.run(_load_while(cluster, namespace, gateway.url))
     assert load["codes"] == [200] * 6 and load["peak"] == 3

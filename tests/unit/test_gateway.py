@@ -122,6 +122,22 @@ def test_a_request_to_a_pool_with_no_ready_replica_is_held_signalled_and_answere
     assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4
 
 
+def test_the_cold_start_is_measured_from_the_first_held_request_to_its_first_token():
+    async def go():
+        upstream, address, _ = await replica()
+        async with Harness([], hold_timeout_s=30) as h:
+            held = asyncio.create_task(h.post(BODY))
+            while not h.signals:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)
+            h.route.endpoints.append(address)
+            await h.gateway.endpoints_changed()
+            await held
+            return h.gateway.loads[("ns", "llm")].cold_start
+
+    assert 0.3 <= run(go()) < 5
+
+
 def test_hold_timeout_and_a_full_hold_queue_answer_503_with_retry_after():
     async def go():
         async with Harness([], hold_timeout_s=0.3, hold_queue=1) as h:

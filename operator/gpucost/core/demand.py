@@ -158,6 +158,7 @@ class GatewayLoad:
     in_flight: int = 0
     held: int = 0
     last_request_at: float | None = None
+    cold_start_s: float | None = None
 
 
 def gateway_load(annotations: dict[str, str], prefix: str, now: float) -> GatewayLoad:
@@ -165,6 +166,7 @@ def gateway_load(annotations: dict[str, str], prefix: str, now: float) -> Gatewa
     last request came (that survives a gateway restart), but not its counts."""
     in_flight = held = 0
     last: float | None = None
+    cold: tuple[float, float] | None = None  # (at, seconds): the latest gateway's word
     for key, raw in annotations.items():
         if not key.startswith(prefix):
             continue
@@ -174,12 +176,14 @@ def gateway_load(annotations: dict[str, str], prefix: str, now: float) -> Gatewa
             seen = data.get("lastRequest")
             if seen is not None:
                 last = max(last or 0.0, float(seen))
+            if data.get("coldStart") is not None and (cold is None or at > cold[0]):
+                cold = (at, float(data["coldStart"]))
             if now - at <= FRESH_S:
                 in_flight += int(data.get("inFlight") or 0)
                 held += int(data.get("held") or 0)
         except (ValueError, KeyError, TypeError):
             continue  # a hand-mangled annotation counts for nothing
-    return GatewayLoad(in_flight, held, last)
+    return GatewayLoad(in_flight, held, last, cold[1] if cold else None)
 
 
 def _rules(given: ScalingRules | None, default: Rules) -> Rules:

@@ -109,7 +109,7 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         last_scale_time=rfc3339(now) if decision.replicas != spec.replicas else old.last_scale_time,
         recommendations=[[round(t, 3), n] for t, n in decision.history.recommendations],
         events=[[round(t, 3), d] for t, d in decision.history.events],
-        last_cold_start_seconds=old.last_cold_start_seconds,
+        last_cold_start_seconds=gateways.cold_start_s or old.last_cold_start_seconds,
     ).wire()
     if status != old.wire():
         kube.patch_status(PLURAL, name, {"autoscaling": status}, namespace)
