@@ -37,6 +37,8 @@ class Route:
 
     namespace: str
     name: str
+    model: str = ""
+    """The name the replicas serve (a request for ``namespace/model`` is sent as ``model``)."""
     endpoints: list[str] = field(default_factory=list)
     hold_timeout_s: float = 300.0
     hold_queue: int = 1000
@@ -175,6 +177,9 @@ class Gateway:
         if route is None:
             return error(404, f"The model `{model}` does not exist.", "invalid_request_error",
                          "model_not_found")  # fmt: skip
+        if route.model and model != route.model:
+            body["model"] = route.model
+            raw = json.dumps(body).encode()
         labels = (route.namespace, route.name)
         load = self.loads[labels]
         load.last_request = time.time()

@@ -43,7 +43,7 @@ class KubeDirectory:
         return self.routes.get(model)
 
     def models(self) -> list[str]:
-        return sorted(self.routes)
+        return sorted(self.routes)  # bare names where unique, and every namespace/model
 
     async def run(self) -> None:
         """Refresh routes and flush the demand annotations, about once a second."""
@@ -60,26 +60,38 @@ class KubeDirectory:
             await asyncio.sleep(REFRESH_S)
 
     def refresh(self) -> bool:
-        pools = self.kube.inference_pools()
+        """Routes by ``<namespace>/<model>`` always, and by the bare model name where exactly one
+        pool (not being deleted) serves it: a name two namespaces use is never guessed."""
+        pools = [
+            o
+            for o in self.kube.inference_pools()
+            if not o["metadata"].get("deletionTimestamp")
+            and (not self.namespace or o["metadata"]["namespace"] == self.namespace)
+        ]
+        claims: dict[str, int] = {}
+        for obj in pools:
+            model = (obj.get("spec") or {}).get("servedModelName") or obj["metadata"]["name"]
+            claims[model] = claims.get(model, 0) + 1
         changed = False
         seen = set()
         for obj in pools:
             meta, spec = obj["metadata"], obj.get("spec") or {}
-            if self.namespace and meta["namespace"] != self.namespace:
-                continue
             model = spec.get("servedModelName") or meta["name"]
-            seen.add(model)
+            qualified = f"{meta['namespace']}/{model}"
+            route = self.routes.get(qualified) or Route(meta["namespace"], meta["name"], model)
+            route.model = model
             scaling = spec.get("autoscaling") or {}
-            route = self.routes.setdefault(model, Route(meta["namespace"], meta["name"]))
-            route.namespace, route.name = meta["namespace"], meta["name"]
             route.hold_timeout_s = duration_seconds(scaling.get("holdTimeout", "5m"))
             route.hold_queue = int(scaling.get("holdQueue", 1000))
             endpoints = self._endpoints(meta["namespace"], meta["name"])
             if endpoints != route.endpoints:
                 route.endpoints[:] = endpoints  # in place: held requests look at this list
                 changed = True
+            for key in (qualified, model) if claims[model] == 1 else (qualified,):
+                self.routes[key] = route
+                seen.add(key)
         for gone in set(self.routes) - seen:
-            self.routes.pop(gone).endpoints.clear()
+            self.routes.pop(gone)
         return changed
 
     def _endpoints(self, namespace: str, service: str) -> list[str]:

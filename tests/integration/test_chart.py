@@ -266,7 +266,7 @@ def test_the_gateway_runs_on_its_own_rbac_alone(cluster, namespace, gpu_pool, se
     proc.start()
 
     async def ask() -> int:
-        body = {"model": "llm", "prompt": "hi", "max_tokens": 2}
+        body = {"model": f"{namespace}/llm", "prompt": "hi", "max_tokens": 2}
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{proc.url}/v1/completions", json=body) as r:
                 return r.status

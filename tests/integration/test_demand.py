@@ -43,8 +43,8 @@ def replicas(cluster: Cluster, namespace: str) -> int:
     return int(cluster.get(KIND, "llm", namespace)["spec"]["replicas"])
 
 
-async def stream(url: str, n: int, max_tokens: int) -> list[int]:
-    body = {"model": "llm", "prompt": "hello " * 40, "max_tokens": max_tokens, "stream": True}
+async def stream(url: str, model: str, n: int, max_tokens: int) -> list[int]:
+    body = {"model": model, "prompt": "hello " * 40, "max_tokens": max_tokens, "stream": True}
     async with aiohttp.ClientSession() as s:
 
         async def one() -> int:
@@ -60,10 +60,11 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
 ):
     gpu_pool(nodes=1, gpus=1)
     cluster.apply(autoscaled(namespace))
-    cluster.wait("the gateway sees the pool", lambda: _listed(gateway.url))
+    model = f"{namespace}/llm"  # other tests' pools are called llm too: the qualified name
+    cluster.wait("the gateway sees the pool", lambda: _listed(gateway.url, model))
     assert replicas(cluster, namespace) == 0
     # one request to a pool at zero: held, the pool wakes, the request is answered
-    assert asyncio.run(stream(gateway.url, 1, 4)) == [200]
+    assert asyncio.run(stream(gateway.url, model, 1, 4)) == [200]
     status = cluster.wait(
         "the cold start reported",
         lambda: (
@@ -75,7 +76,7 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
     )
     assert status["desiredReplicas"] >= 1 and 0 < status["lastColdStartSeconds"] < 60
     # six long streams at a target of 2 per replica: up to 3 replicas (the max)
-    load = asyncio.run(_load_while(cluster, namespace, gateway.url))
+    load = asyncio.run(_load_while(cluster, namespace, gateway.url, model))
     assert load["codes"] == [200] * 6 and load["peak"] == 3
     # quiet: down, then to zero after scaleToZeroAfter
     cluster.wait("back to zero", lambda: replicas(cluster, namespace) == 0, timeout=90)
@@ -86,8 +87,8 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
     assert "ScaledUp" in events and "ScaledDown" in events
 
 
-async def _load_while(cluster: Cluster, namespace: str, url: str) -> dict:
-    task = asyncio.create_task(stream(url, 6, 400))
+async def _load_while(cluster: Cluster, namespace: str, url: str, model: str) -> dict:
+    task = asyncio.create_task(stream(url, model, 6, 400))
     peak = 0
     while not task.done():
         peak = max(peak, await asyncio.to_thread(replicas, cluster, namespace))
@@ -95,12 +96,12 @@ async def _load_while(cluster: Cluster, namespace: str, url: str) -> dict:
     return {"codes": await task, "peak": peak}
 
 
-def _listed(url: str) -> bool:
+def _listed(url: str, model: str) -> bool:
     async def models() -> list[str]:
         async with aiohttp.ClientSession() as s, s.get(f"{url}/v1/models") as r:
             return [m["id"] for m in (await r.json())["data"]]
 
-    return "llm" in asyncio.run(models())
+    return model in asyncio.run(models())
 
 
 def test_an_hpa_on_the_same_pool_is_reported_not_fought(cluster, namespace, gpu_pool):

@@ -31,14 +31,14 @@ async def replica(load_s: float = 0) -> tuple[web.AppRunner, str, Server]:
 
 class Harness:
     def __init__(self, endpoints, **route):
-        self.route = Route("ns", "llm", list(endpoints), **route)
+        self.route = Route("ns", "llm", "llm", list(endpoints), **route)
         self.signals: list[dict] = []
 
         async def signal(route: Route, load: PoolLoad) -> None:
             self.signals.append(load.wire(0))
 
         self.gateway = Gateway(
-            lambda m: self.route if m == "llm" else None, lambda: ["llm"], signal
+            lambda m: self.route if m in ("llm", "ns/llm") else None, lambda: ["llm"], signal
         )
 
     async def __aenter__(self):
@@ -72,6 +72,8 @@ def test_requests_are_answered_streamed_and_not_and_bad_input_gets_openai_errors
             chat = {"model": "llm", "messages": [{"role": "user", "content": "hi"}], "stream": True}
             status, text, _ = await h.post({**chat, "max_tokens": 3}, "/v1/chat/completions")
             assert status == 200 and text.endswith("data: [DONE]\n\n")
+            status, text, _ = await h.post({**BODY, "model": "ns/llm"})  # sent on as "llm"
+            assert status == 200 and json.loads(text)["model"] == "llm"
             status, text, _ = await h.post({**BODY, "model": "nope"})
             assert status == 404 and json.loads(text)["error"]["code"] == "model_not_found"
             status, text, _ = await h.post(b"{not json")
@@ -84,8 +86,8 @@ def test_requests_are_answered_streamed_and_not_and_bad_input_gets_openai_errors
         return metrics
 
     metrics = run(go())
-    assert 'gpucost_gateway_requests_total{code="200",namespace="ns",pool="llm"} 2.0' in metrics
-    assert 'gpucost_gateway_generated_tokens_total{namespace="ns",pool="llm"} 7.0' in metrics
+    assert 'gpucost_gateway_requests_total{code="200",namespace="ns",pool="llm"} 3.0' in metrics
+    assert 'gpucost_gateway_generated_tokens_total{namespace="ns",pool="llm"} 11.0' in metrics
 
 
 def test_the_least_busy_replica_gets_the_next_request():
