@@ -149,12 +149,7 @@ def _gateway(args: argparse.Namespace) -> int:
     )
     kube.configure()
     gateway_id = args.id or socket.gethostname()
-    try:
-        asyncio.run(
-            gatewaykube.serve(kube.Kube(), gateway_id, args.host, args.port, args.namespace)
-        )
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(gatewaykube.serve(kube.Kube(), gateway_id, args.host, args.port, args.namespace))
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 from typing import Any
 
@@ -24,6 +25,9 @@ from gpucost.gateway import Gateway, PoolLoad, Route
 
 log = logging.getLogger(__name__)
 REFRESH_S = 1.0
+DRAIN_S = 330.0
+"""Longest a stopping gateway waits for its held and in-flight requests (the default hold
+timeout and then some; the chart's terminationGracePeriodSeconds matches)."""
 
 
 def demand_key(gateway_id: str) -> str:
@@ -114,9 +118,12 @@ class KubeDirectory:
     async def flush(self, loads: dict[tuple[str, str], PoolLoad]) -> None:
         for (namespace, name), load in list(loads.items()):
             state = (load.in_flight, load.held, load.last_request)
-            # Unchanged loads are refreshed every 10 s so the operator can tell them from stale.
+            # An unchanged busy load is refreshed every 10 s, so the operator can tell it from a
+            # gateway that went away; an idle one needs no refresh (stale and idle mean the same).
             sent = self._sent.get((namespace, name))
-            if sent == state and time.time() - self._sent_at.get((namespace, name), 0) < 10:
+            busy = load.in_flight or load.held
+            age = time.time() - self._sent_at.get((namespace, name), 0)
+            if sent == state and (not busy or age < 10):
                 continue
             route = Route(namespace, name)
             await asyncio.get_running_loop().run_in_executor(None, self._write, route, load)
@@ -137,18 +144,30 @@ class KubeDirectory:
 
 
 async def serve(kube: Kube, gateway_id: str, host: str, port: int, namespace: str | None) -> None:
-    """Run until cancelled; on SIGTERM aiohttp stops accepting and lets held and in-flight
-    requests finish (its shutdown timeout), so an accepted request is not dropped."""
+    """Run until SIGTERM or SIGINT, then stop accepting and keep routing until every held and
+    in-flight request is answered (or ``DRAIN_S`` passes): an accepted request is not dropped by
+    a gateway rollout."""
     from aiohttp import web
 
     directory = KubeDirectory(kube, gateway_id, namespace)
     gateway = Gateway(directory.lookup, directory.models, directory.signal)
     directory.gateway = gateway
-    runner = web.AppRunner(gateway.app, shutdown_timeout=330, access_log=None)
+    runner = web.AppRunner(gateway.app, shutdown_timeout=DRAIN_S, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
     log.info("gateway %s listening on %s:%d", gateway_id, host, port)
-    try:
-        await directory.run()
-    finally:
-        await runner.cleanup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    refresher = asyncio.create_task(directory.run())
+    await stop.wait()
+    await site.stop()  # no new connections; the routes keep refreshing for the held ones
+    deadline = loop.time() + DRAIN_S
+    busy = lambda: any(x.held or x.in_flight for x in gateway.loads.values())  # noqa: E731
+    while busy() and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    log.info("gateway %s drained; stopping", gateway_id)
+    refresher.cancel()
+    await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import aiohttp
 import pytest
@@ -125,3 +126,29 @@ def test_an_hpa_on_the_same_pool_is_reported_not_fought(cluster, namespace, gpu_
             (cluster.get(KIND, "llm", namespace)["status"] or {}).get("autoscaling", {})
         ),
     )  # fmt: skip
+
+
+def test_a_gateway_stopped_mid_hold_still_answers_the_request_it_accepted(
+    cluster, namespace, gpu_pool, serving, gateway
+):
+    gpu_pool(nodes=1, gpus=1)
+    body = autoscaled(namespace)
+    body["spec"]["env"] = [
+        {"name": "SIM_WEIGHTS_MIB", "value": "2000"},
+        {"name": "SIM_LOAD_SECONDS", "value": "4"},  # a cold start long enough to stop within
+    ]
+    cluster.apply(body)
+    model = f"{namespace}/llm"
+    cluster.wait("the gateway sees the pool", lambda: _listed(gateway.url, model))
+
+    async def held_then_stopped() -> list[int]:
+        request = asyncio.create_task(stream(gateway.url, model, 1, 4))
+        await asyncio.to_thread(
+            cluster.wait, "the pool woken", lambda: replicas(cluster, namespace) >= 1
+        )
+        gateway.proc.send_signal(signal.SIGTERM)  # a gateway rollout, mid-hold
+        return await request
+
+    assert asyncio.run(held_then_stopped()) == [200]
+    assert gateway.proc.wait(timeout=60) == 0
+    assert "drained" in gateway.log.read_text()
