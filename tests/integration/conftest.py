@@ -137,12 +137,23 @@ def operator_metrics_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def replica_targets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served replicas' /metrics, for Prometheus (file_sd) and the serving harness."""
+    return tmp_path_factory.mktemp("replica-targets") / "replicas.json"
+
+
+@pytest.fixture(scope="session")
 def prometheus(
-    gpu_exporter: GPUExporter, operator_metrics_port: int, tmp_path_factory: pytest.TempPathFactory
+    gpu_exporter: GPUExporter,
+    operator_metrics_port: int,
+    replica_targets: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PrometheusServer]:
-    """Scrapes the DCGM-style exporter and the operator's own /metrics."""
+    """Scrapes the DCGM-style exporter, the operator's own /metrics and the served replicas."""
     targets = [f"127.0.0.1:{gpu_exporter.port}", f"127.0.0.1:{operator_metrics_port}"]
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets)
+    server = PrometheusServer(
+        tmp_path_factory.mktemp("prometheus"), targets, replicas_file=replica_targets
+    )
     try:
         server.start()
     except binaries.ToolsMissing as e:
@@ -219,13 +230,13 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="session")
-def serving(control_plane: ControlPlane) -> Iterator[Harness]:
+def serving(control_plane: ControlPlane, replica_targets: Path) -> Iterator[Harness]:
     """A real server on each served replica's pod IP (devcluster.serving), for the session."""
     try:
         check_pod_network()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)  # never a skip
-    harness = Harness(control_plane.kubeconfig)
+    harness = Harness(control_plane.kubeconfig, replica_targets)
     harness.start()
     yield harness
     harness.stop()

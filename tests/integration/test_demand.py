@@ -152,3 +152,34 @@ def test_a_gateway_stopped_mid_hold_still_answers_the_request_it_accepted(
     assert asyncio.run(held_then_stopped()) == [200]
     assert gateway.proc.wait(timeout=60) == 0
     assert "drained" in gateway.log.read_text()
+
+
+def test_kv_cache_use_scraped_by_prometheus_from_the_replicas_drives_the_pool(
+    cluster, namespace, gpu_pool, serving, gateway, prometheus
+):
+    gpu_pool(nodes=1, gpus=1)
+    body = autoscaled(namespace, minReplicas=1, metric="kvCacheUsage", target=0.1)
+    body["spec"]["replicas"] = 1
+    # 17000 MiB of weights leave ~940 MiB of KV cache in the 20000 MiB slice: six long streams
+    # fill a good part of it
+    body["spec"]["env"] = [
+        {"name": "SIM_WEIGHTS_MIB", "value": "17000"},
+        {"name": "SIM_LOAD_SECONDS", "value": "1"},
+    ]
+    cluster.apply(body)
+    model = f"{namespace}/llm"
+    cluster.wait("1 replica", lambda: replicas(cluster, namespace) == 1, timeout=60)
+    cluster.wait("the gateway sees its endpoint", lambda: _listed(gateway.url, model))
+
+    async def loaded() -> int:
+        task = asyncio.create_task(stream(gateway.url, model, 6, 1200))
+        peak = 1
+        while not task.done():
+            peak = max(peak, await asyncio.to_thread(replicas, cluster, namespace))
+            await asyncio.sleep(0.3)
+        assert await task == [200] * 6
+        return peak
+
+    assert asyncio.run(loaded()) >= 2
+    reason = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
+    assert reason["load"] is not None

@@ -32,6 +32,9 @@ class PrometheusServer:
     targets: list[str]
     """host:port of each /metrics endpoint to scrape."""
     port: int = field(default_factory=free_port)
+    replicas_file: Path | None = None
+    """A file_sd JSON of serving replicas (the serving harness writes it, labelled namespace and
+    pool, as a PodMonitor would relabel them)."""
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -47,13 +50,23 @@ class PrometheusServer:
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
+        jobs: list[dict] = [{"job_name": "gpucost", "static_configs": [{"targets": self.targets}]}]
+        if self.replicas_file is not None:
+            if not self.replicas_file.exists():
+                self.replicas_file.write_text("[]")
+            jobs.append(
+                {
+                    "job_name": "replicas",
+                    "file_sd_configs": [
+                        {"files": [str(self.replicas_file)], "refresh_interval": "1s"}
+                    ],
+                }
+            )
         config.write_text(
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [
-                        {"job_name": "gpucost", "static_configs": [{"targets": self.targets}]}
-                    ],
+                    "scrape_configs": jobs,
                 }
             )
         )

@@ -12,6 +12,7 @@ between SIGTERM and the end of its grace period.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -42,6 +43,7 @@ class Replica:
     runner: web.AppRunner
     drain_seconds: float
     grace_seconds: float
+    pool: str
     ready: bool = False
     prober: asyncio.Task | None = None
 
@@ -86,7 +88,9 @@ def check_pod_network() -> None:
 class Harness:
     """Runs on its own thread and event loop; ``start``/``stop`` from the test or the demo."""
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, targets_file: Path | None = None) -> None:
+        self.targets_file = targets_file
+        """Where the Running replicas are written for Prometheus (file_sd), when given."""
         self.api = kubernetes.config.new_client_from_config(str(kubeconfig))
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.replicas: dict[str, Replica] = {}
@@ -197,9 +201,26 @@ class Harness:
             runner,
             float((stop.get("sleep") or {}).get("seconds", 0)),
             float(pod["spec"].get("terminationGracePeriodSeconds") or 30),
+            meta["labels"].get(names.LABEL_POOL, ""),
         )
         self.replicas[uid] = replica
+        self._publish()
         replica.prober = asyncio.get_running_loop().create_task(self._probe(replica, container))
+
+    def _publish(self) -> None:
+        """The replicas for Prometheus's file_sd, labelled as the pool's PodMonitor would."""
+        if self.targets_file is None:
+            return
+        groups = [
+            {
+                "targets": [f"{r.ip}:{r.port}"],
+                "labels": {"namespace": r.namespace, "pool": r.pool, "pod": r.name},
+            }
+            for r in self.replicas.values()
+        ]
+        partial = self.targets_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(groups))
+        partial.replace(self.targets_file)  # atomic: Prometheus never reads half a file
 
     async def _probe(self, replica: Replica, container: dict[str, Any]) -> None:
         probe = container.get("readinessProbe") or {}
@@ -258,6 +279,7 @@ class Harness:
         replica = self.replicas.pop(uid, None)
         if replica is None:
             return
+        self._publish()
         if replica.prober:
             replica.prober.cancel()
         # preStop: still serving while the endpoint leaves every client's list
