@@ -79,6 +79,9 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
     # six long streams at a target of 2 per replica: up to 3 replicas (the max)
     load = asyncio.run(_load_while(cluster, namespace, gateway.url, model))
     assert load["codes"] == [200] * 6 and load["peak"] == 3
+    # what a warm replica would cost: 20000 of the node's 81920 MiB at $4.00/h
+    priced = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
+    assert abs(priced["replicaCostPerHour"] - 4.0 * 20000 / 81920) < 0.01
     # quiet: down, then to zero after scaleToZeroAfter
     cluster.wait("back to zero", lambda: replicas(cluster, namespace) == 0, timeout=90)
     events = cluster.kubectl(

@@ -132,3 +132,9 @@ class AutoscalingStatus(Wire):
     last_cold_start_seconds: float | None = Field(
         None, description="First held request to its first token, the last time from zero."
     )
+    replica_cost_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="USD per hour one replica costs (its GPU memory's share of its node): what "
+        "each warm replica (minReplicas above 0) costs to avoid a cold start.",
+    )

@@ -66,8 +66,13 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         return
     namespace, name = meta["namespace"], meta["name"]
     now = time.time()
-    old = InferencePoolStatus.model_validate(body.get("status") or {}).autoscaling
-    old = old or AutoscalingStatus()
+    pool_status = InferencePoolStatus.model_validate(body.get("status") or {})
+    old = pool_status.autoscaling or AutoscalingStatus()
+    per_replica = (
+        round(pool_status.cost_per_hour / pool_status.replicas, 6)
+        if pool_status.replicas
+        else old.replica_cost_per_hour
+    )
     hpa = conflicting_hpa(kube, namespace, name)
     if hpa is not None:
         reason = f"HorizontalPodAutoscaler {hpa} also scales this pool: left to it"
@@ -110,6 +115,7 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         recommendations=[[round(t, 3), n] for t, n in decision.history.recommendations],
         events=[[round(t, 3), d] for t, d in decision.history.events],
         last_cold_start_seconds=gateways.cold_start_s or old.last_cold_start_seconds,
+        replica_cost_per_hour=per_replica,
     ).wire()
     if status != old.wire():
         kube.patch_status(PLURAL, name, {"autoscaling": status}, namespace)
