@@ -141,13 +141,29 @@ def test_deadline_and_max_cost_stop_a_job_with_a_reason(cluster, namespace, gpu_
         and dear["costAccumulated"] >= 0.02
     )
     assert dear["message"].startswith("stopped: $")
-    cluster.wait(
-        "both Jobs deleted",
-        lambda: (
-            cluster.get("job", "late-1", namespace) is None
-            and cluster.get("job", "dear-1", namespace) is None
-        ),
-    )
+    try:
+        cluster.wait(
+            "both Jobs deleted",
+            lambda: (
+                cluster.get("job", "late-1", namespace) is None
+                and cluster.get("job", "dear-1", namespace) is None
+            ),
+        )
+    except TimeoutError:  # say what is left, for the flake this has been seen to be
+        left = [cluster.get("job", n, namespace) for n in ("late-1", "dear-1")]
+        meta = [(j or {}).get("metadata", {}) for j in left]
+        raise AssertionError(
+            [
+                (
+                    m.get("name"),
+                    m.get("creationTimestamp"),
+                    m.get("deletionTimestamp"),
+                    m.get("finalizers"),
+                )
+                for m in meta
+            ]
+            + [status_of(cluster, n, namespace) for n in ("late", "dear")]
+        ) from None
 
 
 def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gpu_pool):
