@@ -79,9 +79,18 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
     # six long streams at a target of 2 per replica: up to 3 replicas (the max)
     load = asyncio.run(_load_while(cluster, namespace, gateway.url, model))
     assert load["codes"] == [200] * 6 and load["peak"] == 3
-    # what a warm replica would cost: 20000 of the node's 81920 MiB at $4.00/h
-    priced = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
-    assert abs(priced["replicaCostPerHour"] - 4.0 * 20000 / 81920) < 0.01
+    # what a warm replica would cost: 20000 of the node's 81920 MiB at $4.00/h (the pool's cost
+    # and its replica count are written by different passes: wait for them to agree)
+    cluster.wait(
+        "the replica's price in the status",
+        lambda: (
+            abs(
+                cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]["replicaCostPerHour"]
+                - 4.0 * 20000 / 81920
+            )
+            < 0.01
+        ),
+    )
     # quiet: down, then to zero after scaleToZeroAfter
     cluster.wait("back to zero", lambda: replicas(cluster, namespace) == 0, timeout=90)
     events = cluster.kubectl(
@@ -92,7 +101,9 @@ def test_a_pool_at_zero_wakes_for_a_held_request_grows_under_load_and_returns_to
 
 
 async def _load_while(cluster: Cluster, namespace: str, url: str, model: str) -> dict:
-    task = asyncio.create_task(stream(url, model, 6, 400))
+    # long enough (about 10 s of decode) to outlast a busy machine's gateway flush, operator
+    # look and pod start: 400 tokens took under a second and ended before the pool grew
+    task = asyncio.create_task(stream(url, model, 6, 6000))
     peak = 0
     while not task.done():
         peak = max(peak, await asyncio.to_thread(replicas, cluster, namespace))
