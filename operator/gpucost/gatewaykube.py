@@ -30,6 +30,23 @@ DRAIN_S = 330.0
 timeout and then some; the chart's terminationGracePeriodSeconds matches)."""
 
 
+def ready_endpoints(
+    discovery: kubernetes.client.DiscoveryV1Api, namespace: str, service: str
+) -> list[str]:
+    """``ip:port`` of the Service's Ready, not terminating endpoints from its EndpointSlices."""
+    slices = discovery.list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    ).items
+    out = []
+    for s in slices:
+        port = next((p.port for p in s.ports or [] if p.name == "http"), None)
+        for e in s.endpoints or []:
+            ready = e.conditions and e.conditions.ready and not e.conditions.terminating
+            if port and ready:
+                out += [f"{ip}:{port}" for ip in e.addresses]
+    return sorted(out)
+
+
 def demand_key(gateway_id: str) -> str:
     return f"{names.DEMAND_ANNOTATION_PREFIX}{gateway_id}"[:253]
 
@@ -99,17 +116,7 @@ class KubeDirectory:
         return changed
 
     def _endpoints(self, namespace: str, service: str) -> list[str]:
-        slices = self.discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={service}"
-        ).items
-        out = []
-        for s in slices:
-            port = next((p.port for p in s.ports or [] if p.name == "http"), None)
-            for e in s.endpoints or []:
-                ready = e.conditions and e.conditions.ready and not e.conditions.terminating
-                if port and ready:
-                    out += [f"{ip}:{port}" for ip in e.addresses]
-        return sorted(out)
+        return ready_endpoints(self.discovery, namespace, service)
 
     async def signal(self, route: Route, load: PoolLoad) -> None:
         """At once: a held request is demand the operator must see now, not at the next flush."""

@@ -26,6 +26,11 @@ def helm(*args: str) -> str:
     ).stdout
 
 
+def forbidden(log: Path) -> list[str]:
+    """The log lines of API requests a component's RBAC refused."""
+    return [line for line in log.read_text().splitlines() if "Forbidden" in line or " 403" in line]
+
+
 def test_chart_lints_strict():
     helm("lint", "--strict", str(CHART))
 
@@ -228,11 +233,7 @@ def test_the_agent_daemonset_runs_on_its_own_rbac_alone(cluster, namespace, gpu_
             ),
         )
         assert condition(cluster.get("node", node), "GPUCostNVMLReady")["status"] == "True"
-        refused = [
-            line
-            for line in proc.log.read_text().splitlines()
-            if "Forbidden" in line or " 403" in line
-        ]
+        refused = forbidden(proc.log)
         assert not refused, "\n".join(refused[:5])
     finally:
         proc.stop()
@@ -273,11 +274,7 @@ def test_the_gateway_runs_on_its_own_rbac_alone(cluster, namespace, gpu_pool, se
 
     try:
         assert cluster.wait("answered through the gateway", lambda: asyncio.run(ask()) == 200)
-        refused = [
-            line
-            for line in proc.log.read_text().splitlines()
-            if "Forbidden" in line or " 403" in line
-        ]
+        refused = forbidden(proc.log)
         assert not refused, "\n".join(refused[:5])
     finally:
         proc.stop()

@@ -63,7 +63,6 @@ PLURALS = {
     "Service": "services",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "InferencePool": "inferencepools",
-    "Pod": "pods",
 }
 
 
@@ -218,11 +217,6 @@ class Kube:
     def create_pod(self, pod: Obj) -> bool:
         return _created(self.core.create_namespaced_pod, pod)
 
-    def create_pods(self, pods: list[Obj]) -> list[bool]:
-        """``create_pod`` for each, a few requests in flight (a burst's replicas, one at a time,
-        went at 15 pods/s here); the first failure is raised once all have been tried."""
-        return self._each(self.create_pod, pods)
-
     def _each(self, call: Callable[[Obj], T], objs: list[Obj]) -> list[T]:
         if len(objs) <= 1:
             return [call(o) for o in objs]
@@ -238,10 +232,11 @@ class Kube:
             )
         )
 
-    def create_pods_reporting(self, pods: list[Obj]) -> list[bool | str]:
-        """As ``create_pods``, but a pod the API server refuses as invalid (422) is its message
-        (field paths included) rather than an exception: one bad template is a condition, not a
-        failed reconcile."""
+    def create_pods(self, pods: list[Obj]) -> list[bool | str]:
+        """``create_pod`` for each, a few requests in flight (a burst's replicas, one at a time,
+        went at 15 pods/s here); the first failure is raised once all have been tried. A pod the
+        API server refuses as invalid (422) is its message (field paths included) rather than an
+        exception: one bad template is a condition, not a failed reconcile."""
 
         def create(pod: Obj) -> bool | str:
             try:
@@ -294,10 +289,6 @@ class Kube:
     def delete_object(self, obj: Obj) -> None:
         """Delete the object ``obj`` names (its kind, namespace and name); gone already is fine."""
         _unless_gone(lambda: self._raw("DELETE", _path(obj)))
-
-    def get_path(self, obj: Obj) -> Obj | None:
-        """The object ``obj`` names, or None."""
-        return _unless_gone(lambda: self._raw("GET", _path(obj)))
 
     def served(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves ``plural`` in ``group/version`` (a CRD is installed)."""

@@ -29,6 +29,7 @@ from aiohttp import web
 from gpucost import names
 from gpucost.devcluster.controlplane import POD_CIDR, SERVE
 from gpucost.devcluster.vllmsim import Server, Sizing, StartError
+from gpucost.gatewaykube import ready_endpoints as gateway_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,8 @@ def _env(container: dict[str, Any], name: str) -> str | None:
 
 
 def ready_endpoints(core: kubernetes.client.CoreV1Api, namespace: str, service: str) -> list[str]:
-    """``ip:port`` of the Service's Ready endpoints from its EndpointSlices, as an inference
-    gateway reads them (there is no kube-proxy here)."""
-    api = kubernetes.client.DiscoveryV1Api(core.api_client)
-    slices = api.list_namespaced_endpoint_slice(
-        namespace, label_selector=f"kubernetes.io/service-name={service}"
-    ).items
-    out = []
-    for s in slices:
-        port = next((p.port for p in s.ports or [] if p.name == "http"), None)
-        for e in s.endpoints or []:
-            if port and e.conditions and e.conditions.ready:
-                out += [f"{ip}:{port}" for ip in e.addresses]
-    return sorted(out)
+    """The Service's Ready endpoints as the gateway reads them (there is no kube-proxy here)."""
+    return gateway_endpoints(kubernetes.client.DiscoveryV1Api(core.api_client), namespace, service)
 
 
 def check_pod_network() -> None:

@@ -80,7 +80,7 @@ def _create_replicas(
         )
         for replica, where in placed
     ]
-    results = kube.create_pods_reporting(pods)
+    results = kube.create_pods(pods)
     done = [
         f"replica {replica} ({pod['metadata']['name']}) on node {where.node} GPU "
         f"{','.join(map(str, where.gpu_indices))}, {where.memory_mib} MiB"
