@@ -140,8 +140,15 @@ def test_rollout_under_streaming_traffic_drops_nothing_and_never_dips_below_repl
             "patch", KIND, "llm", "-n", namespace, "--type=merge",
             "-p", json.dumps({"spec": {"image": "vllm/vllm-openai:B"}}),
         )  # fmt: skip
+        # the old revision's finished status is not the rollout to B being done
         done = cluster.wait(
-            "the rollout to B", lambda: rolled_out(cluster, namespace, "llm", 3), timeout=120
+            "the rollout to B",
+            lambda: (
+                (obj := rolled_out(cluster, namespace, "llm", 3))
+                and obj["status"]["updateRevision"] != first
+                and obj
+            ),
+            timeout=120,
         )
         before = load.ok
         cluster.wait("traffic on the new replicas", lambda: load.ok >= before + 20)
