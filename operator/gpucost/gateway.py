@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4 << 20
 """Bytes a request body may have (a long prompt is ~100 kB); more is 413."""
 RETRY_AFTER_S = 5
+TAIL_BYTES = 4096
+"""The end of a stream kept to read its usage chunk from."""
 
 
 @dataclass
@@ -83,6 +85,17 @@ def _completion_tokens(body: bytes) -> int:
         return int(json.loads(body).get("usage", {}).get("completion_tokens", 0))
     except (ValueError, TypeError, AttributeError):
         return 0
+
+
+def streamed_tokens(events: int, tail: bytes) -> int:
+    """Tokens of a streamed answer: its usage chunk's count where the client asked for one
+    (``stream_options.include_usage``; an event may carry several tokens), else one per event."""
+    for event in reversed(tail.split(b"\n\n")):
+        if event.startswith(b"data: {") and b'"usage"' in event:
+            counted = _completion_tokens(event[6:])
+            if counted:
+                return counted
+    return events
 
 
 class Metrics:
@@ -251,7 +264,7 @@ class Gateway:
                     if key in upstream.headers:
                         response.headers[key] = upstream.headers[key]
                 await response.prepare(request)
-                first, whole = True, b""
+                first, whole, tail, events = True, b"", b"", 0
                 streamed = "event-stream" in upstream.headers.get("Content-Type", "")
                 async for chunk in upstream.content.iter_any():
                     if first:
@@ -261,13 +274,14 @@ class Gateway:
                             load.cold_start = round(time.monotonic() - load.holding_since, 3)
                             load.holding_since = None
                     if streamed:
-                        self.metrics.tokens.labels(*labels).inc(chunk.count(b"data: {"))
+                        events += chunk.count(b"data: {")
+                        tail = (tail + chunk)[-TAIL_BYTES:]
                     else:
                         whole += chunk
                     await response.write(chunk)
                 await response.write_eof()
-                if whole:
-                    self.metrics.tokens.labels(*labels).inc(_completion_tokens(whole))
+                tokens = streamed_tokens(events, tail) if streamed else _completion_tokens(whole)
+                self.metrics.tokens.labels(*labels).inc(tokens)
                 self.metrics.requests.labels(*labels, str(upstream.status)).inc()
                 return response
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:

@@ -105,6 +105,15 @@ def test_a_batch_is_provisioned_once_pending_work_stops_changing_for_batch_idle(
     assert launch.reserved_until == T0 + 1.0 + 20.0 + 30.0  # boot delay and the reservation
 
 
+def test_a_pool_waking_from_zero_is_provisioned_at_once_with_no_batch_window():
+    """Its requests are held at the gateway: each second of batching is a second of their wait."""
+    waking = [Pending("InferencePool ns/a", SLICE, 1, waking=True)]
+    (launch,) = of(plan(snapshot(T0, pending=waking), Batch(), TIMING).commands, Launch)
+    assert launch.owners() == {"InferencePool ns/a": 1}
+    growing = [Pending("InferencePool ns/a", SLICE, 1)]
+    assert not of(plan(snapshot(T0, pending=growing), Batch(), TIMING).commands, Launch)
+
+
 def test_work_that_keeps_changing_is_provisioned_after_batch_max_at_the_latest():
     batch, now = Batch(), T0
     for step in range(10):

@@ -7,7 +7,7 @@ import aiohttp
 from aiohttp import web
 
 from gpucost.devcluster.vllmsim import Server, Sizing
-from gpucost.gateway import MAX_BODY, Gateway, PoolLoad, Route
+from gpucost.gateway import MAX_BODY, Gateway, PoolLoad, Route, streamed_tokens
 
 A100 = 81920
 
@@ -173,3 +173,10 @@ def test_a_client_that_goes_away_frees_its_replica_slot_at_once():
         return freed
 
     assert run(go()) == (0, 0)
+
+
+def test_a_streamed_answer_is_counted_by_its_usage_chunk_when_it_has_one():
+    usage = b'data: {"choices": [], "usage": {"completion_tokens": 40}}\n\ndata: [DONE]\n\n'
+    assert streamed_tokens(6, b'data: {"choices": [{"text": " a b"}]}\n\n' + usage) == 40
+    assert streamed_tokens(6, b'data: {"choices": [{"text": " a"}]}\n\ndata: [DONE]\n\n') == 6
+    assert streamed_tokens(2, b'data: {"usage": "mangled"}\n\n') == 2

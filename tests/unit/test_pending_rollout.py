@@ -1,4 +1,5 @@
-"""A rollout's surge replica that fits nowhere is pending work the autoscaler buys for."""
+"""What the autoscaler buys for: a rollout's surge replica that fits nowhere, and a pool waking
+from zero (no batch window for it)."""
 
 from gpucost.core.snapshot import PlacedPod
 from gpucost.handlers.autoscaler import pending_work
@@ -28,3 +29,15 @@ def test_a_surge_replica_of_a_rollout_is_pending():
 
 def test_without_a_rollout_a_pool_with_all_its_pods_has_nothing_pending():
     assert pending({"updateRevision": "a", "currentRevision": "a"}) == 0
+
+
+def test_an_autoscaled_pool_with_no_ready_replica_is_pending_as_waking():
+    body = pool({})
+    body["spec"] |= {"replicas": 1, "autoscaling": {"minReplicas": 0, "maxReplicas": 3,
+                                                    "target": 4}}  # fmt: skip
+    cluster = Cluster({}, [], [], {}, [], {})
+    (work,) = pending_work([body], cluster, [])
+    assert work.waking and work.count == 1
+    body["status"]["readyReplicas"] = 1
+    (work,) = pending_work([body], cluster, [])
+    assert not work.waking

@@ -101,3 +101,37 @@ def test_health_is_503_while_the_model_loads():
         return status
 
     assert asyncio.run(run()) == 503
+
+
+def test_a_compressed_clock_batches_tokens_per_event_and_reports_usage_at_the_end():
+    """What a time-compressed replay needs: engine time runs ``speedup`` times faster than the
+    wall, several tokens go in one event, and the usage chunk counts them all."""
+
+    async def run():
+        sizing = Sizing.from_args(["--served-model-name", "m"], A100, A100, None)
+        server = Server(sizing, "NVIDIA-A100-SXM4-80GB", 0, speedup=50, stream_tokens=8)
+        runner, url = await _serve(server)
+        body = {
+            "model": "m",
+            "prompt": "hello " * 100,
+            "max_tokens": 100,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        loop = asyncio.get_running_loop()
+        async with aiohttp.ClientSession() as s:
+            started = loop.time()
+            async with s.post(f"{url}/v1/completions", json=body) as r:
+                events = [x for x in (await r.text()).split("\n\n") if x]
+            wall = loop.time() - started
+        await runner.cleanup()
+        return events, wall, server.engine.step_seconds(1, 0) * 100
+
+    events, wall, engine_time = asyncio.run(run())
+    assert events[-1] == "data: [DONE]"
+    usage = json.loads(events[-2][6:])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 100
+    texts = [json.loads(e[6:])["choices"][0]["text"] for e in events[:-2]]
+    assert texts[0] == " tok1" and "".join(texts).split() == [f"tok{i}" for i in range(1, 101)]
+    assert len(texts) == 1 + 99 // 8 + 1  # the first token alone, then 8 at a time
+    assert wall < engine_time / 5, (wall, engine_time)  # 50x faster, with a wide margin

@@ -142,7 +142,10 @@ class Batch:
         if key != self.key:
             window = Batch(key, self.first if self.first is not None else now, now)
         first = window.first if window.first is not None else now
-        ready = now - window.changed >= timing.batch_idle or now - first >= timing.batch_max
+        waking = any(p.waking for p in pending)
+        ready = (
+            waking or now - window.changed >= timing.batch_idle or now - first >= timing.batch_max
+        )
         return ready, (replace(window, first=None) if ready else window)
 
     def due(self, timing: Timing) -> float | None:

@@ -27,6 +27,8 @@ class Pending:
     owner: str
     ask: Ask
     count: int = 1
+    waking: bool = False
+    """A pool waking from zero: requests wait at the gateway for it, so no batch window."""
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,13 @@ class Harness:
             self.failures[key] = str(e)
             await self._status(meta, ready=False, failed=str(e))
             return
-        load = float(_env(container, "SIM_LOAD_SECONDS") or 1.0)
-        server = Server(sizing, node.get(names.LABEL_GPU_PRODUCT, ""), load)
+        server = Server(
+            sizing,
+            node.get(names.LABEL_GPU_PRODUCT, ""),
+            float(_env(container, "SIM_LOAD_SECONDS") or 1.0),
+            float(_env(container, "SIM_SPEEDUP") or 1.0),
+            int(_env(container, "SIM_STREAM_TOKENS") or 1),
+        )
         runner = web.AppRunner(server.app, shutdown_timeout=60, access_log=None)
         await runner.setup()
         port = container["ports"][0]["containerPort"]

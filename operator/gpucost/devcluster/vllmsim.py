@@ -7,6 +7,11 @@ speed is a loop of engine steps as ``../shared/data/vllm-perf/README.md`` §7 de
 costs α (weights read once, bandwidth-bound) + β per running sequence + prefill per token, with
 the bandwidth of the GPU it runs on (§6); its KV cache is what its memory flags leave after the
 weights (§3), and it refuses to start, as vLLM does, when those flags ask for more than its slice.
+
+Two knobs exist for replaying hours of traffic in minutes (``bench/serving.py``): ``speedup``
+runs the engine's clock that many times faster than the wall (its metrics stay in engine time),
+and ``stream_tokens`` sends up to that many tokens per streamed event after the first, as vLLM's
+``--stream-interval`` does, so a compressed replay is not a flood of one-token events.
 """
 
 from __future__ import annotations
@@ -104,6 +109,8 @@ class Request:
     generated: int = 0
     first_token_at: float | None = None
     tokens: asyncio.Queue = field(default_factory=asyncio.Queue)
+    unsent: int = 0
+    """Tokens generated but not yet handed to the stream (``stream_tokens`` batches them)."""
 
     @property
     def blocks(self) -> int:
@@ -114,8 +121,16 @@ class Engine:
     """vLLM's scheduler loop in simulated time: admit from the waiting queue while blocks and the
     step's token budget allow, decode every running sequence one token per step."""
 
-    def __init__(self, sizing: Sizing, product: str, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        sizing: Sizing,
+        product: str,
+        registry: CollectorRegistry,
+        speedup: float = 1.0,
+        stream_tokens: int = 1,
+    ) -> None:
         bw = bandwidth(product)
+        self.speedup, self.stream_tokens = speedup, max(1, stream_tokens)
         self.alpha = sizing.weights_mib * MIB / (EFFICIENCY * bw)
         self.beta = BETA_H100_S * 3350e9 / bw
         self.prefill = 1 / (PREFILL_H100_TOKENS_S * bw / 3350e9)
@@ -155,6 +170,10 @@ class Engine:
     def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
         return self.alpha + self.beta * decoding + self.prefill * prefill_tokens
 
+    def clock(self) -> float:
+        """Engine time: the wall's, ``speedup`` times faster."""
+        return time.monotonic() * self.speedup
+
     def submit(self, request: Request) -> None:
         self.waiting.append(request)
         self._wake.set()
@@ -166,47 +185,65 @@ class Engine:
             self.running.remove(request)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             if not self.waiting and not self.running:
                 self._publish()
                 self._wake.clear()
                 await self._wake.wait()
-            budget = STEP_TOKENS - len(self.running)
-            used = sum(r.blocks for r in self.running)
-            prefill = 0
-            while self.waiting and len(self.running) < MAX_NUM_SEQS and budget > 0:
-                head = self.waiting[0]
-                if used + head.blocks > self.blocks:
-                    break
-                chunk = min(budget, head.prompt_tokens - head.prefilled)
-                head.prefilled += chunk
-                budget -= chunk
-                prefill += chunk
-                if head.prefilled >= head.prompt_tokens:
-                    self.waiting.popleft()
-                    self.running.append(head)
-                    used += head.blocks
-                else:
-                    break
+                due = loop.time()
+            prefill = self._admit()
             decoding = list(self.running)
-            await asyncio.sleep(self.step_seconds(len(decoding), prefill))
-            now = time.monotonic()
-            self.m_prompt.labels(**self.labels).inc(prefill)
-            for r in decoding:
-                if r.first_token_at is None:
-                    r.first_token_at = now
-                    self.m_ttft.labels(**self.labels).observe(now - r.arrived)
-                else:
-                    self.m_itl.labels(**self.labels).observe(
-                        self.step_seconds(len(decoding), prefill)
-                    )
-                r.generated += 1
-                self.m_gen.labels(**self.labels).inc()
-                r.tokens.put_nowait(f" tok{r.generated}")
-                if r.generated >= r.max_tokens:
-                    r.tokens.put_nowait(None)
-                    self.running.remove(r)
-            self._publish()
+            step = self.step_seconds(len(decoding), prefill)
+            # Sleep to the step's end on the wall, not for its length: the loop's own work does
+            # not stretch a compressed replay.
+            due = max(due + step / self.speedup, loop.time() - 0.05)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self._finish_step(decoding, prefill, step)
+
+    def _admit(self) -> int:
+        """Chunked prefill: the waiting queue's head gets what the step's token budget and the
+        free KV blocks allow; returns the prefill tokens of this step."""
+        budget = STEP_TOKENS - len(self.running)
+        used = sum(r.blocks for r in self.running)
+        prefill = 0
+        while self.waiting and len(self.running) < MAX_NUM_SEQS and budget > 0:
+            head = self.waiting[0]
+            if used + head.blocks > self.blocks:
+                break
+            chunk = min(budget, head.prompt_tokens - head.prefilled)
+            head.prefilled += chunk
+            budget -= chunk
+            prefill += chunk
+            if head.prefilled < head.prompt_tokens:
+                break
+            self.waiting.popleft()
+            self.running.append(head)
+            used += head.blocks
+        return prefill
+
+    def _finish_step(self, decoding: list[Request], prefill: int, step: float) -> None:
+        now = self.clock()
+        self.m_prompt.labels(**self.labels).inc(prefill)
+        self.m_gen.labels(**self.labels).inc(len(decoding))
+        if decoding:
+            self.m_itl.labels(**self.labels).observe(step)
+        for r in decoding:
+            r.generated += 1
+            r.unsent += 1
+            done = r.generated >= r.max_tokens
+            if r.first_token_at is None:
+                r.first_token_at = now
+                self.m_ttft.labels(**self.labels).observe(now - r.arrived)
+            if r.generated == 1 or done or r.unsent >= self.stream_tokens:
+                first = r.generated - r.unsent + 1
+                r.tokens.put_nowait("".join(f" tok{i}" for i in range(first, r.generated + 1)))
+                r.unsent = 0
+            if done:
+                r.tokens.put_nowait(None)
+                self.running.remove(r)
+        self._publish()
 
     def _publish(self) -> None:
         self.m_running.labels(**self.labels).set(len(self.running))
@@ -234,10 +271,17 @@ class Server:
     """One replica: ``load_seconds`` of model load (``/health`` answers 503 until then), then
     serving."""
 
-    def __init__(self, sizing: Sizing, product: str, load_seconds: float) -> None:
+    def __init__(
+        self,
+        sizing: Sizing,
+        product: str,
+        load_seconds: float,
+        speedup: float = 1.0,
+        stream_tokens: int = 1,
+    ) -> None:
         self.sizing = sizing
         self.registry = CollectorRegistry()
-        self.engine = Engine(sizing, product, self.registry)
+        self.engine = Engine(sizing, product, self.registry, speedup, stream_tokens)
         self.ready_at = time.monotonic() + load_seconds
         self.in_flight = 0
         self.served = 0
@@ -277,12 +321,12 @@ class Server:
         if body.get("model") not in (None, self.sizing.served_name):
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         chat = request.path.endswith("chat/completions")
-        job = Request(prompt_tokens(body), int(body.get("max_tokens") or 16), time.monotonic())
+        job = Request(prompt_tokens(body), int(body.get("max_tokens") or 16), self.engine.clock())
         self.in_flight += 1
         self.engine.submit(job)
         try:
             if body.get("stream"):
-                return await self._stream(request, job, chat)
+                return await self._stream(request, job, chat, body)
             text = []
             while (token := await job.tokens.get()) is not None:
                 text.append(token)
@@ -292,12 +336,17 @@ class Server:
             self.engine.cancel(job)  # a client that went away frees its sequence at once
             self.in_flight -= 1
 
-    async def _stream(self, request: web.Request, job: Request, chat: bool) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, job: Request, chat: bool, body: dict
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         while (token := await job.tokens.get()) is not None:
             chunk = self._body(job, token, chat, final=False)
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = self._body(job, "", chat, final=False) | {"choices": [], "usage": _usage(job)}
+            await response.write(f"data: {json.dumps(usage)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         self.served += 1
@@ -318,9 +367,13 @@ class Server:
             "choices": [choice],
         }
         if final:
-            out["usage"] = {
-                "prompt_tokens": job.prompt_tokens,
-                "completion_tokens": job.generated,
-                "total_tokens": job.prompt_tokens + job.generated,
-            }
+            out["usage"] = _usage(job)
         return out
+
+
+def _usage(job: Request) -> dict[str, int]:
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": job.generated,
+        "total_tokens": job.prompt_tokens + job.generated,
+    }

@@ -101,6 +101,7 @@ def pending_work(
                 names.workload("InferencePool", meta["namespace"], meta["name"]),
                 ask_for(spec, cluster),
                 unplaced,
+                waking=spec.autoscaling is not None and not status.get("readyReplicas"),
             )
         )
     labels = {name: p.spec.node_labels(name) for name, p in cluster.pools.items()}
