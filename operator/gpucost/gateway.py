@@ -151,7 +151,12 @@ class Gateway:
 
     async def _open(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        self.session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        # No connection cap: aiohttp's default of 100 would queue the 101st stream in the
+        # connector, unseen by the routing counts (the replicas' own queues are the limit).
+        connector = aiohttp.TCPConnector(limit=0)
+        self.session = aiohttp.ClientSession(
+            timeout=timeout, auto_decompress=False, connector=connector
+        )
 
     async def _close(self, _: web.Application) -> None:
         if self.session is not None:

@@ -57,6 +57,9 @@ def test_a_held_request_wakes_a_pool_at_zero_at_once():
     d = decide(Observation(now=0, replicas=0, load=0, held=3), target)
     assert d.replicas == 1 and "held" in d.reason
     assert decide(Observation(now=0, replicas=0, load=0), target).replicas == 0
+    # a burst held at zero wakes the replicas it needs at once (20 at 8 each: 3; 100: the max of 4)
+    assert decide(Observation(now=0, replicas=0, load=0, held=20), target).replicas == 3
+    assert decide(Observation(now=0, replicas=0, load=0, held=100), target).replicas == 4
 
 
 def test_bounds_hold_and_an_unreadable_metric_changes_nothing():

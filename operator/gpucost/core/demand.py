@@ -118,7 +118,9 @@ def decide(obs: Observation, target: Target, history: History = History()) -> De
 
     if current == 0:
         if obs.held > 0:
-            want = max(1, low, min(high, raw(obs.load or 0.0, 0, target.per_replica)))
+            # the held requests are the load: a burst at zero wakes as many replicas as it needs
+            demand = (obs.load or 0.0) + obs.held
+            want = max(1, low, min(high, raw(demand, 0, target.per_replica)))
             return done(min(want, high), f"{obs.held} requests held: waking from zero", recent)
         if low == 0:
             return done(0, "at zero: no request waiting", recent)

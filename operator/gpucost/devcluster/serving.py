@@ -11,9 +11,11 @@ between SIGTERM and the end of its grace period.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
+import signal
 import socket
 import threading
 from collections import Counter
@@ -159,6 +161,7 @@ class Harness:
                 container.get("args") or [], slice_mib, gpu_mib, int(weights) if weights else None
             )
         except StartError as e:
+            log.warning("replica %s does not start: %s", key, e)
             self.failures[key] = str(e)
             await self._status(meta, ready=False, failed=str(e))
             return
@@ -361,3 +364,23 @@ class Traffic:
         refresher = asyncio.create_task(refresh())
         await asyncio.gather(*(worker(i) for i in range(self.workers)))
         refresher.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m gpucost.devcluster.serving KUBECONFIG``: the harness in a process of its own
+    (a benchmark keeps the replicas' event loop off its own interpreter); stops on SIGTERM."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("kubeconfig", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    check_pod_network()
+    harness = Harness(args.kubeconfig)
+    harness.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    harness.stop()
+
+
+if __name__ == "__main__":
+    main()
