@@ -291,6 +291,8 @@ def peak_window(reqs: Sequence[Req], minutes: int = 5) -> list[Req]:
 async def _one(session, url: str, model: str, req: Req) -> Record:
     import aiohttp
 
+    from gpucost.gateway import TAIL_BYTES, streamed_tokens
+
     body = {
         "model": model,
         "prompt": "abcd" * req.prompt,  # the simulator counts 4 characters a token
@@ -309,13 +311,10 @@ async def _one(session, url: str, model: str, req: Req) -> Record:
             async for chunk in r.content.iter_any():
                 if first is None and b'"text"' in chunk:
                     first = time.time() - sent
-                tail = (tail + chunk)[-4096:]
+                tail = (tail + chunk)[-TAIL_BYTES:]
         done = tail.endswith(b"data: [DONE]\n\n")
-        tokens = 0
-        for event in reversed(tail.split(b"\n\n")):
-            if event.startswith(b"data: {") and b'"usage"' in event:
-                tokens = int(json.loads(event[6:])["usage"]["completion_tokens"])
-                break
+        # the usage chunk's count (0 without one: a stream is not counted by its events here)
+        tokens = streamed_tokens(0, tail)
         return Record(sent, first, time.time(), 200 if done else -1, tokens)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         return Record(sent, first, time.time(), 0, 0, repr(e)[:300])
@@ -523,6 +522,8 @@ class Bench:
             raise
 
     def _start(self) -> "Bench":
+        import kubernetes
+
         from gpucost.devcluster import binaries
         from gpucost.devcluster.controlplane import ControlPlane, reap_orphans
         from gpucost.devcluster.operatorproc import GatewayProcess, OperatorProcess
@@ -536,6 +537,8 @@ class Bench:
         step = self.progress.add_task("starting the control plane", total=None)
         self.cp = ControlPlane(f"serving-{uuid.uuid4().hex[:6]}", clusters)
         self.cp.start()
+        api = kubernetes.config.new_client_from_config(str(self.cp.kubeconfig))
+        self.discovery = kubernetes.client.DiscoveryV1Api(api)
         self.operator = OperatorProcess(
             self.cp.kubeconfig,
             self.root / "operator.log",
@@ -593,7 +596,7 @@ class Bench:
     def _ready(self, namespace: str) -> list[str]:
         from gpucost.gatewaykube import ready_endpoints
 
-        return ready_endpoints(self.sampler_discovery, namespace, NAME)
+        return ready_endpoints(self.discovery, namespace, NAME)
 
     def _listed(self, model: str) -> bool:
         import urllib.request
@@ -603,16 +606,12 @@ class Bench:
 
     def run(self, kind: str, reqs: Sequence[Req], fixed: int) -> dict:
         """One run in its own namespace; the cluster is back to no nodes when it returns."""
-        import kubernetes
-
         namespace = f"run-{kind}"
         # the same ceiling for both autoscalers: twice what the fixed run holds
         spec = autoscaling(kind, self.args.target, 2 * fixed, self.speedup)
         warm = fixed  # every run starts from the same warm state: the trace begins at full load
         self.cp.kubectl("create", "namespace", namespace)
         self.cp.wait_namespace(namespace)
-        api = kubernetes.config.new_client_from_config(str(self.cp.kubeconfig))
-        self.sampler_discovery = kubernetes.client.DiscoveryV1Api(api)
         step = self.progress.add_task(f"{kind}: {warm} replica(s) warming up", total=None)
         self.cp.kubectl(
             "apply", "-f", "-",
@@ -657,7 +656,6 @@ class Bench:
         result = summarize(
             reqs, records, sampler.timeline, window, self.price, self.speedup, self.args.slo
         )
-        result["gateway_overhead_p99_ms"] = None
         if overhead:
             result |= overhead
         if kind == "gpucost":
@@ -847,8 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run["usd_per_million_tokens_vs_fixed"] = round(mine / base, 4) if base and mine else None
     overhead = report["runs"].get("fixed", {}).get("gateway_overhead_p99_ms")
     for run in report["runs"].values():
-        run.setdefault("gateway_overhead_p99_ms", overhead)
-        if run["gateway_overhead_p99_ms"] is None:
+        if run.get("gateway_overhead_p99_ms") is None:
             run["gateway_overhead_p99_ms"] = overhead  # one gateway; measured in the fixed run
     if args.png and all(k in report["runs"] for k in RUNS):
         plot(report, args.png)
