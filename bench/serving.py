@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import functools
 import json
@@ -62,6 +63,9 @@ GAP_S = 1800.0
 INSTANCE, REGION = "g5.xlarge", "us-east-1"
 GPU_MODEL, GPU_MIB = "NVIDIA-A10G", 23028
 LOAD_S, BOOT_S = 60.0, 120.0
+WARMUP_S = 120.0
+"""Trace seconds an autoscaled run keeps its warm floor into the replay: by then the in-flight
+count is the trace's own, not the ramp from an empty pool (longer than a request lasts)."""
 """Trace seconds a replica loads its model (vllm-perf: 8B bf16 from local disk with CUDA graphs)
 and a GPU node takes from launch to Ready."""
 RUNS = ("fixed", "baseline", "gpucost")
@@ -127,6 +131,15 @@ def service_seconds(prompt: int, output: int, batch: float) -> float:
     simulator's own cost model: the sizing a team would do from a load test)."""
     engine = _engine()
     return engine.prefill * prompt + engine.step_seconds(max(1, round(batch)), 0) * output
+
+
+def kv_concurrency(reqs: Sequence[Req]) -> int:
+    """Requests of the trace's mean size a replica's KV cache holds at once: past that the
+    engine queues them, so the pool's ``maxConcurrency`` holds them at the gateway instead."""
+    from gpucost.devcluster.vllmsim import BLOCK
+
+    mean = sum(r.prompt + r.output for r in reqs) / len(reqs)
+    return max(1, int(_engine().blocks * BLOCK // mean))
 
 
 def concurrency(reqs: Sequence[Req], batch: float, until: float | None = None) -> list[float]:
@@ -394,7 +407,9 @@ def node_pool(speedup: float, price: float, max_nodes: int) -> dict:
             "minNodes": 0,
             "maxNodes": max_nodes,
             "disruptionBudget": 10,  # idle nodes go together, not one at a time
-            "idleTimeout": scaled(600, speedup),
+            # an idle node is kept as long as a new one takes to boot, the break-even between
+            # paying for its idling and paying for a boot (the ski-rental rule)
+            "idleTimeout": scaled(BOOT_S, speedup),
             "provider": {"kind": "kwok", "bootDelay": scaled(BOOT_S, speedup)},
             "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
         },
@@ -440,7 +455,9 @@ def autoscaling(kind: str, target: float, max_replicas: int, speedup: float) -> 
     return None
 
 
-def inference_pool(kind: str, namespace: str, replicas: int, spec: dict | None, speedup: float):
+def inference_pool(
+    kind: str, namespace: str, replicas: int, spec: dict | None, speedup: float, cap: int
+) -> dict:
     from gpucost.devcluster.controlplane import SERVE
 
     body = {
@@ -460,6 +477,7 @@ def inference_pool(kind: str, namespace: str, replicas: int, spec: dict | None, 
             ],
             "probes": {"readiness": {"periodSeconds": 1}, "startup": {"periodSeconds": 1}},
             "nodePoolSelector": {"bench": "serving"},
+            "maxConcurrency": cap,
             "template": {"metadata": {"annotations": {SERVE: "true"}}},
         },
     }
@@ -613,9 +631,14 @@ class Bench:
         self.cp.kubectl("create", "namespace", namespace)
         self.cp.wait_namespace(namespace)
         step = self.progress.add_task(f"{kind}: {warm} replica(s) warming up", total=None)
+        # an autoscaled pool would scale an idle warm pool down before the trace starts: its
+        # floor is the warm size until the replay's load is steady, then its own
+        floor = None if spec is None else spec | {"minReplicas": warm}
         self.cp.kubectl(
             "apply", "-f", "-",
-            input=yaml.safe_dump(inference_pool(kind, namespace, warm, spec, self.speedup)),
+            input=yaml.safe_dump(
+                inference_pool(kind, namespace, warm, floor, self.speedup, kv_concurrency(reqs))
+            ),
         )  # fmt: skip
         model = f"{namespace}/{NAME}"
         self._wait(f"{kind}: {warm} Ready", lambda: len(self._ready(namespace)) >= warm, 600)
@@ -644,6 +667,12 @@ class Bench:
 
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
+        if spec is not None:
+            release = threading.Timer(
+                WARMUP_S / self.speedup, self._floor, (namespace, spec["minReplicas"])
+            )
+            release.daemon = True
+            release.start()
         try:
             records = replay(
                 reqs, [self.gateway.url], model, self.speedup, self.root, self.args.hold_margin
@@ -679,6 +708,13 @@ class Bench:
         self.progress.remove_task(step)
         return result
 
+    def _floor(self, namespace: str, replicas: int) -> None:
+        patch = json.dumps({"spec": {"autoscaling": {"minReplicas": replicas}}})
+        self.cp.kubectl(
+            "patch", "inferencepools.gpucost.dev", NAME, "-n", namespace, "--type=merge",
+            "-p", patch,
+        )  # fmt: skip
+
     def _nodes(self) -> list[str]:
         out = self.cp.kubectl(
             "get", "nodes", "-l", f"{POOL_LABEL}=bench", "-o", "name", check=False
@@ -690,8 +726,9 @@ class Bench:
         peak = peak_window(reqs)
         self.progress.update(step, description="fixed: gateway overhead (direct, then gateway)")
         direct_urls = [f"http://{e}" for e in self._ready(namespace)]
-        direct = replay(peak, direct_urls, NAME, self.speedup, self.root, 120)
-        via = replay(peak, [self.gateway.url], model, self.speedup, self.root, 120)
+        with own_core(self.gateway.proc.pid):
+            direct = replay(peak, direct_urls, NAME, self.speedup, self.root, 120)
+            via = replay(peak, [self.gateway.url], model, self.speedup, self.root, 120)
         ok = lambda rs: [r.ttft for r in rs if r.status == 200 and r.ttft is not None]  # noqa: E731
         d99, g99 = percentile(ok(direct), 99), percentile(ok(via), 99)
         d50, g50 = percentile(ok(direct), 50), percentile(ok(via), 50)
@@ -703,6 +740,49 @@ class Bench:
             "gateway_overhead_peak_in_flight": in_flight,
             "gateway_overhead_dropped": sum(r.status != 200 for r in direct + via),
         }
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # the command may hold spaces and parentheses: the fields after its last ")"
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid``: a thread keeps its own affinity."""
+    for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+@contextlib.contextmanager
+def own_core(gateway: int):
+    """The gateway alone on the last CPU, the rest of the bench (control plane, replicas,
+    client) on the others: its overhead is what it adds on one core, not what the replicas and
+    the client leave of a shared one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        yield
+        return
+    everything = set(cpus)
+    others = [pid for pid in _descendants(os.getpid()) if pid != gateway]
+    for pid in others:
+        _pin(pid, everything - {cpus[-1]})
+    _pin(gateway, {cpus[-1]})
+    try:
+        yield
+    finally:
+        for pid in _descendants(os.getpid()):
+            _pin(pid, everything)
 
 
 def max_in_flight(records: Sequence[Record]) -> int:
@@ -828,6 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "price_per_hour": price_per_hour(),
         "peak_minute_concurrency": round(peak, 2),
         "fixed_replicas": fixed,
+        "max_concurrency": kv_concurrency(reqs),
         "oracle_vs_fixed": round(
             2 * oracle_replica_hours(series, args.target) / (fixed * span / 3600), 4
         ),  # fmt: skip

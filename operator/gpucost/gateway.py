@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,8 @@ class Route:
     endpoints: list[str] = field(default_factory=list)
     hold_timeout_s: float = 300.0
     hold_queue: int = 1000
+    max_in_flight: int | None = None
+    """Requests one replica is sent at a time (the pool's maxConcurrency); None: no limit."""
 
 
 @dataclass
@@ -65,6 +68,10 @@ class PoolLoad:
             "coldStart": self.cold_start,
             "at": round(now, 3),
         }
+
+
+class Unreachable(Exception):
+    """No connection to the replica: the request never left, so another replica may take it."""
 
 
 Directory = Callable[[str], Route | None]
@@ -123,6 +130,10 @@ class Metrics:
             "gpucost_gateway_held", "Requests held for want of a Ready replica", labels,
             registry=self.registry,
         )  # fmt: skip
+        self.retried = Counter(
+            "gpucost_gateway_retried", "Requests sent on after their replica refused to connect",
+            labels, registry=self.registry,
+        )  # fmt: skip
         self.hold = Histogram(
             "gpucost_gateway_hold_seconds", "Time a request was held", labels,
             registry=self.registry, buckets=(0.1, 1, 5, 15, 30, 60, 120, 300, 600),
@@ -135,7 +146,8 @@ class Gateway:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.loads: dict[tuple[str, str], PoolLoad] = defaultdict(PoolLoad)
         self.reported: dict[str, routing.Reported] = {}
-        self.changed = asyncio.Condition()
+        self.room: dict[tuple[str, str], asyncio.Condition] = defaultdict(asyncio.Condition)
+        """Per pool: held requests wait on it for a replica (a new one, or a freed slot)."""
         self.metrics = Metrics()
         self._turn = 0
         self.session: aiohttp.ClientSession | None = None
@@ -164,8 +176,9 @@ class Gateway:
 
     async def endpoints_changed(self) -> None:
         """Called when the directory's endpoints change: held requests look again."""
-        async with self.changed:
-            self.changed.notify_all()
+        for room in list(self.room.values()):
+            async with room:
+                room.notify_all()
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -202,36 +215,42 @@ class Gateway:
         load = self.loads[labels]
         load.last_request = time.time()
         arrived = time.monotonic()
-        target = await self._replica(route, load)
-        if target is None:
-            self.metrics.requests.labels(*labels, "503").inc()
-            return error(503, f"no replica of {route.namespace}/{route.name} became Ready in "
-                         f"{route.hold_timeout_s:g}s", "service_unavailable")  # fmt: skip
-        return await self._forward(request, raw, route, target, arrived)
+        refused: set[str] = set()  # replicas gone (or not yet listening) for this request
+        while (target := await self._replica(route, load, refused)) is not None:
+            try:
+                return await self._forward(request, raw, route, target, arrived)
+            except Unreachable:
+                refused.add(target)
+                self.metrics.retried.labels(*labels).inc()
+        self.metrics.requests.labels(*labels, "503").inc()
+        return error(503, f"no replica of {route.namespace}/{route.name} became Ready in "
+                     f"{route.hold_timeout_s:g}s", "service_unavailable")  # fmt: skip
 
-    async def _replica(self, route: Route, load: PoolLoad) -> str | None:
-        """An endpoint for the request: at once, or after holding it until one is Ready."""
-        target = self._pick(route)
+    async def _replica(self, route: Route, load: PoolLoad, refused: set[str]) -> str | None:
+        """An endpoint for the request: at once, or after holding it until a Ready replica that
+        has not refused it has room."""
+        target = self._pick(route, refused)
         if target is not None:
             return target
         if load.held >= route.hold_queue:
             return None
         labels = (route.namespace, route.name)
-        if load.held == 0 and load.holding_since is None:
+        if not route.endpoints and load.holding_since is None:
             load.holding_since = time.monotonic()  # a cold start begins
         load.held += 1
         self.metrics.held.labels(*labels).set(load.held)
         started = time.monotonic()
+        room = self.room[labels]
         try:
             await self.signal(route, load)
             deadline = started + route.hold_timeout_s
-            async with self.changed:
-                while (target := self._pick(route)) is None:
+            async with room:
+                while (target := self._pick(route, refused)) is None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return None
                     try:
-                        await asyncio.wait_for(self.changed.wait(), timeout=min(left, 1.0))
+                        await asyncio.wait_for(room.wait(), timeout=min(left, 1.0))
                     except asyncio.TimeoutError:
                         pass
             return target
@@ -240,8 +259,10 @@ class Gateway:
             self.metrics.held.labels(*labels).set(load.held)
             self.metrics.hold.labels(*labels).observe(time.monotonic() - started)
 
-    def _pick(self, route: Route) -> str | None:
-        endpoints = route.endpoints  # the directory updates its routes in place
+    def _pick(self, route: Route, refused: set[str]) -> str | None:
+        cap = route.max_in_flight or math.inf
+        # the directory updates its routes in place
+        endpoints = [e for e in route.endpoints if e not in refused and self.in_flight[e] < cap]
         if not endpoints:
             return None
         self._turn += 1
@@ -289,6 +310,8 @@ class Gateway:
                 self.metrics.tokens.labels(*labels).inc(tokens)
                 self.metrics.requests.labels(*labels, str(upstream.status)).inc()
                 return response
+        except aiohttp.ClientConnectorError as e:  # before anything was sent
+            raise Unreachable(target) from e
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
             if response is not None and response.prepared:
                 raise  # mid-stream: the client sees the cut
@@ -298,3 +321,7 @@ class Gateway:
             self.in_flight[target] -= 1
             load.in_flight -= 1
             self.metrics.in_flight.labels(*labels).dec()
+            if load.held:  # the first held request takes the slot
+                room = self.room[labels]
+                async with room:
+                    room.notify()

@@ -58,6 +58,8 @@ class KubeDirectory:
         self.routes: dict[str, Route] = {}
         self._sent: dict[tuple[str, str], tuple[int, int, float | None]] = {}
         self._sent_at: dict[tuple[str, str], float] = {}
+        self._unsent: dict[tuple[str, str], tuple[Route, PoolLoad]] = {}
+        self._writers: dict[tuple[str, str], asyncio.Task] = {}
         self.gateway: Gateway | None = None
 
     def lookup(self, model: str) -> Route | None:
@@ -104,6 +106,7 @@ class KubeDirectory:
             scaling = spec.get("autoscaling") or {}
             route.hold_timeout_s = duration_seconds(scaling.get("holdTimeout", "5m"))
             route.hold_queue = int(scaling.get("holdQueue", 1000))
+            route.max_in_flight = spec.get("maxConcurrency")
             endpoints = self._endpoints(meta["namespace"], meta["name"])
             if endpoints != route.endpoints:
                 route.endpoints[:] = endpoints  # in place: held requests look at this list
@@ -119,8 +122,23 @@ class KubeDirectory:
         return ready_endpoints(self.discovery, namespace, service)
 
     async def signal(self, route: Route, load: PoolLoad) -> None:
-        """At once: a held request is demand the operator must see now, not at the next flush."""
-        await asyncio.get_running_loop().run_in_executor(None, self._write, route, load)
+        """At once: a held request is demand the operator must see now, not at the next flush.
+        One write at a time per pool, each with the load as it is when it goes: a thousand
+        requests held in a burst are one or two writes, not a thousand queued behind each other
+        (and the held request never waits for the API)."""
+        key = (route.namespace, route.name)
+        self._unsent[key] = (route, load)
+        writer = self._writers.get(key)
+        if writer is None or writer.done():
+            self._writers[key] = asyncio.create_task(self._write_unsent(key))
+
+    async def _write_unsent(self, key: tuple[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        while (unsent := self._unsent.pop(key, None)) is not None:
+            try:
+                await loop.run_in_executor(None, self._write, *unsent)
+            except Exception:  # the flush writes it again within a second
+                log.exception("telling the operator about %s/%s failed", *key)
 
     async def flush(self, loads: dict[tuple[str, str], PoolLoad]) -> None:
         for (namespace, name), load in list(loads.items()):

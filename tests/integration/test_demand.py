@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 
 from gpucost.devcluster.operatorproc import GatewayProcess
 from tests.integration.conftest import Cluster
+from tests.integration.test_kill import Killer
 from tests.integration.test_serving import KIND, served
 
 pytestmark = pytest.mark.integration
@@ -197,3 +199,29 @@ def test_kv_cache_use_scraped_by_prometheus_from_the_replicas_drives_the_pool(
     assert asyncio.run(loaded()) >= 2
     reason = cluster.get(KIND, "llm", namespace)["status"]["autoscaling"]
     assert reason["load"] is not None
+
+
+def test_an_operator_killed_while_a_pool_wakes_and_grows_loses_no_request(
+    cluster, operator, namespace, gpu_pool, serving, gateway
+):
+    # one replica a node, no node yet: the wake and the growth each need a node bought
+    gpu_pool(
+        0, gpus=1, memory_mib=24000, minNodes=0, maxNodes=3, idleTimeout="30s",
+        provider={"kind": "kwok", "bootDelay": "1s"},
+    )  # fmt: skip
+    cluster.apply(autoscaled(namespace))
+    model = f"{namespace}/llm"
+    cluster.wait("the gateway sees the pool", lambda: _listed(gateway.url, model))
+    killer = Killer(operator, random.Random(7))
+
+    async def load_while_killed() -> list[int]:
+        # six streams of ~20 s at a target of 2 a replica: held at zero, then 3 replicas; a
+        # restart that forgot the demand would scale in under them and cut their streams
+        task = asyncio.create_task(stream(gateway.url, model, 6, 12000))
+        await asyncio.to_thread(killer.kill_for, 8, 4)  # from the wake into the growth
+        await asyncio.to_thread(
+            cluster.wait, "grown to the load's 3", lambda: replicas(cluster, namespace) == 3
+        )
+        return await task
+
+    assert asyncio.run(load_while_killed()) == [200] * 6

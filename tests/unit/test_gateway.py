@@ -63,6 +63,14 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def until(check, timeout: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 def test_requests_are_answered_streamed_and_not_and_bad_input_gets_openai_errors():
     async def go():
         upstream, address, _ = await replica()
@@ -111,8 +119,7 @@ def test_a_request_to_a_pool_with_no_ready_replica_is_held_signalled_and_answere
         upstream, address, _ = await replica()
         async with Harness([], hold_timeout_s=30) as h:
             held = asyncio.create_task(h.post(BODY))
-            while not h.signals:
-                await asyncio.sleep(0.01)
+            await until(lambda: h.signals)
             assert h.signals[0]["held"] == 1  # the operator is told at once
             h.route.endpoints.append(address)  # the pool woke up
             await h.gateway.endpoints_changed()
@@ -129,8 +136,7 @@ def test_the_cold_start_is_measured_from_the_first_held_request_to_its_first_tok
         upstream, address, _ = await replica()
         async with Harness([], hold_timeout_s=30) as h:
             held = asyncio.create_task(h.post(BODY))
-            while not h.signals:
-                await asyncio.sleep(0.01)
+            await until(lambda: h.signals)
             await asyncio.sleep(0.3)
             h.route.endpoints.append(address)
             await h.gateway.endpoints_changed()
@@ -144,8 +150,7 @@ def test_hold_timeout_and_a_full_hold_queue_answer_503_with_retry_after():
     async def go():
         async with Harness([], hold_timeout_s=0.3, hold_queue=1) as h:
             first = asyncio.create_task(h.post(BODY))
-            while not h.signals:
-                await asyncio.sleep(0.01)
+            await until(lambda: h.signals)
             full = await h.post(BODY)  # the queue of one is taken
             timed_out = await first
         return full, timed_out
@@ -180,3 +185,41 @@ def test_a_streamed_answer_is_counted_by_its_usage_chunk_when_it_has_one():
     assert streamed_tokens(6, b'data: {"choices": [{"text": " a b"}]}\n\n' + usage) == 40
     assert streamed_tokens(6, b'data: {"choices": [{"text": " a"}]}\n\ndata: [DONE]\n\n') == 6
     assert streamed_tokens(2, b'data: {"usage": "mangled"}\n\n') == 2
+
+
+def test_past_max_concurrency_requests_wait_at_the_gateway_for_the_first_slot_that_frees():
+    async def go():
+        upstream, address, server = await replica()
+        async with Harness([address], max_in_flight=1, hold_timeout_s=30) as h:
+            long = {**BODY, "max_tokens": 200, "stream": True}
+            first = asyncio.create_task(h.post(long))
+            await until(lambda: h.gateway.in_flight[address] == 1)
+            second = asyncio.create_task(h.post(BODY))
+            await until(lambda: h.signals)  # held (demand), not sent to the busy replica
+            assert h.gateway.in_flight[address] == 1 and len(server.engine.running) == 1
+            assert h.signals[-1]["held"] == 1
+            answers = [await first, await second]  # the slot the first frees goes to it
+            held = h.gateway.loads[("ns", "llm")].held
+        await upstream.cleanup()
+        return answers, held
+
+    answers, held = run(go())
+    assert [status for status, _, _ in answers] == [200, 200] and held == 0
+
+
+def test_a_replica_that_refuses_the_connection_is_skipped_and_the_request_answered():
+    async def go():
+        upstream, address, server = await replica()
+        gone_runner, gone = await start(web.Application())
+        await gone_runner.cleanup()  # its port no longer listens: a replica just deleted
+        async with Harness([gone, address]) as h:
+            h.gateway.in_flight[address] = 5  # the busy one: the gone one is picked first
+            answer = await h.post(BODY)
+            async with h.session.get(f"http://{h.address}/metrics") as r:
+                metrics = await r.text()
+        await upstream.cleanup()
+        return answer, server.served, metrics
+
+    (status, text, _), served, metrics = run(go())
+    assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4 and served == 1
+    assert 'gpucost_gateway_retried_total{namespace="ns",pool="llm"} 1.0' in metrics

@@ -1,7 +1,11 @@
 """Which pool a model name reaches: a bare name only where one pool serves it."""
 
+import asyncio
+import threading
+
 import kubernetes
 
+from gpucost.gateway import PoolLoad, Route
 from gpucost.gatewaykube import KubeDirectory
 
 
@@ -39,3 +43,27 @@ def test_a_pool_being_deleted_gives_its_name_up():
     d = Directory(Pools([pool("a", "llm", deleting=True), pool("b", "llm")]), "g")
     d.refresh()
     assert d.lookup("llm").namespace == "b" and d.lookup("a/llm") is None
+
+
+def test_a_burst_of_held_requests_is_a_write_or_two_each_with_the_load_as_it_is_then():
+    class Slow(Directory):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.writes, self.first = [], threading.Event()
+
+        def _write(self, route, load):
+            self.first.wait(5)  # the API is slow: the burst arrives during the first write
+            self.writes.append(load.wire(0)["held"])
+
+    async def burst():
+        d = Slow(Pools([]), "g")
+        route, load = Route("ns", "llm"), PoolLoad()
+        for _ in range(1000):
+            load.held += 1
+            await d.signal(route, load)
+        d.first.set()
+        await d._writers[("ns", "llm")]
+        return d.writes
+
+    writes = asyncio.run(burst())
+    assert len(writes) <= 2 and writes[-1] == 1000

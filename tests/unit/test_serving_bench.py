@@ -71,6 +71,12 @@ def test_service_time_is_the_simulators_prefill_and_decode_on_an_a10g():
     assert 5 < seconds < 15  # 8B weights read once a step at A10G bandwidth: ~40 ms a token
 
 
+def test_the_gateway_holds_what_a_replicas_kv_cache_cannot():
+    # 1680 blocks of 16 tokens on an A10G with 8B bf16 weights; requests of 1000 + 200 tokens
+    reqs = [bench.Req(0, 1000, 200), bench.Req(1, 900, 300)]
+    assert bench.kv_concurrency(reqs) == bench._engine().blocks * 16 // 1200 == 22
+
+
 def test_a_runs_figures_from_its_records_timeline_and_node_spans():
     reqs = [bench.Req(0, 100, 10), bench.Req(1, 100, 10), bench.Req(2, 100, 10)]
     records = [
@@ -109,5 +115,5 @@ def test_the_autoscaling_specs_compress_their_windows_and_the_baseline_never_rea
     assert baseline["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 0
     assert bench.autoscaling("fixed", 12, 10, 20) is None
     for kind in bench.RUNS:  # each is a valid InferencePool
-        body = bench.inference_pool(kind, "ns", 1, bench.autoscaling(kind, 12, 10, 20), 20)
-        InferencePoolSpec.model_validate(body["spec"])
+        body = bench.inference_pool(kind, "ns", 1, bench.autoscaling(kind, 12, 10, 20), 20, 19)
+        assert InferencePoolSpec.model_validate(body["spec"]).max_concurrency == 19

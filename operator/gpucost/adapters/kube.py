@@ -311,13 +311,24 @@ class Kube:
             )
         )
 
-    def scale_inference_pool(self, namespace: str, name: str, replicas: int) -> None:
-        """Through the scale subresource, as an HPA writes it."""
-        _unless_gone(
-            lambda: self.custom.patch_namespaced_custom_object_scale(
-                GROUP, VERSION, namespace, "inferencepools", name, {"spec": {"replicas": replicas}}
+    def scale_inference_pool(
+        self, namespace: str, name: str, replicas: int, resource_version: str
+    ) -> str | None:
+        """Through the scale subresource, as an HPA writes it, only if the pool is still at
+        ``resource_version`` (the count was decided from it): its new resourceVersion, or None
+        when it changed meanwhile (409) or is gone."""
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
+        try:
+            scale = _unless_gone(
+                lambda: self.custom.patch_namespaced_custom_object_scale(
+                    GROUP, VERSION, namespace, "inferencepools", name, body
+                )
             )
-        )
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
+        return None if scale is None else scale["metadata"]["resourceVersion"]
 
     def autoscalers(self, namespace: str) -> list[Obj]:
         """The namespace's HorizontalPodAutoscalers (autoscaling/v2)."""

@@ -145,6 +145,14 @@ class InferencePoolSpec(Wire):
         max_length=253,
         description="The model name clients ask the gateway for (default: the pool's name).",
     )
+    max_concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests the gateway sends one replica at a time; more wait at the gateway "
+        "(held: they count as demand) for the first replica with room, new or freed, instead "
+        "of queueing inside a busy engine (as Knative's containerConcurrency). Unset: no limit.",
+    )
     autoscaling: Autoscaling | None = Field(
         None, description="Replicas from the load, down to zero when idle (see Autoscaling)."
     )

@@ -56,7 +56,14 @@ def load_of(
     return prom.value(query)
 
 
-def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
+def look(kube: Kube, namespace: str, name: str, prom: PoolMetric | None) -> None:
+    """Decides from the pool as it is now, not from the event that woke the look: a busy
+    operator's watch lags, and a count decided from an old body undoes the last decision (or
+    reads a busy pool's gateways as gone). Both writes are conditional on the resourceVersion
+    read, so of two looks racing only one lands."""
+    body = kube.get_inference_pool(namespace, name)
+    if body is None:
+        return
     meta = body["metadata"]
     try:
         spec = InferencePoolSpec.model_validate(body.get("spec") or {})
@@ -64,7 +71,6 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         return  # the pool's own handler reports it
     if spec.autoscaling is None or meta.get("deletionTimestamp"):
         return
-    namespace, name = meta["namespace"], meta["name"]
     now = time.time()
     pool_status = InferencePoolStatus.model_validate(body.get("status") or {})
     old = pool_status.autoscaling or AutoscalingStatus()
@@ -100,8 +106,13 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         last_request_at=since or None,
     )
     decision = demand.decide(observation, demand.target_of(spec.autoscaling), history)
+    version: str | None = meta["resourceVersion"]
     if decision.replicas != spec.replicas:
-        kube.scale_inference_pool(namespace, name, decision.replicas)
+        version = kube.scale_inference_pool(
+            namespace, name, decision.replicas, meta["resourceVersion"]
+        )
+        if version is None:
+            return  # it changed since it was read: the next look decides from what it is now
         kind = "ScaledUp" if decision.replicas > spec.replicas else "ScaledDown"
         message = f"{spec.replicas} → {decision.replicas} replicas: {decision.reason}"
         log.info("[%s/%s] %s", namespace, name, message)
@@ -118,7 +129,7 @@ def look(kube: Kube, body: dict[str, Any], prom: PoolMetric | None) -> None:
         replica_cost_per_hour=per_replica,
     ).wire()
     if status != old.wire():
-        kube.patch_status(PLURAL, name, {"autoscaling": status}, namespace)
+        kube.patch_status(PLURAL, name, {"autoscaling": status}, namespace, version)
 
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
@@ -134,15 +145,14 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
         *resource, interval=settings.demand.interval_seconds, idle=None, when=scaled,
         registry=registry, id="demand",
     )  # fmt: skip
-    def on_timer(body: kopf.Body, **_: Any) -> None:
-        look(kube, dict(body), prom)
+    def on_timer(namespace: str, name: str, **_: Any) -> None:
+        look(kube, namespace, name, prom)
 
     @kopf.on.event(*resource, registry=registry, when=scaled)
     def on_demand(event: kopf.RawEvent, **_: Any) -> None:
         """A gateway's annotation changed (a held request above all): look now, not at the timer.
         Raw events keep no handler state on the object, so they cost no write of their own."""
-        obj = dict(event.get("object") or {})
-        meta = obj.get("metadata") or {}
+        meta = (event.get("object") or {}).get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         marks = {
             k: v
@@ -154,4 +164,4 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
             return
         if seen.get(key) != str(sorted(marks.items())):
             seen[key] = str(sorted(marks.items()))
-            look(kube, obj, prom)
+            look(kube, meta["namespace"], meta["name"], prom)
