@@ -92,6 +92,8 @@ class Harness:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._nodes: dict[str, dict[str, str]] = {}
+        self._gone: set[str] = set()
+        """Uids of pods deleted (or being deleted): a start still waiting gives up."""
 
     def start(self) -> None:
         for target in (self.loop.run_forever, self._watch):
@@ -137,6 +139,7 @@ class Harness:
         uid = meta["uid"]
         gone = kind == "DELETED" or meta.get("deletionTimestamp")
         if gone:
+            self._gone.add(uid)
             asyncio.run_coroutine_threadsafe(self._stop(uid), self.loop)
         elif status.get("phase") == "Running" and status.get("podIP") and uid not in self.replicas:
             node = self._node_labels(pod["spec"].get("nodeName", ""))
@@ -176,18 +179,22 @@ class Harness:
         await runner.setup()
         port = container["ports"][0]["containerPort"]
         # KWOK hands a deleted pod's IP to the next pod at once, while that pod's server may still
-        # be draining on it (on a real node the IP is freed only when its sandbox is gone).
-        deadline = asyncio.get_running_loop().time() + 90
+        # be draining on it (on a real node the IP is freed only when its sandbox is gone): wait
+        # for it as long as this pod lives
+        address, waited = f"{pod['status']['podIP']}:{port}", 0
         while True:
             try:
                 await web.TCPSite(runner, pod["status"]["podIP"], port).start()
                 break
             except OSError as e:
-                if asyncio.get_running_loop().time() > deadline:
-                    self.failures[key] = f"cannot listen on {pod['status']['podIP']}:{port}: {e}"
+                if uid in self._gone:
                     await runner.cleanup()
                     return
+                if waited % 150 == 0:
+                    log.warning("replica %s waits for %s, still in use: %s", key, address, e)
+                waited += 1
                 await asyncio.sleep(0.2)
+        log.info("replica %s serving on %s", key, address)
         server.start_engine()
         stop = (container.get("lifecycle") or {}).get("preStop") or {}
         replica = Replica(
@@ -287,6 +294,8 @@ class Harness:
             await asyncio.sleep(0.05)
         await replica.runner.cleanup()
         replica.server.stop_engine()
+        log.info("replica %s/%s stopped; %s:%d free", replica.namespace, replica.name,
+                 replica.ip, replica.port)  # fmt: skip
 
 
 class Traffic:
