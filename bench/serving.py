@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import functools
 import json
@@ -726,9 +725,8 @@ class Bench:
         peak = peak_window(reqs)
         self.progress.update(step, description="fixed: gateway overhead (direct, then gateway)")
         direct_urls = [f"http://{e}" for e in self._ready(namespace)]
-        with own_core(self.gateway.proc.pid):
-            direct = replay(peak, direct_urls, NAME, self.speedup, self.root, 120)
-            via = replay(peak, [self.gateway.url], model, self.speedup, self.root, 120)
+        direct = replay(peak, direct_urls, NAME, self.speedup, self.root, 120)
+        via = replay(peak, [self.gateway.url], model, self.speedup, self.root, 120)
         ok = lambda rs: [r.ttft for r in rs if r.status == 200 and r.ttft is not None]  # noqa: E731
         d99, g99 = percentile(ok(direct), 99), percentile(ok(via), 99)
         d50, g50 = percentile(ok(direct), 50), percentile(ok(via), 50)
@@ -740,49 +738,6 @@ class Bench:
             "gateway_overhead_peak_in_flight": in_flight,
             "gateway_overhead_dropped": sum(r.status != 200 for r in direct + via),
         }
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # the command may hold spaces and parentheses: the fields after its last ")"
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, ()))
-    return found
-
-
-def _pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid``: a thread keeps its own affinity."""
-    for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task.name), cpus)
-
-
-@contextlib.contextmanager
-def own_core(gateway: int):
-    """The gateway alone on the last CPU, the rest of the bench (control plane, replicas,
-    client) on the others: its overhead is what it adds on one core, not what the replicas and
-    the client leave of a shared one."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        yield
-        return
-    everything = set(cpus)
-    others = [pid for pid in _descendants(os.getpid()) if pid != gateway]
-    for pid in others:
-        _pin(pid, everything - {cpus[-1]})
-    _pin(gateway, {cpus[-1]})
-    try:
-        yield
-    finally:
-        for pid in _descendants(os.getpid()):
-            _pin(pid, everything)
 
 
 def max_in_flight(records: Sequence[Record]) -> int:

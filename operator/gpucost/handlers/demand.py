@@ -89,9 +89,12 @@ def look(kube: Kube, namespace: str, name: str, prom: PoolMetric | None) -> None
     gateways = demand.gateway_load(
         meta.get("annotations") or {}, names.DEMAND_ANNOTATION_PREFIX, now
     )
+    # quiet since the last request, or since the pool was made or the operator last grew it
+    # (a wake): a scale-down is not activity, so it does not put off the scale to zero
+    grew = max((float(t) for t, d in old.events if d > 0), default=0.0)
     since = max(
         gateways.last_request_at or 0.0,
-        epoch(old.last_scale_time) or 0.0,
+        grew,
         epoch(meta.get("creationTimestamp")) or 0.0,
     )
     history = demand.History(
