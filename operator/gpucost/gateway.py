@@ -71,7 +71,8 @@ class PoolLoad:
 
 
 class Unreachable(Exception):
-    """No connection to the replica: the request never left, so another replica may take it."""
+    """The replica did not take the request (no connection, or 503: it is not serving yet or
+    any more), so another replica may."""
 
 
 Directory = Callable[[str], Route | None]
@@ -285,6 +286,8 @@ class Gateway:
                 data=raw,
                 headers={"Content-Type": "application/json"},
             ) as upstream:
+                if upstream.status == 503:  # not serving (still loading, or draining): untaken
+                    raise Unreachable(target)
                 response = web.StreamResponse(status=upstream.status)
                 for key in ("Content-Type",):
                     if key in upstream.headers:

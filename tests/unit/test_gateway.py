@@ -207,19 +207,21 @@ def test_past_max_concurrency_requests_wait_at_the_gateway_for_the_first_slot_th
     assert [status for status, _, _ in answers] == [200, 200] and held == 0
 
 
-def test_a_replica_that_refuses_the_connection_is_skipped_and_the_request_answered():
+def test_replicas_that_refuse_the_connection_or_are_still_loading_are_skipped():
     async def go():
         upstream, address, server = await replica()
+        loading_runner, loading, _ = await replica(load_s=60)  # answers 503 while it loads
         gone_runner, gone = await start(web.Application())
         await gone_runner.cleanup()  # its port no longer listens: a replica just deleted
-        async with Harness([gone, address]) as h:
-            h.gateway.in_flight[address] = 5  # the busy one: the gone one is picked first
+        async with Harness([gone, loading, address]) as h:
+            h.gateway.in_flight[address] = 5  # the busy one: the other two are tried first
             answer = await h.post(BODY)
             async with h.session.get(f"http://{h.address}/metrics") as r:
                 metrics = await r.text()
         await upstream.cleanup()
+        await loading_runner.cleanup()
         return answer, server.served, metrics
 
     (status, text, _), served, metrics = run(go())
     assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4 and served == 1
-    assert 'gpucost_gateway_retried_total{namespace="ns",pool="llm"} 1.0' in metrics
+    assert 'gpucost_gateway_retried_total{namespace="ns",pool="llm"} 2.0' in metrics

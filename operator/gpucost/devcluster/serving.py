@@ -194,6 +194,9 @@ class Harness:
                     log.warning("replica %s waits for %s, still in use: %s", key, address, e)
                 waited += 1
                 await asyncio.sleep(0.2)
+        if uid in self._gone:  # deleted while it waited: its stop found nothing to stop
+            await runner.cleanup()
+            return
         log.info("replica %s serving on %s", key, address)
         server.start_engine()
         stop = (container.get("lifecycle") or {}).get("preStop") or {}
