@@ -62,11 +62,11 @@ GAP_S = 1800.0
 INSTANCE, REGION = "g5.xlarge", "us-east-1"
 GPU_MODEL, GPU_MIB = "NVIDIA-A10G", 23028
 LOAD_S, BOOT_S = 60.0, 120.0
+"""Trace seconds a replica loads its model (vllm-perf: 8B bf16 from local disk with CUDA graphs)
+and a GPU node takes from launch to Ready."""
 WARMUP_S = 120.0
 """Trace seconds an autoscaled run keeps its warm floor into the replay: by then the in-flight
 count is the trace's own, not the ramp from an empty pool (longer than a request lasts)."""
-"""Trace seconds a replica loads its model (vllm-perf: 8B bf16 from local disk with CUDA graphs)
-and a GPU node takes from launch to Ready."""
 RUNS = ("fixed", "baseline", "gpucost")
 NAME = "llm"
 POOL_LABEL = "gpucost.dev/nodepool"
@@ -621,7 +621,7 @@ class Bench:
         with urllib.request.urlopen(f"{self.gateway.url}/v1/models", timeout=5) as r:
             return model in [m["id"] for m in json.load(r)["data"]]
 
-    def run(self, kind: str, reqs: Sequence[Req], fixed: int) -> dict:
+    def run(self, kind: str, reqs: Sequence[Req], fixed: int, cap: int) -> dict:
         """One run in its own namespace; the cluster is back to no nodes when it returns."""
         namespace = f"run-{kind}"
         # the same ceiling for both autoscalers: twice what the fixed run holds
@@ -636,7 +636,7 @@ class Bench:
         self.cp.kubectl(
             "apply", "-f", "-",
             input=yaml.safe_dump(
-                inference_pool(kind, namespace, warm, floor, self.speedup, kv_concurrency(reqs))
+                inference_pool(kind, namespace, warm, floor, self.speedup, cap)
             ),
         )  # fmt: skip
         model = f"{namespace}/{NAME}"
@@ -873,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds = [k for k in RUNS if k in args.runs.split(",")]
     with Progress(console=console, transient=True) as progress, Bench(args, progress) as bench:
         for kind in kinds:
-            report["runs"][kind] = bench.run(kind, reqs, fixed)
+            report["runs"][kind] = bench.run(kind, reqs, fixed, report["max_concurrency"])
             console.log(f"{kind}: {_brief(report['runs'][kind])}")
     base = report["runs"].get("fixed", {}).get("usd_per_million_tokens")
     for run in report["runs"].values():

@@ -128,11 +128,11 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.held = Gauge(
-            "gpucost_gateway_held", "Requests held for want of a Ready replica", labels,
+            "gpucost_gateway_held", "Requests held for want of a Ready replica with room", labels,
             registry=self.registry,
         )  # fmt: skip
         self.retried = Counter(
-            "gpucost_gateway_retried", "Requests sent on after their replica refused to connect",
+            "gpucost_gateway_retried", "Requests sent on after a replica did not take them",
             labels, registry=self.registry,
         )  # fmt: skip
         self.hold = Histogram(
