@@ -272,6 +272,7 @@ class TraceSim:
                 consolidatable_since=n.consolidatable_since,
                 replacing=n.replacing,
                 reserved_until=n.node.reserved_until,
+                reserved_for=n.node.reserved_for,
             )
             for name, n in self.nodes.items()
         ]

@@ -241,6 +241,20 @@ def test_an_idle_node_is_marked_then_drained_when_its_idle_timeout_runs_out():
     assert [d.disruption.node for d in of(due.commands, Disrupt)] == ["small-1"]
 
 
+def test_a_new_node_starts_its_idle_clock_once_the_pool_it_was_bought_for_stops_waiting():
+    node = replace(SMALL, name="small-1")
+    owner = "InferencePool ns/a"
+    new = NodeState(
+        "small-1", "small", True, reserved_for=frozenset({owner}), reserved_until=T0 + 30
+    )
+    waits = plan(
+        snapshot(T0, nodes=[node], states=[new], pending=[Pending(owner, SLICE)]), Batch(), TIMING
+    )
+    placed_elsewhere = plan(snapshot(T0 + 1, nodes=[node], states=[new]), Batch(), TIMING)
+    assert not of(waits.commands, MarkIdle)
+    assert of(placed_elsewhere.commands, MarkIdle) == [MarkIdle("small-1", T0 + 1)]
+
+
 def test_pending_work_or_booting_nodes_clear_consolidation_marks_and_hold_moves():
     node, state = busy_big_node(consolidatable_since=T0)
     held = [Allocation("a100-1", 0, 10_000)]

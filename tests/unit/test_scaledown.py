@@ -97,3 +97,20 @@ def test_a_busy_node_under_the_utilization_threshold_for_the_whole_timeout_is_id
     )
     off = plan_scale_down(nodes, {"p": PoolLimits(0, 600, 5)}, NOW)  # the pool did not ask
     assert not off.drain
+
+
+def test_a_bought_node_is_held_only_while_the_work_it_was_bought_for_waits():
+    def hold(*owners: str) -> NodeState:
+        return node("new", reserved_for=frozenset(owners), reserved_until=NOW + 60)
+
+    waiting = plan_scale_down([hold("pool-a")], LIMITS, NOW, {"pool-a"})
+    landed = plan_scale_down([hold("pool-a")], LIMITS, NOW, {"pool-b"})
+    nobody = plan_scale_down([hold()], LIMITS, NOW, {"pool-b"})
+    over = plan_scale_down(
+        [node("new", reserved_for=frozenset({"pool-a"}), reserved_until=NOW)],
+        LIMITS,
+        NOW,
+        {"pool-a"},
+    )
+    assert waiting.idle_since == {} and nobody.idle_since == {}  # a hold naming nobody keeps time
+    assert landed.idle_since == {"new": NOW} and over.idle_since == {"new": NOW}

@@ -278,7 +278,7 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True)
     now = snap.now
     out = Decision(batch=batch)
     limits = {name: p.limits for name, p in snap.pools.items()}
-    down = plan_scale_down(snap.states, limits, now)
+    down = plan_scale_down(snap.states, limits, now, {p.owner for p in snap.pending})
     out.commands += [MarkIdle(node, since) for node, since in down.idle_since.items()]
     out.commands += [Keep(node, why) for node, why in down.kept.items()]
     out.commands += [Disrupt(d, snap.pools[d.pool].price) for d in down.drain]

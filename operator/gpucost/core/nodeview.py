@@ -90,6 +90,7 @@ def interrupted(node: Obj) -> bool:
 def node_state(node: Obj, pods: list[Obj]) -> NodeState:
     meta = node["metadata"]
     ann = meta.get("annotations") or {}
+    owners, until, _ = reserved(node)
     return NodeState(
         name=meta["name"],
         pool=(meta.get("labels") or {}).get(names.LABEL_NODEPOOL, ""),
@@ -100,7 +101,8 @@ def node_state(node: Obj, pods: list[Obj]) -> NodeState:
         interrupted=interrupted(node),
         consolidatable_since=epoch(ann.get(names.ANNOTATION_CONSOLIDATABLE_SINCE)),
         replacing=_replacing(ann.get(names.ANNOTATION_REPLACING)),
-        reserved_until=reserved(node)[1],
+        reserved_for=owners,
+        reserved_until=until,
     )
 
 

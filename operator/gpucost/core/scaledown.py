@@ -9,6 +9,8 @@ remaining pods must not be disrupted (``gpucost.dev/do-not-disrupt``,
 ``karpenter.sh/do-not-disrupt``,
 ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``) stays. A spot node being reclaimed is
 drained at once, whatever the budget: it is going away either way and its work needs a new home.
+A node bought for work is not idle while that work still waits for a place (and at most until
+its reservation ends): held longer, it only keeps an empty node after its work landed elsewhere.
 
 Idle-since times live on the Node (an annotation), so a restarted operator keeps counting.
 """
@@ -16,7 +18,7 @@ Idle-since times live on the Node (an annotation), so a restarted operator keeps
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 IDLE = "Idle"
@@ -65,6 +67,8 @@ class NodeState:
     """Consolidation launched this node's replacement; it is drained once that has booted."""
     reserved_until: float = 0.0
     """Held for the work it was bought for until then: not idle before its replicas land."""
+    reserved_for: frozenset[str] = frozenset()
+    """Whose work it was bought for; the hold ends early once none of them waits for a place."""
 
     @property
     def booting(self) -> bool:
@@ -74,6 +78,13 @@ class NodeState:
     @property
     def busy(self) -> bool:
         return any(p.uses_gpu and not p.daemon for p in self.pods)
+
+    def held(self, now: float, waiting: Collection[str]) -> bool:
+        """Still held for the work it was bought for. Once that work has landed (here or
+        elsewhere) or is gone, the rest of the hold would only keep an empty node."""
+        if now >= self.reserved_until:
+            return False
+        return not self.reserved_for or any(o in waiting for o in self.reserved_for)
 
     @property
     def keepers(self) -> list[NodePod]:
@@ -111,11 +122,15 @@ class ScaleDownPlan:
 
 
 def plan_scale_down(
-    nodes: Sequence[NodeState], pools: dict[str, PoolLimits], now: float
+    nodes: Sequence[NodeState],
+    pools: dict[str, PoolLimits],
+    now: float,
+    waiting: Collection[str] = (),
 ) -> ScaleDownPlan:
+    """``waiting``: the owners whose work still waits for a place (what keeps a hold)."""
     plan = ScaleDownPlan()
     for n in nodes:
-        idle = n.ready and not n.busy and now >= n.reserved_until
+        idle = n.ready and not n.busy and not n.held(now, waiting)
         if idle and n.idle_since is None:
             plan.idle_since[n.name] = now
         elif not idle and n.idle_since is not None:
