@@ -96,3 +96,14 @@ def test_gateway_annotations_sum_when_fresh_and_keep_the_last_request_when_stale
     }
     load = gateway_load(ann, "gateway.gpucost.dev/", now=100)
     assert (load.in_flight, load.held, load.last_request_at) == (5, 1, 99)
+
+
+def test_a_steady_recommendation_is_kept_once_and_stands_until_it_changes():
+    d = decide(Observation(now=100, replicas=6, load=48), TARGET)
+    steady = decide(Observation(now=105, replicas=6, load=49), TARGET, d.history)
+    assert steady.history == d.history  # nothing new to write to the status
+    # the 6 made at 100 stood until the load fell at 1,000: the window still sees it
+    fell = decide(Observation(now=1000, replicas=6, load=8), TARGET, steady.history)
+    assert fell.replicas == 6
+    later = decide(Observation(now=1000 + 301, replicas=6, load=8), TARGET, fell.history)
+    assert later.replicas == 5

@@ -124,7 +124,8 @@ class AutoscalingStatus(Wire):
     last_request_time: str | None = Field(None, description="RFC 3339, as the gateways saw.")
     last_scale_time: str | None = Field(None, description="RFC 3339: when replicas last changed.")
     recommendations: list[list[float]] = Field(
-        default_factory=list, description="[epoch seconds, replicas] within the windows."
+        default_factory=list,
+        description="[epoch seconds, replicas]: each change of the recommendation in the windows.",
     )
     events: list[list[float]] = Field(
         default_factory=list, description="[epoch seconds, replicas added or removed]."

@@ -70,6 +70,9 @@ class Target:
 @dataclass(frozen=True)
 class History:
     recommendations: tuple[tuple[float, int], ...] = ()
+    """(since when, replicas): an entry per change of the recommendation, standing until the
+    next. A steady pool's history then stays as it is from look to look, and so does the status
+    that keeps it: no write and no watch event every few seconds per pool."""
     events: tuple[tuple[float, int], ...] = ()
     """(when, replicas added (+) or removed (-))."""
 
@@ -86,6 +89,15 @@ def raw(load: float, replicas: int, per_replica: float) -> int:
     if replicas > 0 and abs(load / (replicas * per_replica) - 1) <= TOLERANCE:
         return replicas
     return math.ceil(load / per_replica - 1e-9)
+
+
+def _standing(
+    recs: tuple[tuple[float, int], ...], now: float, span: float
+) -> tuple[tuple[float, int], ...]:
+    """The recommendations that stood at some time in the last ``span`` seconds (the latest
+    always: it stands now)."""
+    last = len(recs) - 1
+    return tuple(r for i, r in enumerate(recs) if i == last or now - recs[i + 1][0] < span)
 
 
 def _allowance(
@@ -108,7 +120,7 @@ def _allowance(
 def decide(obs: Observation, target: Target, history: History = History()) -> Decision:
     now, current = obs.now, obs.replicas
     keep = max(target.up.stabilization_s, target.down.stabilization_s, 600.0)
-    recent = tuple((t, n) for t, n in history.recommendations if now - t < keep)
+    recent = _standing(history.recommendations, now, keep)
     events = tuple((t, d) for t, d in history.events if now - t < keep)
     low, high = target.min_replicas, target.max_replicas
 
@@ -131,16 +143,16 @@ def decide(obs: Observation, target: Target, history: History = History()) -> De
         return done(0, f"no request for {target.scale_to_zero_after_s:.0f}s: scaling to zero", ())
     floor = max(low, 1)
     want = min(high, max(floor, raw(obs.load, current, target.per_replica)))
-    recs = recent + ((now, want),)
+    recs = recent if recent and recent[-1][1] == want else recent + ((now, want),)
     if want > current:
-        window = [n for t, n in recs if now - t <= target.up.stabilization_s]
+        window = [n for _, n in _standing(recs, now, target.up.stabilization_s)]
         want = max(current, min(window))
         allowed = _allowance(target.up, current, events, now, up=True)
         if allowed is not None:
             want = min(want, current + allowed)
         reason = f"load {obs.load:g} over {target.per_replica:g} per replica: up to {want}"
     elif want < current:
-        window = [n for t, n in recs if now - t <= target.down.stabilization_s]
+        window = [n for _, n in _standing(recs, now, target.down.stabilization_s)]
         want = min(current, max(window))
         allowed = _allowance(target.down, current, events, now, up=False)
         if allowed is not None:
