@@ -166,6 +166,46 @@ def test_deadline_and_max_cost_stop_a_job_with_a_reason(cluster, namespace, gpu_
         ) from None
 
 
+def test_a_stopped_job_deletes_an_attempt_its_status_had_not_recorded(cluster, namespace):
+    """What a launch leaves when its status write loses the race to another writer: a Job of the
+    CompressionJob that the status does not name. Stopping must not leak it (nor its GPU)."""
+    soon = (
+        (datetime.now(timezone.utc) + timedelta(seconds=6))
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+    cluster.apply(compression_job("late", namespace, "300s", deadline=soon))  # no pool: no place
+    uid = cluster.get("compressionjob", "late", namespace)["metadata"]["uid"]
+    unrecorded = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "late-1",
+            "namespace": namespace,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_OWNER_UID: uid},
+        },
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "compress", "image": "gpucost:test"}],
+                }
+            },
+        },
+    }
+    cluster.apply(unrecorded)
+    cluster.wait(
+        "stopped at the deadline",
+        lambda: status_of(cluster, "late", namespace).get("phase") == "Failed",
+        timeout=60,
+    )
+    assert status_of(cluster, "late", namespace).get("attempts", 0) == 0
+    cluster.wait(
+        "its unrecorded Job deleted", lambda: cluster.get("job", "late-1", namespace) is None
+    )
+
+
 def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gpu_pool):
     gpu_pool(1, gpus=1)
     cluster.apply(compression_job("broken", namespace, "300s"))

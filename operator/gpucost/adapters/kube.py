@@ -311,6 +311,15 @@ class Kube:
             )
         )
 
+    def delete_jobs(self, namespace: str, label_selector: str) -> None:
+        """Every Job the selector matches, with its pods."""
+        self.batch.delete_collection_namespaced_job(
+            namespace,
+            label_selector=label_selector,
+            propagation_policy="Background",
+            _preload_content=False,
+        )
+
     def scale_inference_pool(
         self, namespace: str, name: str, replicas: int, resource_version: str
     ) -> str | None:

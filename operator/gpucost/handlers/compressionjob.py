@@ -183,7 +183,11 @@ def _run(
         status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost
     )
     update: dict[str, Any] = {}
-    if d.step in (Step.STOP, Step.RELAUNCH) and status.job_name:
+    if d.step is Step.STOP:
+        # every attempt's Job, not only the one the status names: a launch whose status write
+        # lost its race (the object moved on) left a Job the status does not know yet
+        kube.delete_jobs(meta["namespace"], f"{names.LABEL_OWNER_UID}={meta['uid']}")
+    elif d.step is Step.RELAUNCH and status.job_name:
         kube.delete_job(meta["namespace"], status.job_name)
     if d.step is Step.RELAUNCH:
         update["interruptions"] = status.interruptions + 1
