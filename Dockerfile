@@ -1,5 +1,5 @@
 # Operator image: the package and its runtime dependencies only (no Go tooling, no test tools).
-# The CompressionJob worker image is the same with PyTorch:
+# The CompressionJob worker image is the same with llmcompressor and PyTorch:
 #   docker build --build-arg EXTRAS=compress -t ghcr.io/gpucost/compress:0.1.0 .
 FROM python:3.11-slim
 ARG EXTRAS=""

@@ -3,5 +3,5 @@
 # process, installed by setup). Without a GPU the tests are reported as skipped and the run exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+GPUCOST_EXTRAS=dev,compress scripts/setup.sh
 exec .venv/bin/python -m pytest tests/gpu -rs -p no:cacheprovider "$@"

@@ -2,7 +2,7 @@
 # The whole test suite: unit tests and integration tests against a real control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+GPUCOST_EXTRAS=dev,compress scripts/setup.sh
 step() { printf '\n==> [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 step "checking the house rules (import-linter contracts, ruff lint and format)"
 .venv/bin/lint-imports --no-cache

@@ -197,19 +197,22 @@ def _compress(args: argparse.Namespace) -> int:
 
     from gpucost.worker import main as worker
 
-    try:
-        method = json.loads(args.method)
-    except json.JSONDecodeError as e:
-        print(f"--method: not JSON ({e.msg})", file=sys.stderr)
-        return 1
+    given = {}
+    for flag, raw in (("--method", args.method), ("--serving", args.serving)):
+        try:
+            given[flag] = json.loads(raw)
+        except json.JSONDecodeError as e:
+            print(f"{flag}: not JSON ({e.msg})", file=sys.stderr)
+            return 1
     return worker.run(
         args.model,
         args.dataset,
         args.output,
-        method,
+        given["--method"],
         args.checkpoint_dir,
         args.checkpoint_every,
         args.seed,
+        given["--serving"],
     )
 
 
@@ -345,14 +348,25 @@ def main(argv: list[str] | None = None) -> int:
         help="the CompressionJob worker: quantize, prune or distill a model (needs .[compress])",
     )
     cw.add_argument(
-        "--model", required=True, help="TorchScript or state-dict model (local path or file://)"
+        "--model",
+        required=True,
+        help="a Hugging Face model directory (quantize), or a TorchScript MLP (prune, distill)",
     )
-    cw.add_argument("--dataset", required=True, help="sklearn:digits, or a torch file with x and y")
-    cw.add_argument("--output", required=True, help="folder for model.pt and results.json")
+    cw.add_argument(
+        "--dataset",
+        required=True,
+        help="a .txt of paragraphs or .jsonl of texts (quantize); sklearn:digits or a torch file",
+    )
+    cw.add_argument("--output", required=True, help="folder for the model and results.json")
     cw.add_argument(
         "--method",
         required=True,
-        help='CompressionJob spec.method as JSON, e.g. {"quantize":{"dtype":"int8"}}',
+        help='CompressionJob spec.method as JSON, e.g. {"quantize":{"scheme":"W4A16"}}',
+    )
+    cw.add_argument(
+        "--serving",
+        default="{}",
+        help='spec.serving as JSON, e.g. {"maxModelLen":4096,"concurrency":8} (sizes the slice)',
     )
     cw.add_argument("--checkpoint-dir", help="resume from and write checkpoints here (spot-safe)")
     cw.add_argument(

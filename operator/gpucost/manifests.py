@@ -192,6 +192,8 @@ def compression_job(
             spec.output_uri,
             "--method",
             json.dumps(spec.method.wire(), separators=(",", ":")),
+            "--serving",
+            json.dumps(spec.serving.wire(), separators=(",", ":")),
             "--checkpoint-dir",
             checkpoint_dir(spec),
         ],

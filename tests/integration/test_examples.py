@@ -54,7 +54,7 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     job = cluster.wait(
         "compression job run",
         lambda: (
-            (j := cluster.get("compressionjob", "quantize-classifier", "default"))
+            (j := cluster.get("compressionjob", "quantize-support-llama", "default"))
             and (j.get("status") or {}).get("phase") == "Succeeded"
             and j
         ),
@@ -96,7 +96,7 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
     cluster.kubectl(
-        "delete", "compressionjob", "quantize-classifier", "-n", "default"
+        "delete", "compressionjob", "quantize-support-llama", "-n", "default"
     )  # its Job and pod go with it
     cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])
     for kind, name in (("costbudget", "team-budget"), ("clustercostbudget", "ml-org")):

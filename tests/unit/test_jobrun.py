@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpucost.core.jobrun import Attempt, Step, decide
+from gpucost.core.jobrun import Attempt, Step, decide, termination
 
 RUNNING = Attempt(exists=True, pod_phase="Running")
 
@@ -99,3 +99,14 @@ def test_success_shows_the_workers_summary():
         message="quantize: 1.21 MB -> 0.32 MB (27 %), accuracy 96.9 -> 96.7",
     )
     assert decide(1, done, 0, None, 0, None).message.startswith("quantize: 1.21 MB")
+
+
+def test_a_termination_message_is_a_line_or_the_summary_and_figures_of_a_success():
+    assert termination("loading\nmodel x: no such directory\n") == (
+        "model x: no such directory",
+        None,
+    )
+    ok = '{"summary": "quantize W4A16: 38 %", "results": {"weightRatio": 0.38}}'
+    assert termination(ok) == ("quantize W4A16: 38 %", {"weightRatio": 0.38})
+    assert termination('{"summary": "done", "results": 3}') == ("done", None)
+    assert termination("") == ("", None)

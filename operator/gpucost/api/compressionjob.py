@@ -11,16 +11,33 @@ from pydantic import ConfigDict, Field, model_validator
 from gpucost.api.common import Condition, Costed, GPUAsk, Wire
 
 
-class QuantizeDType(str, enum.Enum):
-    INT8 = "int8"
-    FP16 = "fp16"
-    BF16 = "bf16"
+class Scheme(str, enum.Enum):
+    """llmcompressor's preset schemes that vLLM serves (compressed-tensors format)."""
+
+    W4A16 = "W4A16"
+    W8A16 = "W8A16"
+    W8A8 = "W8A8"
+    FP8_DYNAMIC = "FP8_DYNAMIC"
 
 
 class Quantize(Wire):
-    dtype: QuantizeDType = Field(
-        QuantizeDType.INT8,
-        description="int8 dynamic quantization of Linear layers, or a half-precision cast.",
+    scheme: Scheme = Field(
+        Scheme.W4A16,
+        description="W4A16 and W8A16: GPTQ weights, 16-bit activations (round-to-nearest when "
+        "calibrationSamples is 0); W8A8: SmoothQuant then GPTQ, int8 weights and activations; "
+        "FP8_DYNAMIC: fp8 weights, activations quantized per token at run time (no calibration).",
+    )
+    kv_cache_scheme: str | None = Field(
+        None,
+        pattern="^FP8$",
+        description="FP8 stores the KV cache in 8 bits: half the memory of what dominates a "
+        "replica's footprint. Needs calibration samples.",
+    )
+    calibration_samples: int = Field(
+        64, ge=0, le=4096, description="Texts from the dataset's training split GPTQ calibrates on."
+    )
+    max_seq_length: int = Field(
+        512, ge=16, le=131_072, description="Tokens per calibration and evaluation text at most."
     )
 
 
@@ -46,6 +63,17 @@ class Distill(Wire):
         description="Weight of the soft-target (KL) loss against the hard-label loss.",
     )
     epochs: int = Field(3, ge=1, le=10_000)
+
+
+class Serving(Wire):
+    """The load the compressed model will be served at: it sizes the recommended slice."""
+
+    max_model_len: int = Field(
+        4096, ge=16, le=1_048_576, description="Prompt plus output tokens of the longest request."
+    )
+    concurrency: int = Field(
+        8, ge=1, le=4096, description="Sequences of maxModelLen whose KV cache stays resident."
+    )
 
 
 class Method(Wire):
@@ -90,11 +118,20 @@ class Storage(Wire):
 
 class CompressionJobSpec(Wire):
     model_uri: str = Field(
-        min_length=1, max_length=2048, description="TorchScript or state-dict model to compress."
+        min_length=1,
+        max_length=2048,
+        description="A Hugging Face model directory (config.json, safetensors, tokenizer): "
+        "file:// on the storage claim, s3://bucket/prefix or hf://org/name.",
     )
     method: Method
     dataset: str = Field(
-        min_length=1, max_length=2048, description="Evaluation (and training) dataset path or URI."
+        min_length=1,
+        max_length=2048,
+        description="Calibration and evaluation text: a .txt (paragraphs) or .jsonl (a text "
+        "field) file, split into train and held-out with the job's seed.",
+    )
+    serving: Serving = Field(
+        default_factory=Serving, description="How the result will be served (sizes the slice)."
     )
     output_uri: str = Field(
         min_length=1,
@@ -129,6 +166,29 @@ class CompressionJobSpec(Wire):
     )
 
 
+class Results(Wire):
+    """What the worker measured (its results.json, in short): the numbers a pool's quality gate
+    reads and the slice the compressed model needs."""
+
+    scheme: str | None = None
+    weight_bytes_before: int | None = Field(None, ge=0, description="The bf16 weights.")
+    weight_bytes_after: int | None = Field(None, ge=0)
+    weight_ratio: float | None = Field(None, ge=0)
+    perplexity_before: float | None = Field(None, ge=0, description="On the held-out split.")
+    perplexity_after: float | None = Field(None, ge=0)
+    perplexity_increase_percent: float | None = None
+    recommended_memory_mib: int | None = Field(
+        None,
+        alias="recommendedMemoryMiB",
+        ge=0,
+        description="Weights + KV cache at spec.serving + engine overhead.",
+    )
+    bf16_memory_mib: int | None = Field(
+        None, alias="bf16MemoryMiB", ge=0, description="The same for the original."
+    )
+    seconds: float | None = Field(None, ge=0)
+
+
 class CompressionJobStatus(Costed):
     phase: str = Field(
         "Pending",
@@ -155,6 +215,7 @@ class CompressionJobStatus(Costed):
     message: str | None = Field(
         None, description="The worker's last line on failure, or why the operator stopped the job."
     )
+    results: Results | None = Field(None, description="Set when the worker succeeded.")
     observed_generation: int | None = Field(None, ge=0)
     conditions: list[Condition] = Field(default_factory=list)
 

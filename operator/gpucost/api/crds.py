@@ -172,6 +172,17 @@ KINDS: list[Kind] = [
         [
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Interruptible", "type": "boolean", "jsonPath": ".spec.interruptible"},
+            {"name": "Weights", "type": "number", "jsonPath": ".status.results.weightRatio"},
+            {
+                "name": "PPL+%",
+                "type": "number",
+                "jsonPath": ".status.results.perplexityIncreasePercent",
+            },
+            {
+                "name": "Slice",
+                "type": "integer",
+                "jsonPath": ".status.results.recommendedMemoryMiB",
+            },
             {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
             _AGE,
         ],

@@ -9,7 +9,9 @@ last line says why, and running it again would say the same.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from gpucost.api.common import rfc3339
 
@@ -30,6 +32,23 @@ class Attempt:
     with."""
     lost_why: str = ""
     """What happened to the node, naming it, when it is known."""
+    results: dict[str, Any] | None = None
+    """The figures a succeeded worker reported beside its summary."""
+
+
+def termination(message: str) -> tuple[str, dict[str, Any] | None]:
+    """The worker's termination message as (its line, its figures): a worker that succeeded
+    writes ``{"summary": ..., "results": {...}}``; one that failed (or an older one), a line."""
+    text = message.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("summary"), str):
+        results = data.get("results")
+        return data["summary"], results if isinstance(results, dict) else None
+    lines = text.splitlines()
+    return (lines[-1] if lines else ""), None
 
 
 class Step(str, enum.Enum):

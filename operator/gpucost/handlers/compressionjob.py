@@ -15,16 +15,25 @@ import time
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from gpucost import manifests, names
 from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import ConditionStatus, condition, rfc3339, set_condition
-from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
+from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus, Results
 from gpucost.core import nodeview, refusal, snapshot
 from gpucost.core.inventory import FreeMap
-from gpucost.core.jobrun import TERMINAL, UNPLACED, Attempt, Decision, Step, decide
+from gpucost.core.jobrun import (
+    TERMINAL,
+    UNPLACED,
+    Attempt,
+    Decision,
+    Step,
+    decide,
+    termination,
+)
 from gpucost.core.placement import NoFit, Placement, place
 from gpucost.core.snapshot import allocations
 from gpucost.settings import Settings
@@ -155,13 +164,14 @@ def _attempt(
         )
         or {}
     )
-    said = (terminated.get("message") or "").strip().splitlines()
+    said, results = termination(terminated.get("message") or "")
     return Attempt(
         exists=True,
         pod_phase=(pod.get("status") or {}).get("phase"),
         node_lost=reclaimed or bool(why) or disrupted,
-        message=said[-1] if said else "",
+        message=said,
         lost_why=why,
+        results=results,
     )
 
 
@@ -179,10 +189,14 @@ def _run(
         return status  # finished: its reason and message stay as they were
     now = time.time()
     deadline = spec.deadline.timestamp() if spec.deadline else None
-    d = decide(
-        status.attempts, _attempt(kube, body, status, cluster), now, deadline, spent, spec.max_cost
-    )
+    attempt = _attempt(kube, body, status, cluster)
+    d = decide(status.attempts, attempt, now, deadline, spent, spec.max_cost)
     update: dict[str, Any] = {}
+    if d.step is Step.SUCCEED and attempt is not None and attempt.results is not None:
+        try:
+            update["results"] = Results.model_validate(attempt.results)
+        except ValidationError as e:  # a worker of another version: its summary still shows
+            log.warning("[%s/%s] results not understood: %s", meta["namespace"], meta["name"], e)
     if d.step is Step.STOP:
         # every attempt's Job, not only the one the status names: a launch whose status write
         # lost its race (the object moved on) left a Job the status does not know yet

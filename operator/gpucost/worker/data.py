@@ -137,9 +137,9 @@ class Quality:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, dtype: torch.dtype = torch.float32) -> Quality:
+def evaluate(model: nn.Module, data: Dataset) -> Quality:
     model.eval()
-    x = data.eval_x.to(dtype)
+    x = data.eval_x
     logits = model(x).float()
     accuracy = (logits.argmax(1) == data.eval_y).float().mean().item() * 100
     loss = nn.functional.cross_entropy(logits, data.eval_y).item()

@@ -1,8 +1,10 @@
 """``gpucost compress``: the CompressionJob worker (the default image's entrypoint, `.[compress]`).
 
-Evaluates before and after, writes the compressed model (TorchScript) and results.json to the
-output, and one line to the termination log that the controller shows in the job's status. Bad
-input exits 1 with one clear line (also in the termination log).
+``quantize`` takes a Hugging Face causal LM and writes a compressed-tensors checkpoint vLLM serves;
+``prune`` and ``distill`` still take the small TorchScript MLPs of the first version. Each judges
+the model before and after, writes results.json beside the output, and one line to the
+termination log that the controller shows in the job's status. Bad input exits 1 with one clear
+line (also in the termination log).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 TERMINATION_LOG = Path(os.environ.get("GPUCOST_TERMINATION_LOG", "/dev/termination-log"))
 
 
-def _report(line: str, stream: Any) -> None:
+def _report(line: str, stream: Any, message: str | None = None) -> None:
+    """``line`` to the stream; ``message`` (default the line) to the termination log."""
     print(line, file=stream, flush=True)
     try:
-        TERMINATION_LOG.write_text(line[:4000])
+        TERMINATION_LOG.write_text((message or line)[:4000])
     except OSError:
         pass  # not in a pod: the stream is enough
 
@@ -32,12 +35,20 @@ def run(
     checkpoint_dir: str | None,
     checkpoint_every: int,
     seed: int,
+    serving: dict[str, Any] | None = None,
 ) -> int:
     from gpucost.worker.data import WorkerError
 
     try:
         results = compress(
-            model_uri, dataset_uri, output_uri, method, checkpoint_dir, checkpoint_every, seed
+            model_uri,
+            dataset_uri,
+            output_uri,
+            method,
+            checkpoint_dir,
+            checkpoint_every,
+            seed,
+            serving or {},
         )
     except WorkerError as e:
         _report(str(e), sys.stderr)
@@ -45,7 +56,13 @@ def run(
     except Exception as e:  # noqa: BLE001 - every failure is one line for the job's status
         _report(f"{type(e).__name__}: {e}", sys.stderr)
         return 1
-    _report(results["summary"], sys.stdout)
+    if "scheme" in results:  # a quantized LLM: the status carries its figures too
+        from gpucost.worker.llm import short
+
+        message = {"summary": results["summary"], "results": short(results).wire()}
+        _report(results["summary"], sys.stdout, json.dumps(message, separators=(",", ":")))
+    else:
+        _report(results["summary"], sys.stdout)
     return 0
 
 
@@ -57,19 +74,20 @@ def compress(
     checkpoint_dir: str | None,
     checkpoint_every: int,
     seed: int,
+    serving: dict[str, Any],
 ) -> dict[str, Any]:
     import warnings
 
     import torch
 
-    # TorchScript and dynamic quantization are deprecated upstream but are what serving loads today.
+    # TorchScript (the MLP path's output) is deprecated upstream; its warnings are not the job's.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
 
     from pydantic import ValidationError
 
-    from gpucost.api.compressionjob import Method
+    from gpucost.api.compressionjob import Method, Serving
     from gpucost.worker import methods
     from gpucost.worker.data import (
         WorkerError,
@@ -80,12 +98,21 @@ def compress(
         scripted_bytes,
     )
 
-    try:
-        spec = Method.model_validate(method)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise WorkerError(f"method{'.' + where if where else ''}: {first['msg']}") from None
+    def parsed(model: Any, raw: dict[str, Any], name: str) -> Any:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise WorkerError(f"{name}{'.' + where if where else ''}: {first['msg']}") from None
+
+    spec, shape = parsed(Method, method, "method"), parsed(Serving, serving, "serving")
+    if spec.quantize:
+        from gpucost.worker.llm import quantize_model
+
+        results = quantize_model(model_uri, dataset_uri, output_uri, spec.quantize, shape, seed)
+        (local(output_uri) / "results.json").write_text(json.dumps(results, indent=1))
+        return results
     torch.manual_seed(seed)
     data = load_dataset(dataset_uri)
     model = load_model(model_uri)
@@ -97,11 +124,7 @@ def compress(
     ckpt = methods.Checkpoints(local(checkpoint_dir) if checkpoint_dir else None, checkpoint_every)
     example = data.eval_x[:1]
     before, before_bytes = evaluate(model, data), scripted_bytes(model, example)
-    in_dtype = torch.float32
-    if spec.quantize:
-        name = "quantize"
-        compressed, in_dtype, report = methods.quantize(model, spec.quantize.dtype)
-    elif spec.prune:
+    if spec.prune:
         name = "prune"
         compressed, report = methods.prune(
             model,
@@ -126,10 +149,7 @@ def compress(
             ckpt,
             seed,
         )
-    after, after_bytes = (
-        evaluate(compressed, data, in_dtype),
-        scripted_bytes(compressed, example.to(in_dtype)),
-    )
+    after, after_bytes = evaluate(compressed, data), scripted_bytes(compressed, example)
     compact = _sparse_bytes(compressed) if spec.prune and not spec.prune.structured else None
     out = local(output_uri)
     out.mkdir(parents=True, exist_ok=True)

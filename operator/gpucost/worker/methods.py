@@ -1,4 +1,4 @@
-"""Quantize, prune and distill an MLP, with training that checkpoints and resumes.
+"""Prune and distill an MLP, with training that checkpoints and resumes.
 
 Training is deterministic given the seed: batch order comes from a generator seeded per epoch, and
 a checkpoint holds the step, weights, optimizer and RNG state, so a worker killed on a reclaimed
@@ -82,18 +82,6 @@ def train(
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(x), y)
-
-
-def quantize(model: nn.Sequential, dtype: str) -> tuple[nn.Module, torch.dtype, dict[str, Any]]:
-    """int8: dynamic quantization of every Linear (weights int8, activations quantized on the fly);
-    fp16/bf16: a cast. Returns the model, the input dtype it takes, and what to report."""
-    if dtype == "int8":
-        quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
-        )
-        return quantized, torch.float32, {"dtype": "int8"}
-    target = {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    return copy.deepcopy(model).to(target), target, {"dtype": dtype}
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:

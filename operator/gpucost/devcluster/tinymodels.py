@@ -1,0 +1,179 @@
+"""Tiny Hugging Face models for the tests and benchmarks, built from configs and trained here: no
+download. The text is the docstrings of the Python standard library (every machine has it); the
+tokenizer is a byte-level BPE trained on it with ``tokenizers``. A causal LM is trained until more
+training stops helping (a barely trained model hides every quantization loss), then saved in
+bf16 as a real checkpoint is. Built once per shape and cached outside the repo.
+
+``python -m gpucost.devcluster.tinymodels`` builds them with progress (about 5 minutes on one
+core); the tests' session fixture calls :func:`causal_lm` and reuses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import random
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gpucost.devcluster.binaries import cache_root
+
+MODULES = (
+    "argparse asyncio base64 bisect calendar collections concurrent.futures configparser "
+    "contextlib copy csv dataclasses datetime decimal difflib email.message enum fractions "
+    "functools glob gzip hashlib heapq hmac html.parser http.client http.server inspect io "
+    "ipaddress itertools json logging logging.handlers mailbox mimetypes multiprocessing "
+    "numbers operator os pathlib pickle pprint queue random re sched secrets selectors shelve "
+    "shlex shutil signal smtplib socket socketserver sqlite3 ssl statistics string struct "
+    "subprocess tarfile tempfile textwrap threading timeit tokenize traceback types typing "
+    "unittest unittest.mock urllib.parse urllib.request uuid warnings weakref xml.dom.minidom "
+    "xml.etree.ElementTree zipfile zoneinfo"
+).split()
+
+
+@dataclass(frozen=True)
+class CausalShape:
+    """A Llama with tied embeddings, so that (as in a real 8B model, where embeddings are ~13 %)
+    most weights are the decoder Linears that quantization shrinks."""
+
+    vocab: int = 1024
+    hidden: int = 128
+    intermediate: int = 384
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    context: int = 256
+    steps: int = 1500
+    batch: int = 16
+    seq: int = 128
+    lr: float = 3e-3
+    seed: int = 0
+
+
+def corpus() -> list[str]:
+    """Paragraphs of the standard library's docstrings, deduplicated, in a fixed order."""
+    seen: dict[str, None] = {}
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        docs = [inspect.getdoc(module)]
+        for _, member in sorted(vars(module).items()):
+            if inspect.isclass(member) or inspect.isfunction(member):
+                docs.append(inspect.getdoc(member))
+                if inspect.isclass(member):
+                    docs += [inspect.getdoc(m) for _, m in sorted(vars(member).items())]
+        for doc in docs:
+            for para in (doc or "").split("\n\n"):
+                text = " ".join(para.split())
+                if len(text) >= 60:
+                    seen.setdefault(text, None)
+    return list(seen)
+
+
+def write_text(folder: Path, seed: int = 0) -> Path:
+    """The corpus as a .txt of paragraphs (what a CompressionJob's dataset may be)."""
+    paragraphs = corpus()
+    random.Random(seed).shuffle(paragraphs)
+    path = folder / "stdlib-docs.txt"
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    return path
+
+
+def causal_lm(shape: CausalShape = CausalShape(), progress: bool = False) -> Path:
+    """The trained model's directory (config.json, model.safetensors, tokenizer) and beside it
+    ``stdlib-docs.txt``, the text it was trained on."""
+    # not the corpus itself: what a module exposes depends on what the process imported before
+    key = json.dumps([asdict(shape), sys.version_info[:2], MODULES], sort_keys=True)
+    folder = cache_root() / "tiny-models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    model_dir = folder / "llama"
+    if (model_dir / "config.json").exists():
+        return model_dir
+    tmp = folder.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "llama").mkdir(parents=True)
+    text = write_text(tmp, shape.seed)
+    _train(shape, text, tmp / "llama", progress)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return model_dir
+
+
+def _tokenizer(shape: CausalShape, text: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=shape.vocab,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train([str(text)], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+
+
+def _train(shape: CausalShape, text: Path, out: Path, progress: bool) -> None:
+    import torch
+    from rich.progress import Progress
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(1)  # two threads on a shared 2-core machine ran 2-10x slower
+    torch.manual_seed(shape.seed)
+    tokenizer = _tokenizer(shape, text)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        max_position_embeddings=shape.context,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    paragraphs = text.read_text().split("\n\n")
+    train = paragraphs[: int(len(paragraphs) * 0.9)]  # the worker's held-out split is its own
+    ids = [t for p in train for t in tokenizer(p)["input_ids"] + [tokenizer.eos_token_id]]
+    stream = torch.tensor(ids)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, shape.lr, total_steps=shape.steps)
+    generator = torch.Generator().manual_seed(shape.seed)
+    model.train()
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("training the tiny Llama", total=shape.steps)
+        for _ in range(shape.steps):
+            starts = torch.randint(
+                0, len(stream) - shape.seq - 1, (shape.batch,), generator=generator
+            )
+            batch = torch.stack([stream[s : s + shape.seq] for s in starts.tolist()])
+            loss = model(input_ids=batch, labels=batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            bar.update(task, advance=1, description=f"training the tiny Llama (loss {loss:.2f})")
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+if __name__ == "__main__":
+    print(causal_lm(progress=True))

@@ -1,0 +1,149 @@
+"""Quantizing a real (tiny) Hugging Face Llama through llmcompressor: a ~1 M-parameter model
+trained here on the standard library's docstrings (devcluster.tinymodels, cached outside the repo;
+about 5 minutes the first time on one core). Each scheme must shrink the weights a server loads
+for real, keep the held-out perplexity within a bound, and write a checkpoint that transformers
+reloads and whose config names the scheme, with lm_head left in 16 bits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpucost.core.servingmemory import shape
+from gpucost.devcluster import tinymodels
+from gpucost.worker import hf
+from gpucost.worker.main import compress
+
+SERVING = {"maxModelLen": 256, "concurrency": 4}
+
+
+@pytest.fixture(scope="module")
+def llama() -> Path:
+    torch.set_num_threads(1)  # two threads on this shared 2-core machine ran 2-10x slower
+    return tinymodels.causal_lm(progress=True)
+
+
+def run(llama: Path, tmp_path: Path, quantize: dict) -> dict:
+    out = tmp_path / "out"
+    dataset = llama.parent / "stdlib-docs.txt"
+    method = {"quantize": {"calibrationSamples": 64, "maxSeqLength": 128, **quantize}}
+    results = compress(f"file://{llama}", str(dataset), str(out), method, None, 50, 0, SERVING)
+    assert json.loads((out / "results.json").read_text()) == results
+    return results
+
+
+def reloaded_config(llama: Path, out: Path, results: dict) -> dict:
+    """The checkpoint as transformers loads it (compressed-tensors decompresses it on CPU) scores
+    the perplexity the worker reported: what was judged is what was written."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    held_out = hf.texts(llama.parent / "stdlib-docs.txt", "docs", 0).held_out
+    again = hf.perplexity(model, AutoTokenizer.from_pretrained(out), held_out, 128)
+    assert again == pytest.approx(results["after"]["perplexity"], rel=1e-3)
+    return json.loads((out / "config.json").read_text())["quantization_config"]
+
+
+def weight_bits(config: dict) -> set[int]:
+    return {g["weights"]["num_bits"] for g in config["config_groups"].values()}
+
+
+def test_w4a16_gptq_is_under_half_of_bf16_and_within_10_percent_perplexity(llama, tmp_path):
+    r = run(llama, tmp_path, {"scheme": "W4A16"})
+    assert r["weightRatio"] < 0.5 and r["after"]["weightBytes"] < 0.5 * r["before"]["weightBytes"]
+    # the teacher learned something (a uniform guess over 1,024 tokens scores 1,024)
+    assert r["before"]["perplexity"] < 100
+    assert r["perplexityIncreasePercent"] < 10  # GPTQ's published 4-bit loss is a few percent
+    config = reloaded_config(llama, tmp_path / "out", r)
+    assert config["quant_method"] == "compressed-tensors" and weight_bits(config) == {4}
+    assert "lm_head" in config["ignore"]
+    assert r["serving"]["memoryMiB"] <= r["serving"]["bf16MemoryMiB"]
+
+
+def test_w8a8_smoothquant_gptq_is_under_70_percent_within_5_percent(llama, tmp_path):
+    r = run(llama, tmp_path, {"scheme": "W8A8"})
+    assert r["weightRatio"] < 0.7 and r["perplexityIncreasePercent"] < 5
+    config = reloaded_config(llama, tmp_path / "out", r)
+    groups = config["config_groups"].values()
+    assert weight_bits(config) == {8} and all(g["input_activations"] for g in groups)
+
+
+def test_fp8_dynamic_needs_no_calibration_and_is_under_70_percent(llama, tmp_path):
+    r = run(llama, tmp_path, {"scheme": "FP8_DYNAMIC", "calibrationSamples": 0})
+    assert r["weightRatio"] < 0.7 and r["perplexityIncreasePercent"] < 5
+    config = reloaded_config(llama, tmp_path / "out", r)
+    (group,) = config["config_groups"].values()
+    assert group["weights"]["type"] == "float" and group["input_activations"]["dynamic"] is True
+
+
+def test_an_fp8_kv_cache_is_in_the_checkpoint_and_halves_the_kv_in_the_slice(llama, tmp_path):
+    r = run(llama, tmp_path, {"scheme": "W8A16", "kvCacheScheme": "FP8"})
+    config = reloaded_config(llama, tmp_path / "out", r)
+    kv = config["kv_cache_scheme"]
+    assert kv["num_bits"] == 8 and kv["type"] == "float"
+    bf16 = shape(json.loads((llama / "config.json").read_text())).kv_bytes_per_token()
+    assert r["serving"]["kvBytesPerToken"] * 2 == bf16
+
+
+@pytest.mark.parametrize(
+    "prepare,method,line",
+    [
+        (
+            lambda d: (d / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}'),
+            {"quantize": {}},
+            "model file://{d}: architecture GPT2LMHeadModel is not supported (supported: "
+            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        ),
+        (
+            None,
+            {"quantize": {"scheme": "W3A16"}},
+            "method.quantize.scheme: Input should be 'W4A16', 'W8A16', 'W8A8' or 'FP8_DYNAMIC'",
+        ),
+        (
+            None,
+            {"quantize": {"kvCacheScheme": "FP8", "calibrationSamples": 0}},
+            "quantize: an FP8 kvCacheScheme needs calibrationSamples above 0",
+        ),
+        (
+            None,
+            {"quantize": {"calibrationSamples": 4000}},
+            "quantize: calibrationSamples is 4000, the dataset's training split has",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line(llama, tmp_path, prepare, method, line):
+    model = llama
+    if prepare is not None:
+        model = tmp_path / "model"
+        model.mkdir()
+        prepare(model)
+    log = tmp_path / "termination-log"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpucost",
+            "compress",
+            "--model",
+            f"file://{model}",
+            "--dataset",
+            str(llama.parent / "stdlib-docs.txt"),
+            "--output",
+            str(tmp_path / "out"),
+            "--method",
+            json.dumps(method),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GPUCOST_TERMINATION_LOG": str(log), "OMP_NUM_THREADS": "1"},
+    )
+    said = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and said and said[-1].startswith(line.format(d=model))
+    assert log.read_text().startswith(line.format(d=model))
