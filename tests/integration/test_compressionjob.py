@@ -37,6 +37,33 @@ def events(cluster, namespace: str, reason: str) -> list[str]:
     ).stdout.split("\n")
 
 
+def terminate(cluster, namespace: str, job_name: str, phase: str, code: int, message: str) -> None:
+    """What the kubelet reports when the worker exits (KWOK runs no container, so the test says
+    it): the pod's phase and the container's termination message."""
+    (pod,) = cluster.list("pods", namespace, f"job-name={job_name}")
+    terminated = {"exitCode": code, "reason": "Error" if code else "Completed", "message": message}
+    container = {
+        "name": "compress",
+        "image": "x",
+        "imageID": "",
+        "ready": False,
+        "restartCount": 0,
+        "state": {"terminated": terminated},
+    }
+    status = {"status": {"phase": phase, "containerStatuses": [container]}}
+    cluster.kubectl(
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+
+
 def test_an_interruptible_job_runs_on_spot_and_succeeds(cluster, namespace, gpu_pool):
     on_demand = gpu_pool(1, gpus=1, pricePerHour=4.0)
     spot = gpu_pool(1, gpus=1, capacity_type="spot", pricePerHour=1.0)
@@ -212,43 +239,8 @@ def test_a_failing_worker_fails_the_job_with_its_one_line(cluster, namespace, gp
     cluster.wait(
         "running", lambda: status_of(cluster, "broken", namespace).get("phase") == "Running"
     )
-    (pod,) = cluster.list("pods", namespace, "job-name=broken-1")
-    # What the kubelet reports when the worker exits 1 (KWOK runs no container, so the test says
-    # it).
     line = "model file:///data/models/m.pt: no such file"
-    cluster.kubectl(
-        "patch",
-        "pod",
-        pod["metadata"]["name"],
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(
-            {
-                "status": {
-                    "phase": "Failed",
-                    "containerStatuses": [
-                        {
-                            "name": "compress",
-                            "image": "x",
-                            "imageID": "",
-                            "ready": False,
-                            "restartCount": 0,
-                            "state": {
-                                "terminated": {
-                                    "exitCode": 1,
-                                    "reason": "Error",
-                                    "message": line + "\n",
-                                }
-                            },
-                        }
-                    ],
-                }
-            }
-        ),
-    )
+    terminate(cluster, namespace, "broken-1", "Failed", 1, line + "\n")
     failed = cluster.wait(
         "failed",
         lambda: (s := status_of(cluster, "broken", namespace)).get("phase") == "Failed" and s,
@@ -298,3 +290,95 @@ def test_a_job_with_no_room_gets_a_node_from_the_autoscaler(cluster, namespace, 
         "jsonpath={.items[*].message}",
     ).stdout.splitlines()
     assert f"CompressionJob {namespace}/shrink" in event
+
+
+def test_a_pool_adopts_a_passing_job_on_a_smaller_slice_and_ignores_a_failing_one(
+    cluster, namespace, gpu_pool
+):
+    """The loop from compression to serving: the worker's figures reach the job's status, the pool
+    rolls out to the compressed model on the recommended slice; a job over the gate changes
+    nothing and says why."""
+    gpu_pool(1, gpus=1)
+    results = {
+        "scheme": "W4A16",
+        "weightBytesBefore": 16_000_000_000,
+        "weightBytesAfter": 5_700_000_000,
+        "weightRatio": 0.356,
+        "perplexityBefore": 8.1,
+        "perplexityAfter": 8.3,
+        "perplexityIncreasePercent": 2.47,
+        "recommendedMemoryMiB": 11776,
+        "bf16MemoryMiB": 22272,
+    }
+    for name, increase in (("good", 2.47), ("lossy", 12.0)):
+        manifest = compression_job(name, namespace, "300s")
+        manifest["spec"]["outputUri"] = f"file:///data/models/{name}/"
+        cluster.apply(manifest)
+        cluster.wait(
+            f"{name} running",
+            lambda n=name: status_of(cluster, n, namespace).get("phase") == "Running",
+        )
+        said = {
+            "summary": f"quantize W4A16: {name}",
+            "results": {**results, "perplexityIncreasePercent": increase},
+        }
+        terminate(cluster, namespace, f"{name}-1", "Succeeded", 0, json.dumps(said))
+        done = cluster.wait(
+            f"{name} succeeded",
+            lambda n=name: (
+                (s := status_of(cluster, n, namespace)).get("phase") == "Succeeded" and s
+            ),
+        )
+        assert done["message"] == f"quantize W4A16: {name}"
+        assert done["results"]["perplexityIncreasePercent"] == increase
+    shared = {
+        "image": "example/server:1",
+        "replicas": 1,
+        "modelUri": "file:///data/models/bf16/",
+        "gpu": {"memoryMiB": 30000},
+        "nodePoolSelector": {"test": namespace},
+    }
+    for name, job_name in (("served", "good"), ("kept", "lossy")):
+        cluster.apply(
+            {
+                "apiVersion": "gpucost.dev/v1alpha1",
+                "kind": "InferencePool",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {**shared, "modelFrom": {"compressionJob": job_name}},
+            }
+        )
+
+    def replica(pool: str) -> dict | None:
+        pods = cluster.list("pods", namespace, f"{names.LABEL_POOL}={pool}")
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return live[0] if len(live) == 1 else None
+
+    def env(pod: dict) -> dict:
+        (container,) = pod["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+    adopted = cluster.wait(
+        "the pool serving the compressed model",
+        lambda: (
+            (p := replica("served"))
+            and env(p).get("MODEL_URI") == "file:///data/models/good/"
+            and p
+        ),
+        timeout=60,
+    )
+    status = cluster.get("inferencepool", "served", namespace)["status"]
+    assert condition({"status": status}, "ModelAdopted")["reason"] == "Adopted"
+    assert status["adoptedModel"]["memoryMiB"] == 11776
+    assert status["placements"][0]["memoryMiB"] == 11776  # the smaller slice, not 30000
+    assert adopted["metadata"]["annotations"][names.ANNOTATION_GPU_MEMORY] == "11776"
+    kept = cluster.wait(
+        "the gate's verdict",
+        lambda: (
+            condition(cluster.get("inferencepool", "kept", namespace), "ModelAdopted").get("reason")
+            == "QualityGateFailed"
+            and cluster.get("inferencepool", "kept", namespace)
+        ),
+    )
+    assert "+12.00 %" in condition(kept, "ModelAdopted")["message"]
+    assert "adoptedModel" not in kept["status"]
+    assert env(replica("kept"))["MODEL_URI"] == "file:///data/models/bf16/"

@@ -45,6 +45,47 @@ class EnvVar(Wire):
         return self
 
 
+class QualityGate(Wire):
+    max_perplexity_increase_percent: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="The compressed model's held-out perplexity may be at most this much higher "
+        "than the original's.",
+    )
+
+
+class ModelFrom(Wire):
+    """Serve what a CompressionJob made, once it succeeded and passed the gate."""
+
+    compression_job: str = Field(min_length=1, max_length=253, description="In this namespace.")
+    resize_slice: bool = Field(
+        True,
+        description="Set each replica's slice to the job's recommendation (weights + KV cache at "
+        "its spec.serving + overhead). False keeps gpu.memoryMiB as it is (pinned).",
+    )
+
+
+class AdoptedModel(Wire):
+    """What the pool serves instead of spec.modelUri and gpu.memoryMiB, kept in the status so
+    that every reader (placement, the autoscaler's asks, cost) sees the same, and a deleted job
+    does not roll the pool back."""
+
+    compression_job: str
+    job_uid: str
+    model_uri: str
+    memory_mib: int | None = Field(
+        None, alias="memoryMiB", ge=1, description="The slice per replica; None: the spec's."
+    )
+    model_memory_mib: int = Field(alias="modelMemoryMiB", ge=1, description="Its weights.")
+    scheme: str | None = None
+    weight_ratio: float | None = None
+    perplexity_increase_percent: float | None = None
+    spec_memory_mib: int | None = Field(
+        None, alias="specMemoryMiB", description="gpu.memoryMiB before the adoption."
+    )
+
+
 class ContainerResources(Wire):
     cpu: Quantity | None = Field(None, description="CPU request per replica.")
     memory: Quantity | None = Field(None, description="Memory request (and limit) per replica.")
@@ -159,6 +200,16 @@ class InferencePoolSpec(Wire):
     pod_disruption_budget: DisruptionBudget | None = Field(
         None, description="A PodDisruptionBudget over the replicas (none by default)."
     )
+    model_from: ModelFrom | None = Field(
+        None,
+        description="Roll out to a CompressionJob's output (and its smaller slice) once it "
+        "succeeds and passes qualityGate; until then (or if it fails) the pool serves modelUri.",
+    )
+    quality_gate: QualityGate = Field(
+        default_factory=QualityGate,
+        json_schema_extra={"default": {}},
+        description="What a CompressionJob's results must meet for modelFrom to adopt them.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -237,6 +288,9 @@ class InferencePoolStatus(Costed):
     endpoint: str | None = Field(None, description="The pool's Service URL inside the cluster.")
     autoscaling: AutoscalingStatus | None = Field(
         None, description="The load-driven decision, when spec.autoscaling is set."
+    )
+    adopted_model: AdoptedModel | None = Field(
+        None, description="The CompressionJob output served (spec.modelFrom), once adopted."
     )
     unplaced_replicas: int = Field(0, ge=0, description="Replicas that fit on no GPU right now.")
     placements: list[ReplicaPlacement] = Field(default_factory=list)

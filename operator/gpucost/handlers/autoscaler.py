@@ -28,7 +28,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import condition, epoch
 from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.core import nodeview
+from gpucost.core import adoption, nodeview
 from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, plan, pool_view
 from gpucost.core.inventory import Ask
 from gpucost.core.jobrun import UNPLACED
@@ -82,7 +82,7 @@ def pending_work(
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
             continue
         try:
-            spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
+            spec = adoption.served(obj)
         except ValidationError:
             continue  # its own handler reports the bad spec
         meta = obj["metadata"]
@@ -264,7 +264,7 @@ def replicas_on_nodes(
     for obj in inference_pools:
         meta = obj["metadata"]
         try:
-            spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
+            spec = adoption.served(obj)
         except ValidationError:
             continue
         owners[meta["uid"]] = (

@@ -14,7 +14,7 @@ from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, condition, rfc3339, set_condition
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus, ReplicaPlacement
-from gpucost.core import endpoint, poolplan, refusal, snapshot
+from gpucost.core import adoption, endpoint, poolplan, refusal, snapshot
 from gpucost.core.cost import Account
 from gpucost.core.packing.policies import DEFAULT_POLICY
 from gpucost.core.placement import (
@@ -62,6 +62,7 @@ def build_status(
     decision: poolplan.PoolPlan | None = None,
     cost: Account = Account(),
     capped_by: str | None = None,
+    verdict: adoption.Verdict | None = None,
 ) -> dict[str, Any]:
     generation = body["metadata"].get("generation")
     if decision is not None:
@@ -88,6 +89,13 @@ def build_status(
             message="no enforcing CostBudget is over its limit",
             generation=generation,
         )
+    if verdict is not None:
+        ok = ConditionStatus.TRUE if verdict.ok else ConditionStatus.FALSE
+        conditions = _set(
+            conditions, adoption.CONDITION, (ok, verdict.reason, verdict.message), generation
+        )
+    elif any(c.type == adoption.CONDITION for c in conditions):
+        conditions = [c for c in conditions if c.type != adoption.CONDITION]
     live = sorted((p for p in mine if not p.terminal and not p.deleting), key=lambda p: p.replica)
     ready = sum(p.ready for p in live)
     invalid = decision.invalid if decision is not None else None
@@ -121,7 +129,7 @@ def build_status(
     if decision is not None and decision.rollout is not None:
         conditions, fields = _progressing(conditions, spec, decision, mine, want, generation)
         rollout.update(fields)
-    return InferencePoolStatus(
+    status = InferencePoolStatus(
         **rollout,
         replicas=len(live),
         ready_replicas=ready,
@@ -133,6 +141,10 @@ def build_status(
         cost_accumulated=round(cost.total, 6),
         cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
     ).wire()
+    adopted = verdict.adopted if verdict is not None else None
+    # explicit, so that removing spec.modelFrom clears it (wire() leaves unset fields out)
+    status["adoptedModel"] = adopted.wire() if adopted is not None else None
+    return status
 
 
 def _progressing(
@@ -242,6 +254,8 @@ def _reconcile(
     spec = spec_or_report(kube, PLURAL, body, InferencePoolSpec)
     if spec is None:
         return
+    verdict = _adoption(kube, body, spec)
+    spec = adoption.effective(spec, verdict.adopted if verdict else None)
     mine = [p for p in cluster.pods if p.owner_uid == uid]
     moving = _release_stranded(kube, body, cluster, mine, logger)
     avoid = frozenset(p.node for p in mine if p.replica in moving)
@@ -283,9 +297,27 @@ def _reconcile(
             unplaced=unplaced,
             cost=cost,
             capped_by=capped_by,
+            verdict=verdict,
         )
 
     _announce(body, write_status(kube, PLURAL, body, compute))
+
+
+def _adoption(kube: Kube, body: dict[str, Any], spec: InferencePoolSpec) -> adoption.Verdict | None:
+    """The modelFrom verdict, with an Event when it changes (a rollout to the compressed model
+    above all)."""
+    if spec.model_from is None:
+        return None
+    meta = body["metadata"]
+    status = InferencePoolStatus.model_validate(body.get("status") or {})
+    job = kube.get_object("compressionjobs", spec.model_from.compression_job, meta["namespace"])
+    verdict = adoption.judge(spec, job, status.adopted_model)
+    before = next((c for c in status.conditions if c.type == adoption.CONDITION), None)
+    if before is None or (before.reason, before.message) != (verdict.reason, verdict.message):
+        kind = "Normal" if verdict.ok else "Warning"
+        kopf.event(body, type=kind, reason=verdict.reason, message=verdict.message)
+        log.info("[%s/%s] %s: %s", meta["namespace"], meta["name"], verdict.reason, verdict.message)
+    return verdict
 
 
 def _left(miss: NoFit, moving: dict[int, str]) -> NoFit:
@@ -464,6 +496,27 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
     def on_delete(meta: kopf.Meta, **_: Any) -> None:
         metrics.forget_workload("InferencePool", meta["namespace"], meta["name"])
+
+    phases: dict[str, str] = {}
+
+    @kopf.on.event(GROUP, VERSION, "compressionjobs", registry=registry)
+    def on_compression_job(event: kopf.RawEvent, logger: Any, **_: Any) -> None:
+        """A job that succeeds (or fails) is adopted (or reported) by the pools that name it in
+        spec.modelFrom now, not at their next resync. Raw events keep no state on the job."""
+        meta = (event.get("object") or {}).get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        phase = ((event.get("object") or {}).get("status") or {}).get("phase") or ""
+        if event.get("type") == "DELETED":
+            phase = "Deleted"
+        if phases.get(key) == phase:
+            return
+        phases[key] = phase
+        if phase == "Deleted":
+            phases.pop(key)
+        for pool in kube.inference_pools():
+            ref = ((pool.get("spec") or {}).get("modelFrom") or {}).get("compressionJob")
+            if pool["metadata"]["namespace"] == meta.get("namespace") and ref == meta.get("name"):
+                on_spec(pool, logger)
 
     pod_events = PodEvents(kube, settings.placement.policy, settings.reconcile.cost_write_seconds)
     kopf.on.cleanup(registry=registry, id="pod-events-stop")(lambda **_: pod_events.stop())

@@ -1,0 +1,131 @@
+"""Which model an InferencePool with ``spec.modelFrom`` serves: the CompressionJob's output once
+the job succeeded and its results pass the pool's quality gate, else what it served before.
+
+The verdict is kept in the pool's status (``adoptedModel``), and :func:`effective` turns it into
+the spec every reader acts on (placement, the pod template and its rollout, the autoscaler's asks,
+cost), so they agree, a restarted operator serves the same, and a deleted or re-run job never
+rolls the pool back on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from gpucost.api.compressionjob import Results
+from gpucost.api.inferencepool import AdoptedModel, InferencePoolSpec
+
+CONDITION = "ModelAdopted"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    adopted: AdoptedModel | None
+    """What the pool serves from now on (a kept earlier adoption while a new one is not due)."""
+    ok: bool
+    reason: str
+    message: str
+
+
+def judge(
+    spec: InferencePoolSpec, job: Mapping[str, Any] | None, kept: AdoptedModel | None
+) -> Verdict:
+    ref = spec.model_from
+    assert ref is not None
+    name = ref.compression_job
+    keeping = (
+        f"; still serving {kept.model_uri} from CompressionJob {kept.compression_job}"
+        if kept
+        else "; serving spec.modelUri"
+    )
+    if job is None:
+        return Verdict(kept, False, "CompressionJobNotFound", f"no CompressionJob {name}{keeping}")
+    status = job.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase == "Failed":
+        why = status.get("message") or "no message"
+        return Verdict(kept, False, "CompressionJobFailed", f"{name} failed: {why}{keeping}")
+    if phase != "Succeeded":
+        return Verdict(kept, False, "CompressionJobNotDone", f"{name} is {phase}{keeping}")
+    uid = job["metadata"]["uid"]
+    if kept is not None and kept.compression_job == name and kept.job_uid == uid:
+        return Verdict(kept, True, "Adopted", describe(kept))
+    try:
+        results = Results.model_validate(status.get("results") or {})
+    except ValidationError:
+        results = Results()
+    if results.perplexity_increase_percent is None or results.weight_bytes_after is None:
+        return Verdict(kept, False, "NoResults", f"{name} reported no quality figures{keeping}")
+    gate = spec.quality_gate.max_perplexity_increase_percent
+    if results.perplexity_increase_percent > gate:
+        return Verdict(
+            kept,
+            False,
+            "QualityGateFailed",
+            f"{name}: perplexity {results.perplexity_before} -> {results.perplexity_after} "
+            f"({results.perplexity_increase_percent:+.2f} %) is over qualityGate."
+            f"maxPerplexityIncreasePercent {gate:g}{keeping}",
+        )
+    resize = ref.resize_slice and spec.gpu.memory_mib is not None
+    adopted = AdoptedModel(
+        compression_job=name,
+        job_uid=uid,
+        model_uri=(job.get("spec") or {})["outputUri"],
+        memory_mib=results.recommended_memory_mib if resize else None,
+        model_memory_mib=max(1, math.ceil(results.weight_bytes_after / MIB)),
+        scheme=results.scheme,
+        weight_ratio=results.weight_ratio,
+        perplexity_increase_percent=results.perplexity_increase_percent,
+        spec_memory_mib=spec.gpu.memory_mib,
+    )
+    return Verdict(adopted, True, "Adopted", describe(adopted))
+
+
+def describe(a: AdoptedModel) -> str:
+    sliced = (
+        f", {a.memory_mib} MiB slices (spec: {a.spec_memory_mib})"
+        if a.memory_mib is not None
+        else ""
+    )
+    return (
+        f"serving {a.model_uri} from CompressionJob {a.compression_job} ({a.scheme}, weights "
+        f"{(a.weight_ratio or 0) * 100:.0f} % of bf16, perplexity "
+        f"{a.perplexity_increase_percent:+.2f} %){sliced}"
+    )
+
+
+def effective(spec: InferencePoolSpec, adopted: AdoptedModel | None) -> InferencePoolSpec:
+    """The spec with the adopted model in it; the spec itself once modelFrom is removed."""
+    if adopted is None or spec.model_from is None:
+        return spec
+    gpu = spec.gpu
+    if (
+        adopted.memory_mib is not None
+        and gpu.memory_mib is not None
+        and spec.model_from.resize_slice
+    ):
+        gpu = gpu.model_copy(update={"memory_mib": adopted.memory_mib})
+    return spec.model_copy(
+        update={
+            "model_uri": adopted.model_uri,
+            "model_memory_mib": adopted.model_memory_mib,
+            "gpu": gpu,
+        }
+    )
+
+
+def served(obj: Mapping[str, Any]) -> InferencePoolSpec:
+    """The spec an InferencePool object is served by (its adopted model in); raises pydantic's
+    ValidationError for a bad spec, as validating the spec does."""
+    spec = InferencePoolSpec.model_validate(obj.get("spec") or {})
+    raw = (obj.get("status") or {}).get("adoptedModel")
+    try:
+        adopted = AdoptedModel.model_validate(raw) if raw else None
+    except ValidationError:
+        adopted = None  # a broken status mark adopts nothing; the pool's reconcile rewrites it
+    return effective(spec, adopted)

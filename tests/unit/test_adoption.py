@@ -1,0 +1,77 @@
+"""Which model a pool with spec.modelFrom serves: the job's output once it succeeded and passed
+the quality gate (with its recommended slice unless pinned), else what it served before."""
+
+from gpucost.api.inferencepool import InferencePoolSpec
+from gpucost.core.adoption import effective, judge, served
+
+POOL = {
+    "image": "vllm/vllm-openai:v0.33.0",
+    "modelUri": "file:///models/llama-bf16/",
+    "gpu": {"memoryMiB": 24000},
+    "modelFrom": {"compressionJob": "llama-w4"},
+    "qualityGate": {"maxPerplexityIncreasePercent": 5},
+}
+RESULTS = {
+    "scheme": "W4A16",
+    "weightBytesBefore": 16_000_000_000,
+    "weightBytesAfter": 5_700_000_000,
+    "weightRatio": 0.356,
+    "perplexityBefore": 8.1,
+    "perplexityAfter": 8.3,
+    "perplexityIncreasePercent": 2.47,
+    "recommendedMemoryMiB": 11776,
+}
+
+
+def job(phase: str = "Succeeded", uid: str = "u1", **results) -> dict:
+    return {
+        "metadata": {"name": "llama-w4", "uid": uid},
+        "spec": {"outputUri": "file:///models/llama-w4a16/"},
+        "status": {"phase": phase, "message": "boom", "results": {**RESULTS, **results}},
+    }
+
+
+def spec(**kw) -> InferencePoolSpec:
+    return InferencePoolSpec.model_validate({**POOL, **kw})
+
+
+def test_a_passing_job_is_served_on_its_recommended_slice():
+    v = judge(spec(), job(), None)
+    assert v.ok and v.reason == "Adopted" and v.adopted is not None
+    served_spec = effective(spec(), v.adopted)
+    assert served_spec.model_uri == "file:///models/llama-w4a16/"
+    assert served_spec.gpu.memory_mib == 11776 and served_spec.model_memory_mib == 5436
+    assert "11776 MiB slices (spec: 24000)" in v.message and "+2.47 %" in v.message
+
+
+def test_a_pinned_slice_stays_and_whole_gpus_are_never_resized():
+    pinned = spec(modelFrom={"compressionJob": "llama-w4", "resizeSlice": False})
+    assert effective(pinned, judge(pinned, job(), None).adopted).gpu.memory_mib == 24000
+    whole = spec(gpu={"gpus": 1})
+    served_spec = effective(whole, judge(whole, job(), None).adopted)
+    assert served_spec.gpu.gpus == 1 and served_spec.gpu.memory_mib is None
+
+
+def test_a_failed_gate_changes_nothing_and_names_the_numbers():
+    v = judge(spec(), job(perplexityAfter=9.0, perplexityIncreasePercent=11.11), None)
+    assert not v.ok and v.reason == "QualityGateFailed" and v.adopted is None
+    assert "8.1 -> 9.0 (+11.11 %)" in v.message and "maxPerplexityIncreasePercent 5" in v.message
+    assert effective(spec(), v.adopted).model_uri == "file:///models/llama-bf16/"
+
+
+def test_an_earlier_adoption_is_kept_while_the_job_is_gone_failed_or_rerunning():
+    kept = judge(spec(), job(), None).adopted
+    for missing in (None, job("Failed"), job("Running", uid="u2")):
+        v = judge(spec(), missing, kept)
+        assert not v.ok and v.adopted == kept and "still serving" in v.message
+    assert judge(spec(), None, None).reason == "CompressionJobNotFound"
+    assert judge(spec(), job("Failed"), None).message.startswith("llama-w4 failed: boom")
+
+
+def test_removing_model_from_serves_the_spec_again():
+    kept = judge(spec(), job(), None).adopted
+    plain = spec(modelFrom=None)
+    assert effective(plain, kept).model_uri == "file:///models/llama-bf16/"
+    obj = {"spec": {**POOL}, "status": {"adoptedModel": kept.wire()}}
+    assert served(obj).gpu.memory_mib == 11776
+    assert served({"spec": POOL, "status": {"adoptedModel": {"bad": 1}}}).gpu.memory_mib == 24000
