@@ -34,3 +34,15 @@ def test_the_recommended_slice_is_weights_kv_and_overhead_rounded_up():
     assert recommended_mib((1 << 30) + 1, kv, 4096, 8) == mib + GRANULE_MIB
     fp8 = recommended_mib(1 << 30, shape(LLAMA_31_8B).kv_bytes_per_token(1), 4096, 8)
     assert fp8 == mib - 2048
+
+
+def test_weights_from_the_config_alone_match_the_published_checkpoint_sizes():
+    from gpucost.core.servingmemory import weight_bytes
+
+    llama = {**LLAMA_31_8B, "intermediate_size": 14336, "vocab_size": 128256}
+    bf16 = weight_bytes(llama, None)
+    assert bf16 == 8_030_261_248 * 2  # Llama-3.1-8B's 8,030,261,248 parameters in bf16
+    w4 = weight_bytes(llama, 4)
+    # the published W4A16 checkpoints of this model are ~5.7 GB: 4-bit decoder + 16-bit tables
+    assert 5.4e9 < w4 < 6.0e9 and w4 < 0.4 * bf16
+    assert 0.5 * bf16 < weight_bytes(llama, 8) < 0.6 * bf16

@@ -51,3 +51,26 @@ def recommended_mib(
     overhead, rounded up to the granule."""
     need = weight_bytes + kv_bytes_per_token * max_model_len * concurrency
     return math.ceil((need / MIB + OVERHEAD_MIB) / GRANULE_MIB) * GRANULE_MIB
+
+
+def weight_bytes(config: Mapping[str, Any], bits: int | None, group_size: int = 128) -> int:
+    """What a real shape's weights take from its config alone: every decoder Linear at ``bits``
+    (None: bf16) with a 16-bit scale per output channel, or per group of ``group_size`` inputs at
+    4 bits (W4A16's preset); embeddings, lm_head and norms stay 16-bit, as llmcompressor leaves
+    them."""
+    hidden, inter = int(config["hidden_size"]), int(config["intermediate_size"])
+    s = shape(config)
+    q = int(config["num_attention_heads"]) * s.head_dim
+    kv = s.kv_heads * s.head_dim
+    linears = [(q, hidden), (kv, hidden), (kv, hidden), (hidden, q), (inter, hidden)]
+    linears += [(inter, hidden), (hidden, inter)]
+    per_layer = 0
+    for rows, cols in linears:
+        if bits is None:
+            per_layer += rows * cols * 2
+        else:
+            scales = rows * (math.ceil(cols / group_size) if bits == 4 else 1)
+            per_layer += rows * cols * bits // 8 + scales * 2
+    tables = 1 if config.get("tie_word_embeddings") else 2
+    rest = int(config["vocab_size"]) * hidden * tables + (2 * s.layers + 1) * hidden
+    return s.layers * per_layer + rest * 2
