@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from gpucost import names
 from tests.integration.conftest import condition
 from tests.integration.test_budget import job
@@ -370,6 +372,11 @@ def test_a_pool_adopts_a_passing_job_on_a_smaller_slice_and_ignores_a_failing_on
     assert condition({"status": status}, "ModelAdopted")["reason"] == "Adopted"
     assert status["adoptedModel"]["memoryMiB"] == 11776
     assert status["placements"][0]["memoryMiB"] == 11776  # the smaller slice, not 30000
+    before, after = (
+        status["adoptedModel"]["costPerReplicaHourBefore"],
+        status["adoptedModel"]["costPerReplicaHourAfter"],
+    )
+    assert 0 < after < before and after / before == pytest.approx(11776 / 30000, rel=1e-3)
     assert adopted["metadata"]["annotations"][names.ANNOTATION_GPU_MEMORY] == "11776"
     kept = cluster.wait(
         "the gate's verdict",

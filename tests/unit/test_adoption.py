@@ -75,3 +75,17 @@ def test_removing_model_from_serves_the_spec_again():
     obj = {"spec": {**POOL}, "status": {"adoptedModel": kept.wire()}}
     assert served(obj).gpu.memory_mib == 11776
     assert served({"spec": POOL, "status": {"adoptedModel": {"bad": 1}}}).gpu.memory_mib == 24000
+
+
+def test_the_status_prices_a_replica_before_and_after_on_its_node_type():
+    from gpucost.core.adoption import priced
+    from gpucost.core.inventory import GPU, GPUNode
+
+    node = GPUNode(
+        "a100-0", "a100", "on-demand", 4.0, (GPU(0, "A100", 40000), GPU(1, "A100", 40000))
+    )
+    adopted = priced(judge(spec(), job(), None).adopted, node)
+    assert adopted.cost_per_replica_hour_before == 1.2  # 24,000 of 80,000 MiB of a $4/h node
+    assert adopted.cost_per_replica_hour_after == 0.5888
+    pinned = spec(modelFrom={"compressionJob": "llama-w4", "resizeSlice": False})
+    assert priced(judge(pinned, job(), None).adopted, node).cost_per_replica_hour_after is None

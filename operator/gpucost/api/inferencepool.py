@@ -84,6 +84,15 @@ class AdoptedModel(Wire):
     spec_memory_mib: int | None = Field(
         None, alias="specMemoryMiB", description="gpu.memoryMiB before the adoption."
     )
+    cost_per_replica_hour_before: float | None = Field(
+        None,
+        ge=0,
+        description="USD per hour a replica's spec slice costs on the node type it runs on (its "
+        "share of the node's price by GPU memory).",
+    )
+    cost_per_replica_hour_after: float | None = Field(
+        None, ge=0, description="The same for the adopted slice: what each replica saves."
+    )
 
 
 class ContainerResources(Wire):

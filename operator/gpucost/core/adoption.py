@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from gpucost.api.compressionjob import Results
 from gpucost.api.inferencepool import AdoptedModel, InferencePoolSpec
+from gpucost.core.inventory import GPUNode
 
 CONDITION = "ModelAdopted"
 MIB = 1 << 20
@@ -129,3 +130,18 @@ def served(obj: Mapping[str, Any]) -> InferencePoolSpec:
     except ValidationError:
         adopted = None  # a broken status mark adopts nothing; the pool's reconcile rewrites it
     return effective(spec, adopted)
+
+
+def priced(adopted: AdoptedModel, node: GPUNode) -> AdoptedModel:
+    """With what a replica's slice costs before and after on ``node``'s type: its share of the
+    node's price by GPU memory, as cost accounting charges it."""
+    total = sum(g.memory_mib for g in node.gpus)
+    if adopted.memory_mib is None or adopted.spec_memory_mib is None or not total:
+        return adopted
+    per_mib = node.price_per_hour / total
+    return adopted.model_copy(
+        update={
+            "cost_per_replica_hour_before": round(adopted.spec_memory_mib * per_mib, 6),
+            "cost_per_replica_hour_after": round(adopted.memory_mib * per_mib, 6),
+        }
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -282,6 +283,11 @@ def _reconcile(
     node_pools = {n.name: cluster.pools[n.pool].spec for n in cluster.nodes}
     apply_pool_plan(kube, body, spec, decision, node_pools, logger)
     unplaced = [_left(miss, moving) for miss in decision.unplaced]
+    if verdict is not None and verdict.adopted is not None:
+        on = {p.node for p in mine}
+        node = next((n for n in cluster.nodes if n.name in on), None)
+        if node is not None:
+            verdict = replace(verdict, adopted=adoption.priced(verdict.adopted, node))
     if decision.delete or decision.create or moving:
         mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
         cluster.pods[:] = [p for p in cluster.pods if p.owner_uid != uid] + mine
