@@ -44,3 +44,20 @@ def pool_spec(**overrides: Any) -> GPUNodePoolSpec:
 
 def inference_pool_spec(**overrides: Any) -> dict[str, Any]:
     return {"image": "example/server:1", "replicas": 1, "gpu": {"memoryMiB": 20000}, **overrides}
+
+
+def compression_results(**overrides: Any) -> dict[str, Any]:
+    """A CompressionJob's status.results as the worker reports them: a Llama-3.1-8B-sized model
+    at W4A16, within a 5 % quality gate."""
+    return {
+        "scheme": "W4A16",
+        "weightBytesBefore": 16_000_000_000,
+        "weightBytesAfter": 5_700_000_000,
+        "weightRatio": 0.356,
+        "perplexityBefore": 8.1,
+        "perplexityAfter": 8.3,
+        "perplexityIncreasePercent": 2.47,
+        "recommendedMemoryMiB": 11776,
+        "bf16MemoryMiB": 22272,
+        **overrides,
+    }

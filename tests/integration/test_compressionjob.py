@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gpucost import names
+from tests.builders import compression_results
 from tests.integration.conftest import condition
 from tests.integration.test_budget import job
 
@@ -301,17 +302,6 @@ def test_a_pool_adopts_a_passing_job_on_a_smaller_slice_and_ignores_a_failing_on
     rolls out to the compressed model on the recommended slice; a job over the gate changes
     nothing and says why."""
     gpu_pool(1, gpus=1)
-    results = {
-        "scheme": "W4A16",
-        "weightBytesBefore": 16_000_000_000,
-        "weightBytesAfter": 5_700_000_000,
-        "weightRatio": 0.356,
-        "perplexityBefore": 8.1,
-        "perplexityAfter": 8.3,
-        "perplexityIncreasePercent": 2.47,
-        "recommendedMemoryMiB": 11776,
-        "bf16MemoryMiB": 22272,
-    }
     for name, increase in (("good", 2.47), ("lossy", 12.0)):
         manifest = compression_job(name, namespace, "300s")
         manifest["spec"]["outputUri"] = f"file:///data/models/{name}/"
@@ -322,7 +312,7 @@ def test_a_pool_adopts_a_passing_job_on_a_smaller_slice_and_ignores_a_failing_on
         )
         said = {
             "summary": f"quantize W4A16: {name}",
-            "results": {**results, "perplexityIncreasePercent": increase},
+            "results": compression_results(perplexityIncreasePercent=increase),
         }
         terminate(cluster, namespace, f"{name}-1", "Succeeded", 0, json.dumps(said))
         done = cluster.wait(

@@ -3,6 +3,7 @@ the quality gate (with its recommended slice unless pinned), else what it served
 
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.core.adoption import effective, judge, served
+from tests.builders import compression_results
 
 POOL = {
     "image": "vllm/vllm-openai:v0.33.0",
@@ -11,23 +12,13 @@ POOL = {
     "modelFrom": {"compressionJob": "llama-w4"},
     "qualityGate": {"maxPerplexityIncreasePercent": 5},
 }
-RESULTS = {
-    "scheme": "W4A16",
-    "weightBytesBefore": 16_000_000_000,
-    "weightBytesAfter": 5_700_000_000,
-    "weightRatio": 0.356,
-    "perplexityBefore": 8.1,
-    "perplexityAfter": 8.3,
-    "perplexityIncreasePercent": 2.47,
-    "recommendedMemoryMiB": 11776,
-}
 
 
 def job(phase: str = "Succeeded", uid: str = "u1", **results) -> dict:
     return {
         "metadata": {"name": "llama-w4", "uid": uid},
         "spec": {"outputUri": "file:///models/llama-w4a16/"},
-        "status": {"phase": phase, "message": "boom", "results": {**RESULTS, **results}},
+        "status": {"phase": phase, "message": "boom", "results": compression_results(**results)},
     }
 
 

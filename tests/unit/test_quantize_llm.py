@@ -7,9 +7,6 @@ reloads and whose config names the scheme, with lm_head left in 16 bits."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from gpucost.core.servingmemory import shape
 from gpucost.devcluster import tinymodels
 from gpucost.worker import hf
 from gpucost.worker.main import compress
+from tests.unit.compress_cli import run_compress
 
 SERVING = {"maxModelLen": 256, "concurrency": 4}
 
@@ -123,27 +121,10 @@ def test_bad_input_is_one_clear_line(llama, tmp_path, prepare, method, line):
         model = tmp_path / "model"
         model.mkdir()
         prepare(model)
-    log = tmp_path / "termination-log"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpucost",
-            "compress",
-            "--model",
-            f"file://{model}",
-            "--dataset",
-            str(llama.parent / "stdlib-docs.txt"),
-            "--output",
-            str(tmp_path / "out"),
-            "--method",
-            json.dumps(method),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "GPUCOST_TERMINATION_LOG": str(log), "OMP_NUM_THREADS": "1"},
+    dataset = str(llama.parent / "stdlib-docs.txt")
+    out, log = run_compress(
+        tmp_path, f"file://{model}", dataset, method, timeout=300, OMP_NUM_THREADS="1"
     )
     said = out.stderr.strip().splitlines()
     assert out.returncode == 1 and said and said[-1].startswith(line.format(d=model))
-    assert log.read_text().startswith(line.format(d=model))
+    assert log.startswith(line.format(d=model))

@@ -18,6 +18,7 @@ import torch
 from gpucost.worker.data import load_dataset, mlp
 from gpucost.worker.main import compress
 from gpucost.worker.methods import Checkpoints, cross_entropy, train
+from tests.unit.compress_cli import run_compress
 
 DIGITS = "sklearn:digits"
 PRUNE = {"prune": {"amount": 0.5}}
@@ -146,27 +147,7 @@ def test_a_killed_distillation_resumes_from_its_checkpoint_to_the_same_result(mo
 def test_bad_input_is_one_clear_line_and_exit_1(model_uri, tmp_path, model, dataset, method, line):
     torch.save(torch.nn.Conv2d(1, 4, 3).state_dict(), tmp_path / "conv.pt")
     model = model.format(model=model_uri) if "{model}" in model else f"file://{tmp_path}/{model}"
-    log = tmp_path / "termination-log"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpucost",
-            "compress",
-            "--model",
-            model,
-            "--dataset",
-            dataset,
-            "--output",
-            str(tmp_path / "out"),
-            "--method",
-            json.dumps(method),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "GPUCOST_TERMINATION_LOG": str(log)},
-    )
+    out, log = run_compress(tmp_path, model, dataset, method, timeout=120)
     expected = line.format(d=tmp_path, model=model_uri)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert out.stderr.strip().startswith(expected) and log.read_text().startswith(expected)
+    assert out.stderr.strip().startswith(expected) and log.startswith(expected)

@@ -18,10 +18,10 @@ from pydantic import ValidationError
 
 from gpucost.api.compressionjob import Results
 from gpucost.api.inferencepool import AdoptedModel, InferencePoolSpec
+from gpucost.core.engine import MIB
 from gpucost.core.inventory import GPUNode
 
 CONDITION = "ModelAdopted"
-MIB = 1 << 20
 
 
 @dataclass(frozen=True)

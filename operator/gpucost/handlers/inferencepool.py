@@ -511,14 +511,13 @@ def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) ->
         spec.modelFrom now, not at their next resync. Raw events keep no state on the job."""
         meta = (event.get("object") or {}).get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
-        phase = ((event.get("object") or {}).get("status") or {}).get("phase") or ""
         if event.get("type") == "DELETED":
-            phase = "Deleted"
-        if phases.get(key) == phase:
-            return
-        phases[key] = phase
-        if phase == "Deleted":
-            phases.pop(key)
+            phases.pop(key, None)
+        else:
+            phase = ((event.get("object") or {}).get("status") or {}).get("phase") or ""
+            if phases.get(key) == phase:
+                return
+            phases[key] = phase
         for pool in kube.inference_pools():
             ref = ((pool.get("spec") or {}).get("modelFrom") or {}).get("compressionJob")
             if pool["metadata"]["namespace"] == meta.get("namespace") and ref == meta.get("name"):

@@ -45,9 +45,10 @@ def quantize_model(
         before_bytes, s.kv_bytes_per_token(), serving.max_model_len, serving.concurrency
     )
     increase = round((after / before - 1) * 100, 2)
+    scheme = Scheme(q.scheme).value
     results: dict[str, Any] = {
         "method": "quantize",
-        "scheme": Scheme(q.scheme).value,
+        "scheme": scheme,
         "kvCacheScheme": q.kv_cache_scheme,
         "architecture": config["architectures"][0],
         "before": {"perplexity": round(before, 4), "weightBytes": before_bytes},
@@ -65,7 +66,7 @@ def quantize_model(
         "attempt": int(os.environ.get("GPUCOST_ATTEMPT", "1")),
     }
     results["summary"] = (
-        f"quantize {Scheme(q.scheme).value}: weights {before_bytes / 1e6:.2f} MB -> "
+        f"quantize {scheme}: weights {before_bytes / 1e6:.2f} MB -> "
         f"{after_bytes / 1e6:.2f} MB ({results['weightRatio'] * 100:.0f} % of bf16), perplexity "
         f"{before:.2f} -> {after:.2f} ({increase:+.1f} %), slice {was_mib} -> {slice_mib} MiB"
     )

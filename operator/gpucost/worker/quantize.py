@@ -22,32 +22,28 @@ FP8_KV = {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False
 def calibrated(q: Quantize) -> bool:
     """Whether the recipe runs calibration text through the model: GPTQ does, and so do the
     static scales of an FP8 KV cache; round-to-nearest and FP8_DYNAMIC need none."""
-    return q.calibration_samples > 0 and (
-        Scheme(q.scheme) is not Scheme.FP8_DYNAMIC or bool(q.kv_cache_scheme)
-    )
+    dynamic = Scheme(q.scheme) is Scheme.FP8_DYNAMIC
+    return q.calibration_samples > 0 and (not dynamic or bool(q.kv_cache_scheme))
 
 
 def recipe(q: Quantize) -> list[Any]:
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
+    scheme = Scheme(q.scheme)
     kv = FP8_KV if q.kv_cache_scheme else None
     if kv and not q.calibration_samples:
         raise WorkerError("quantize: an FP8 kvCacheScheme needs calibrationSamples above 0")
-    if Scheme(q.scheme) is Scheme.FP8_DYNAMIC or not q.calibration_samples:
+    if scheme is Scheme.FP8_DYNAMIC or not q.calibration_samples:
         return [
             QuantizationModifier(
-                targets="Linear", scheme=Scheme(q.scheme).value, ignore=IGNORE, kv_cache_scheme=kv
+                targets="Linear", scheme=scheme.value, ignore=IGNORE, kv_cache_scheme=kv
             )
         ]
     gptq = GPTQModifier(
-        targets="Linear",
-        scheme=Scheme(q.scheme).value,
-        ignore=IGNORE,
-        actorder="static",
-        kv_cache_scheme=kv,
+        targets="Linear", scheme=scheme.value, ignore=IGNORE, actorder="static", kv_cache_scheme=kv
     )
-    if Scheme(q.scheme) is Scheme.W8A8:
+    if scheme is Scheme.W8A8:
         return [SmoothQuantModifier(smoothing_strength=0.8), gptq]
     return [gptq]
 
