@@ -358,7 +358,14 @@ def test_a_pool_adopts_a_passing_job_on_a_smaller_slice_and_ignores_a_failing_on
         ),
         timeout=60,
     )
-    status = cluster.get("inferencepool", "served", namespace)["status"]
+    status = cluster.wait(
+        "the rollout's placements in the status",
+        lambda: (
+            (s := cluster.get("inferencepool", "served", namespace).get("status", {}))
+            and [p.get("memoryMiB") for p in s.get("placements", [])] == [11776]
+            and s
+        ),
+    )  # the first status that places the smaller slice must price it too
     assert condition({"status": status}, "ModelAdopted")["reason"] == "Adopted"
     assert status["adoptedModel"]["memoryMiB"] == 11776
     assert status["placements"][0]["memoryMiB"] == 11776  # the smaller slice, not 30000

@@ -283,14 +283,16 @@ def _reconcile(
     node_pools = {n.name: cluster.pools[n.pool].spec for n in cluster.nodes}
     apply_pool_plan(kube, body, spec, decision, node_pools, logger)
     unplaced = [_left(miss, moving) for miss in decision.unplaced]
+    if decision.delete or decision.create or moving:
+        mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
+        cluster.pods[:] = [p for p in cluster.pods if p.owner_uid != uid] + mine
     if verdict is not None and verdict.adopted is not None:
+        # Priced on the replicas as they stand after this plan, so the write that records a
+        # rollout's placements records its price too (the replicas before it may all be gone).
         on = {p.node for p in mine}
         node = next((n for n in cluster.nodes if n.name in on), None)
         if node is not None:
             verdict = replace(verdict, adopted=adoption.priced(verdict.adopted, node))
-    if decision.delete or decision.create or moving:
-        mine = [p for p in (snapshot.placed_pod(o) for o in kube.placed_pods(owner_uid=uid)) if p]
-        cluster.pods[:] = [p for p in cluster.pods if p.owner_uid != uid] + mine
 
     def compute(obj: dict[str, Any]) -> dict[str, Any]:
         old = InferencePoolStatus.model_validate(obj.get("status") or {})
