@@ -1,14 +1,21 @@
-"""What quantization saves when served, for real model shapes, from config arithmetic alone.
+"""What compression saves when served: for real model shapes from config arithmetic alone, and
+measured on a tiny trained family (``--measure``).
 
 For Llama-3.1-8B, Qwen2.5-7B and Llama-3.1-70B (their config.json values below), each scheme's
 weight bytes (``core.servingmemory.weight_bytes``: the decoder Linears at the scheme's bits,
-embeddings and norms at 16), the slice a replica needs at ``--max-model-len`` x ``--concurrency``
-resident tokens (weights + KV cache + engine overhead, the same rule the CompressionJob worker
-reports), how many such replicas one GPU holds, and the $ per replica-hour that leaves on
-AWS us-east-1 on-demand prices from ``../shared/data/prices``. Ratios are against bf16 on the
-same GPU. The measured side (the worker on a tiny model) is ``tests/unit/test_quantize_llm.py``.
+embeddings and norms at 16; a structured prune or a half-depth student changes the config
+itself), the slice a replica needs at ``--max-model-len`` x ``--concurrency`` resident tokens
+(weights + KV cache + engine overhead, the same rule the CompressionJob worker reports), how many
+such replicas one GPU holds, and the $ per replica-hour that leaves on AWS us-east-1 on-demand
+prices from ``../shared/data/prices``. Ratios are against bf16 on the same GPU.
+
+``--measure`` runs the worker itself (``gpucost compress``'s code, one thread) on tiny Llamas of
+two sizes trained here (devcluster.tinymodels; cached after the first run, about 2 and 5 minutes):
+per method, the weight ratio, the held-out perplexity change, the seconds and the recommended
+slice.
 
     .venv/bin/python bench/compress.py [--max-model-len 4096] [--concurrency 8] [--json]
+    .venv/bin/python bench/compress.py --measure [--json]
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -55,11 +64,22 @@ MODELS = {
         "vocab_size": 128256,
     },
 }
-SCHEMES = {  # name: (weight bits, KV-cache bytes per element)
-    "bf16": (None, 2),
-    "W8A8": (8, 2),
-    "W4A16": (4, 2),
-    "W4A16 + FP8 KV": (4, 1),
+SCHEMES = {  # name: (weight bits, KV-cache bytes per element, what it does to the config)
+    "bf16": (None, 2, {}),
+    "W8A8": (8, 2, {}),
+    "W4A16": (4, 2, {}),
+    "W4A16 + FP8 KV": (4, 1, {}),
+    "prune MLP 50 %": (None, 2, {"intermediate_size": 0.5}),
+    "distill 1/2 layers": (None, 2, {"num_hidden_layers": 0.5}),
+}
+METHODS = {  # the tiny family: what --measure runs through the worker
+    "W4A16": {"quantize": {"scheme": "W4A16"}},
+    "W8A8": {"quantize": {"scheme": "W8A8"}},
+    "FP8_DYNAMIC": {"quantize": {"scheme": "FP8_DYNAMIC", "calibrationSamples": 0}},
+    "W8A16 + FP8 KV": {"quantize": {"scheme": "W8A16", "kvCacheScheme": "FP8"}},
+    "prune MLP 50 %": {"prune": {"amount": 0.5, "fineTuneSteps": 300}},
+    "prune 1/2 layers": {"prune": {"target": "layers", "amount": 0.5, "fineTuneSteps": 300}},
+    "distill 1/2 layers": {"distill": {"steps": 300}},
 }
 GPUS = {"A10G": "g5.xlarge", "A100-80GB": "p4de.24xlarge", "H100": "p5.48xlarge"}
 
@@ -81,10 +101,11 @@ def rows(max_model_len: int, concurrency: int) -> list[dict]:
     prices = gpu_prices()
     out = []
     for model, config in MODELS.items():
-        s = shape(config)
         base: dict[str, float] = {}
-        for scheme, (bits, kv_bytes) in SCHEMES.items():
-            weights = weight_bytes(config, bits)
+        for scheme, (bits, kv_bytes, change) in SCHEMES.items():
+            made = {**config, **{k: int(config[k] * f) for k, f in change.items()}}
+            s = shape(made)
+            weights = weight_bytes(made, bits)
             slice_mib = recommended_mib(
                 weights, s.kv_bytes_per_token(kv_bytes), max_model_len, concurrency
             )
@@ -108,12 +129,86 @@ def rows(max_model_len: int, concurrency: int) -> list[dict]:
     return out
 
 
+def measured(serving: dict[str, int]) -> list[dict[str, Any]]:
+    """Each METHODS entry through the worker on each tiny size, with rich progress."""
+    import torch
+    from rich.progress import Progress
+
+    from gpucost.devcluster import tinymodels
+    from gpucost.worker.main import compress
+
+    torch.set_num_threads(1)  # two threads on a shared 2-core machine ran 2-10x slower
+    small = tinymodels.CausalShape(hidden=64, intermediate=192, layers=2, heads=2, kv_heads=1)
+    sizes = {"tiny-0.2M": small, "tiny-0.9M": tinymodels.CausalShape()}
+    out = []
+    with Progress() as bar, tempfile.TemporaryDirectory() as tmp:
+        task = bar.add_task("compressing", total=len(sizes) * len(METHODS))
+        for size, causal in sizes.items():
+            bar.update(task, description=f"training {size} (cached after the first run)")
+            model = tinymodels.causal_lm(causal)
+            text = model.parent / "stdlib-docs.txt"
+            for name, method in METHODS.items():
+                bar.update(task, description=f"{size}: {name}")
+                where = Path(tmp) / size / name.replace(" ", "_").replace("/", "-")
+                r = compress(f"file://{model}", str(text), str(where), method, None, 50, 0, serving)
+                out.append(
+                    {
+                        "size": size,
+                        "method": name,
+                        "weight_ratio": r["weightRatio"],
+                        "perplexity_before": r["before"]["perplexity"],
+                        "perplexity_after": r["after"]["perplexity"],
+                        "perplexity_increase_percent": r["perplexityIncreasePercent"],
+                        "seconds": r["seconds"],
+                        "slice_mib": r["serving"]["memoryMiB"],
+                        "bf16_slice_mib": r["serving"]["bf16MemoryMiB"],
+                        "kv_bytes_per_token": r["serving"]["kvBytesPerToken"],
+                    }
+                )
+                bar.advance(task)
+    return out
+
+
+def show_measured(table_rows: list[dict[str, Any]], serving: dict[str, int]) -> None:
+    table = Table(
+        title=f"the worker on tiny Llamas (one thread; slice at {serving['concurrency']} x "
+        f"{serving['maxModelLen']} tokens)"
+    )
+    table.add_column("size")
+    table.add_column("method")
+    for column in ("weights vs bf16", "perplexity", "change", "s", "slice MiB", "KV B/token"):
+        table.add_column(column, justify="right")
+    for r in table_rows:
+        table.add_row(
+            r["size"],
+            r["method"],
+            f"{r['weight_ratio'] * 100:.0f} %",
+            f"{r['perplexity_before']:.2f} -> {r['perplexity_after']:.2f}",
+            f"{r['perplexity_increase_percent']:+.1f} %",
+            f"{r['seconds']:.1f}",
+            f"{r['bf16_slice_mib']} -> {r['slice_mib']}",
+            str(r["kv_bytes_per_token"]),
+        )
+    Console().print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--measure", action="store_true", help="run the worker on the tiny family instead"
+    )
     args = parser.parse_args()
+    if args.measure:
+        serving = {"maxModelLen": 256, "concurrency": 4}
+        found = measured(serving)
+        if args.json:
+            print(json.dumps({"serving": serving, "rows": found}))
+        else:
+            show_measured(found, serving)
+        return
     table_rows = rows(args.max_model_len, args.concurrency)
     if args.json:
         print(

@@ -9,6 +9,8 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CAPI_VERSION="${CAPI_VERSION:-v1.13.6}"
+# SeaweedFS tags no Go-module releases: the pseudo-version of its 4.53 commit (weed version 4.53)
+SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 CACHE="${GPUCOST_CACHE:-$HOME/.cache/gpu-cost-operator}"
 BIN="$CACHE/$K8S_VERSION/bin"
 WORK="$CACHE/$K8S_VERSION/build"
@@ -107,11 +109,27 @@ copy_capi_crds() {
   chmod u+w "$BIN"/capi-crds/*.yaml
 }
 
+# SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process), the S3-compatible
+# store the CompressionJob worker's s3:// tests upload to and download from.
+build_seaweedfs() {
+  have weed && { step "seaweedfs cached"; return; }
+  step "building SeaweedFS (weed) for the S3 tests (cold: about 6 minutes on 2 cores)"
+  local mod="$WORK/seaweedfs"; mkdir -p "$mod"; cd "$mod"
+  cat > go.mod <<MOD
+module gpucost.dev/objectstore
+
+go 1.24.0
+MOD
+  go get "github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION" >&2
+  go build -trimpath -ldflags "-s -w" -o "$BIN/weed" github.com/seaweedfs/seaweedfs/weed
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
 copy_kwok_stages
 copy_capi_crds
 build_kubernetes
+build_seaweedfs
 step "control plane binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

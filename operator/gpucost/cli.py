@@ -350,14 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     cw.add_argument(
         "--model",
         required=True,
-        help="a Hugging Face model directory (quantize), or a TorchScript MLP (prune, distill)",
+        help="a Hugging Face model directory: a path, file://, s3://bucket/prefix or hf://org/name",
     )
     cw.add_argument(
         "--dataset",
         required=True,
-        help="a .txt of paragraphs or .jsonl of texts (quantize); sklearn:digits or a torch file",
+        help="a .txt of paragraphs or a .jsonl with a text field (a path, file:// or s3://)",
     )
-    cw.add_argument("--output", required=True, help="folder for the model and results.json")
+    cw.add_argument(
+        "--output", required=True, help="folder or s3:// prefix for the model and results.json"
+    )
     cw.add_argument(
         "--method",
         required=True,

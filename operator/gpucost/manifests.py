@@ -162,8 +162,26 @@ def placed_pod(
     }
 
 
-def checkpoint_dir(spec: CompressionJobSpec) -> str:
-    return spec.output_uri.rstrip("/") + "/checkpoints"
+def checkpoint_dir(spec: CompressionJobSpec, name: str) -> str | None:
+    """Beside a local output; on the claim for a remote one (a bucket is no place for files
+    rewritten every few steps); nowhere when there is no claim, so the job restarts from scratch."""
+    if "://" not in spec.output_uri or spec.output_uri.startswith("file://"):
+        return spec.output_uri.rstrip("/") + "/checkpoints"
+    if spec.storage:
+        return f"{spec.storage.mount_path.rstrip('/')}/.gpucost/checkpoints/{name}"
+    return None
+
+
+def _worker_env(spec: CompressionJobSpec, attempt: int) -> list[dict[str, Any]]:
+    env = [{"name": "GPUCOST_ATTEMPT", "value": str(attempt)}]
+    if spec.credentials_secret:
+        env.append({"name": "GPUCOST_CREDENTIALS_SECRET", "value": spec.credentials_secret})
+    if spec.s3_endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": spec.s3_endpoint_url})
+    if spec.storage:
+        staging = f"{spec.storage.mount_path.rstrip('/')}/.gpucost/staging"
+        env.append({"name": "GPUCOST_SCRATCH", "value": staging})
+    return env
 
 
 def compression_job(
@@ -194,10 +212,16 @@ def compression_job(
             json.dumps(spec.method.wire(), separators=(",", ":")),
             "--serving",
             json.dumps(spec.serving.wire(), separators=(",", ":")),
-            "--checkpoint-dir",
-            checkpoint_dir(spec),
+            *(["--checkpoint-dir", ckpt] if (ckpt := checkpoint_dir(spec, name)) else []),
         ],
-        "env": [{"name": "GPUCOST_ATTEMPT", "value": str(attempt)}],
+        "env": _worker_env(spec, attempt),
+        # optional: a missing Secret is the worker's one-line "no credentials", not a pod stuck
+        # in CreateContainerConfigError
+        **(
+            {"envFrom": [{"secretRef": {"name": spec.credentials_secret, "optional": True}}]}
+            if spec.credentials_secret
+            else {}
+        ),
         # The worker's last line on failure becomes the job's status message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -3,7 +3,8 @@ statuses, and over a past period from Prometheus (``--prometheus-url``, ``--peri
 
 The savings column compares with the naive way to run the same replicas: a whole on-demand GPU
 each (k whole GPUs for a k-GPU replica) at the cheapest on-demand pool's $/GPU-hour whose GPU can
-hold the ask, with nothing shared and nothing on spot.
+hold the ask, with nothing shared and nothing on spot. Pools serving a compressed model
+(``modelFrom``) also show what the smaller slice saves per hour at their current replicas.
 """
 
 from __future__ import annotations
@@ -48,10 +49,28 @@ class PoolRow:
     idle_accumulated: float
 
 
+@dataclass(frozen=True)
+class CompressionRow:
+    """A pool serving a CompressionJob's output, priced per replica before and after."""
+
+    namespace: str
+    pool: str
+    job: str
+    scheme: str | None
+    replicas: int
+    before_per_replica_hour: float
+    after_per_replica_hour: float
+
+    @property
+    def saving_per_hour(self) -> float:
+        return (self.before_per_replica_hour - self.after_per_replica_hour) * self.replicas
+
+
 @dataclass
 class Report:
     workloads: list[WorkloadRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
+    compression: list[CompressionRow] = field(default_factory=list)
 
     @property
     def namespaces(self) -> dict[str, tuple[float, float]]:
@@ -70,6 +89,7 @@ class Report:
             "accumulated": sum(p.accumulated for p in self.pools),
             "naive_per_hour": naive,
             "savings_per_hour": naive - spend,
+            "compression_savings_per_hour": sum(c.saving_per_hour for c in self.compression),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +99,9 @@ class Report:
                 ns: {"per_hour": h, "accumulated": a} for ns, (h, a) in self.namespaces.items()
             },
             "pools": [asdict(p) for p in self.pools],
+            "compression": [
+                {**asdict(c), "saving_per_hour": c.saving_per_hour} for c in self.compression
+            ],
             "totals": self.totals(),
         }
 
@@ -149,6 +172,23 @@ def build(
                 naive_rate(ip_spec.gpu, ip_spec.replicas, specs),
             )
         )
+        adopted = ip_status.adopted_model
+        if (
+            adopted is not None
+            and adopted.cost_per_replica_hour_before is not None
+            and adopted.cost_per_replica_hour_after is not None
+        ):
+            report.compression.append(
+                CompressionRow(
+                    meta["namespace"],
+                    meta["name"],
+                    adopted.compression_job,
+                    adopted.scheme,
+                    ip_status.replicas,
+                    adopted.cost_per_replica_hour_before,
+                    adopted.cost_per_replica_hour_after,
+                )
+            )
     for obj in compression_jobs:
         if (cj := _parsed(obj, CompressionJobSpec, CompressionJobStatus)) is None:
             continue
@@ -209,6 +249,24 @@ def render(console: Console, report: Report) -> None:
             f"{p.idle_accumulated:,.4f}",
         )
     console.print(pools)
+    if report.compression:
+        saved = Table(title="served compressed (modelFrom)")
+        for col in ("namespace", "pool", "job", "scheme"):
+            saved.add_column(col)
+        for col in ("replicas", "$/h each before", "after", "saving $/h"):
+            saved.add_column(col, justify="right")
+        for c in report.compression:
+            saved.add_row(
+                c.namespace,
+                c.pool,
+                c.job,
+                c.scheme or "-",
+                str(c.replicas),
+                f"{c.before_per_replica_hour:,.4f}",
+                f"{c.after_per_replica_hour:,.4f}",
+                f"{c.saving_per_hour:,.4f}",
+            )
+        console.print(saved)
     t = report.totals()
     console.print(
         f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), "

@@ -18,6 +18,7 @@ def test_every_example_is_covered_here():
         "inferencepool-embeddings-spot.yaml",
         "inferencepool-whole-gpus.yaml",
         "compressionjob-quantize.yaml",
+        "compressionjob-distill-s3.yaml",
         "gpunodepool-l4-clusterapi.yaml",
         "costbudget-team.yaml",
         "clustercostbudget-ml.yaml",
@@ -25,7 +26,8 @@ def test_every_example_is_covered_here():
 
 
 def test_examples_apply_and_inference_pools_become_ready(cluster):
-    local_claim(cluster.cp, "models")  # the example CompressionJob's storage
+    local_claim(cluster.cp, "models")  # the example CompressionJobs' storage
+    local_claim(cluster.cp, "scratch")
     for path in EXAMPLES:
         cluster.kubectl("apply", "-f", str(path))
     pools = [doc for p in EXAMPLES for doc in yaml.safe_load_all(p.read_text())]
@@ -66,6 +68,24 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     assert condition(job, "Suspended")["reason"] == "WithinBudget" and job["status"][
         "node"
     ].startswith("a10g-spot")
+    distill = cluster.wait(
+        "the s3 distillation run",
+        lambda: (
+            (j := cluster.get("compressionjob", "distill-support-qwen", "default"))
+            and (j.get("status") or {}).get("phase") == "Succeeded"
+            and j
+        ),
+        timeout=60,
+    )
+    worker = cluster.get("job", distill["status"]["jobName"], "default")["spec"]["template"]
+    (container,) = worker["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # the store's address and the Secret's keys reach the worker; staging and checkpoints are on
+    # the claim, not in the bucket
+    assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs-s3.storage.svc:8333"
+    assert container["envFrom"] == [{"secretRef": {"name": "team-s3", "optional": True}}]
+    args = container["args"]
+    assert args[args.index("--checkpoint-dir") + 1].startswith("/data/.gpucost/checkpoints/")
     team = cluster.wait(
         "team budget accounting",
         lambda: (
@@ -95,9 +115,10 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     )  # nothing pending for L4s
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
-    cluster.kubectl(
-        "delete", "compressionjob", "quantize-support-llama", "-n", "default"
-    )  # its Job and pod go with it
+    for job_name in ("quantize-support-llama", "distill-support-qwen"):
+        cluster.kubectl(
+            "delete", "compressionjob", job_name, "-n", "default"
+        )  # its Job and pod go with it
     cluster.wait("example pods gone", lambda: cluster.list("pods", "default") == [])
     for kind, name in (("costbudget", "team-budget"), ("clustercostbudget", "ml-org")):
         cluster.kubectl(

@@ -10,7 +10,13 @@ from pathlib import Path
 
 
 def run_compress(
-    tmp_path: Path, model: str, dataset: str, method: dict, timeout: float, **env: str
+    tmp_path: Path,
+    model: str,
+    dataset: str,
+    method: dict,
+    timeout: float,
+    output: str | None = None,
+    **env: str,
 ) -> tuple[subprocess.CompletedProcess, str]:
     """The finished process and what it wrote to its termination log."""
     log = tmp_path / "termination-log"
@@ -25,7 +31,7 @@ def run_compress(
             "--dataset",
             dataset,
             "--output",
-            str(tmp_path / "out"),
+            output or str(tmp_path / "out"),
             "--method",
             json.dumps(method),
         ],

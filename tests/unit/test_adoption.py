@@ -80,3 +80,32 @@ def test_the_status_prices_a_replica_before_and_after_on_its_node_type():
     assert adopted.cost_per_replica_hour_after == 0.5888
     pinned = spec(modelFrom={"compressionJob": "llama-w4", "resizeSlice": False})
     assert priced(judge(pinned, job(), None).adopted, node).cost_per_replica_hour_after is None
+
+
+def classifier_job(before: float, after: float) -> dict:
+    """A pruned BERT classifier's results: accuracy, no perplexity."""
+    return job(
+        scheme=None,
+        method="prune",
+        perplexityBefore=None,
+        perplexityAfter=None,
+        perplexityIncreasePercent=None,
+        accuracyBefore=before,
+        accuracyAfter=after,
+        accuracyChangePoints=round((after - before) * 100, 2),
+    )
+
+
+def test_a_classifier_is_judged_on_its_accuracy_drop_and_floor():
+    gated = spec(qualityGate={"maxAccuracyDropPoints": 2, "minAccuracy": 0.8})
+    v = judge(gated, classifier_job(0.85, 0.84), None)
+    assert v.ok and "prune" in v.message and "accuracy -1.00 points" in v.message
+    dropped = judge(gated, classifier_job(0.85, 0.80), None)
+    assert dropped.reason == "QualityGateFailed" and dropped.adopted is None
+    assert "accuracy 0.8500 -> 0.8000 (-5.00 points)" in dropped.message
+    assert "maxAccuracyDropPoints 2" in dropped.message
+    low = judge(gated, classifier_job(0.80, 0.79), None)
+    assert not low.ok and "under qualityGate.minAccuracy 0.8" in low.message
+    # the default gate allows one point
+    assert not judge(spec(), classifier_job(0.85, 0.835), None).ok
+    assert judge(spec(), classifier_job(0.85, 0.845), None).ok

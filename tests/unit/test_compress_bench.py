@@ -31,6 +31,19 @@ def test_smaller_schemes_pack_more_replicas_and_cost_less_per_replica():
     assert fp8["slice_mib"] < w4["slice_mib"]  # the KV cache halves, the weights stay
 
 
+def test_a_half_depth_student_halves_weights_and_kv_where_a_narrower_mlp_halves_neither():
+    rows = {(r["model"], r["scheme"]): r for r in _bench().rows(4096, 8)}
+    bf16 = rows[("Llama-3.1-8B", "bf16")]
+    student, pruned = (
+        rows[("Llama-3.1-8B", "distill 1/2 layers")],
+        rows[("Llama-3.1-8B", "prune MLP 50 %")],
+    )
+    # the embeddings stay, so half the layers is a little over half the weights
+    assert 0.5 < student["weight_gb"] / bf16["weight_gb"] < 0.6
+    assert student["slice_mib"] < pruned["slice_mib"] < bf16["slice_mib"]
+    assert student["A100-80GB"]["replicas_per_gpu"] == 2 * bf16["A100-80GB"]["replicas_per_gpu"]
+
+
 def test_the_command_prints_one_json_object():
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compress.py"), "--json", "--concurrency", "2"],
@@ -40,4 +53,4 @@ def test_the_command_prints_one_json_object():
         timeout=60,
     )
     data = json.loads(out.stdout)
-    assert data["concurrency"] == 2 and len(data["rows"]) == 12
+    assert data["concurrency"] == 2 and len(data["rows"]) == 3 * 6  # models x schemes

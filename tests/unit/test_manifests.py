@@ -1,4 +1,5 @@
 from gpucost import manifests, names
+from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core.placement import Placement
@@ -88,3 +89,49 @@ def test_an_mps_pool_pins_each_replicas_memory_and_sm_share_in_its_environment()
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=81920M,1=81920M"
         and env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "100"
     )
+
+
+def worker_job(**spec):
+    return manifests.compression_job(
+        name="shrink",
+        namespace="ns",
+        uid="uid-2",
+        spec=CompressionJobSpec.model_validate(
+            {
+                "modelUri": "s3://models/llama",
+                "dataset": "s3://models/text.txt",
+                "outputUri": "s3://models/out",
+                "method": {"quantize": {}},
+                "gpu": {"memoryMiB": 8000},
+                **spec,
+            }
+        ),
+        attempt=2,
+        placement=Placement("node-a", (0,), ("GPU-abc",), 8000),
+        node_pool=node_pool(),
+    )["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_a_worker_with_remote_uris_gets_its_secret_endpoint_and_staging_on_the_claim():
+    c = worker_job(
+        credentialsSecret="team-s3",
+        s3EndpointURL="http://seaweedfs.storage:8333",
+        storage={"claimName": "scratch", "mountPath": "/data"},
+    )
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs.storage:8333"
+    assert env["GPUCOST_SCRATCH"] == "/data/.gpucost/staging"
+    assert env["GPUCOST_CREDENTIALS_SECRET"] == "team-s3"
+    # optional, so a missing Secret is the worker's one-line error, not a stuck pod
+    assert c["envFrom"] == [{"secretRef": {"name": "team-s3", "optional": True}}]
+    args = c["args"]
+    assert args[args.index("--checkpoint-dir") + 1] == "/data/.gpucost/checkpoints/shrink"
+
+
+def test_a_worker_without_a_claim_or_secret_has_no_checkpoints_and_no_env_from():
+    c = worker_job()
+    assert "--checkpoint-dir" not in c["args"] and "envFrom" not in c
+    named = {e["name"] for e in c["env"]}
+    assert "GPUCOST_ATTEMPT" in named and not named & {"AWS_ENDPOINT_URL", "GPUCOST_SCRATCH"}
+    local = worker_job(outputUri="file:///data/out/")["args"]
+    assert local[local.index("--checkpoint-dir") + 1] == "file:///data/out/checkpoints"

@@ -10,21 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from gpucost.core.servingmemory import shape
-from gpucost.devcluster import tinymodels
 from gpucost.worker import hf
 from gpucost.worker.main import compress
 from tests.unit.compress_cli import run_compress
 
 SERVING = {"maxModelLen": 256, "concurrency": 4}
-
-
-@pytest.fixture(scope="module")
-def llama() -> Path:
-    torch.set_num_threads(1)  # two threads on this shared 2-core machine ran 2-10x slower
-    return tinymodels.causal_lm(progress=True)
 
 
 def run(llama: Path, tmp_path: Path, quantize: dict) -> dict:

@@ -106,6 +106,27 @@ def test_rows_namespaces_and_savings_against_a_whole_on_demand_gpu_per_replica()
     ] == pytest.approx(-11.0)
 
 
+def test_a_pool_serving_a_compressed_model_shows_what_its_smaller_slices_save():
+    served = inference_pool("team-a", "chat", 3, {"memoryMiB": 24000}, 3.0, 0.0)
+    served["status"]["adoptedModel"] = {
+        "compressionJob": "chat-w4",
+        "jobUid": "u",
+        "modelUri": "s3://m/chat-w4/",
+        "memoryMiB": 11776,
+        "modelMemoryMiB": 5436,
+        "scheme": "W4A16",
+        "costPerReplicaHourBefore": 2.0,
+        "costPerReplicaHourAfter": 0.98,
+    }
+    unpriced = inference_pool("team-a", "embed", 2, {"memoryMiB": 8000}, 1.0, 0.0)
+    report = build([served, unpriced], [])
+    (row,) = report.compression
+    assert (row.pool, row.job, row.replicas) == ("chat", "chat-w4", 3)
+    assert row.saving_per_hour == pytest.approx(3 * 1.02)
+    assert report.totals()["compression_savings_per_hour"] == pytest.approx(3.06)
+    assert report.as_dict()["compression"][0]["saving_per_hour"] == pytest.approx(3.06)
+
+
 def test_history_sums_namespaces_and_plots_every_namespace_over_idle(tmp_path):
     t0 = 1_780_000_000.0
     past = History(

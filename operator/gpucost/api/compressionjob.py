@@ -41,28 +41,63 @@ class Quantize(Wire):
     )
 
 
-class Prune(Wire):
-    amount: float = Field(gt=0, lt=1, description="Fraction of weights (or channels) to remove.")
-    structured: bool = Field(
-        False, description="Remove whole channels (L1-norm) instead of single weights."
-    )
-    fine_tune_epochs: int = Field(0, ge=0, le=1000)
+class PruneTarget(str, enum.Enum):
+    MLP = "mlp"
+    LAYERS = "layers"
 
 
-class Distill(Wire):
-    student_uri: str | None = Field(
-        None,
-        max_length=2048,
-        description="Student model; default is a smaller copy of the teacher.",
+class Training(Wire):
+    """What a method that trains the smaller model back to quality shares."""
+
+    max_seq_length: int = Field(
+        128, ge=16, le=131_072, description="Tokens per training block and evaluation text."
     )
-    temperature: float = Field(4.0, gt=0, le=100)
+    learning_rate: float = Field(
+        1e-3,
+        gt=0,
+        le=1,
+        description="Peak AdamW learning rate (cosine schedule, 5 % warm-up); lower it for a "
+        "gentle cut, whose fine-tune should move the kept weights little.",
+    )
+
+
+class Prune(Training):
+    """Structured pruning: the result is a smaller dense model of the same architecture (vLLM
+    serves no sparse weights, so unstructured and 2:4 sparsity are not offered)."""
+
+    target: PruneTarget = Field(
+        PruneTarget.MLP,
+        description="mlp: remove whole MLP channels (smaller weights); layers: remove whole "
+        "decoder layers (smaller weights and a smaller KV cache per token).",
+    )
+    amount: float = Field(
+        gt=0,
+        lt=1,
+        description="Share of the MLP channels (mlp) or decoder layers (layers) removed.",
+    )
+    fine_tune_steps: int = Field(
+        200,
+        ge=0,
+        le=1_000_000,
+        description="Recovery fine-tune steps (cross-entropy on the training split); 0 skips it.",
+    )
+
+
+class Distill(Training):
+    """A student with fewer decoder layers, copied evenly from the teacher, trained on the
+    teacher's soft targets: alpha·KL·T² + (1 − alpha)·cross-entropy."""
+
+    student_layers: int | None = Field(
+        None, ge=1, le=1000, description="The student's decoder layers; default half the teacher's."
+    )
+    temperature: float = Field(2.0, gt=0, le=100)
     alpha: float = Field(
         0.5,
         ge=0,
         le=1,
         description="Weight of the soft-target (KL) loss against the hard-label loss.",
     )
-    epochs: int = Field(3, ge=1, le=10_000)
+    steps: int = Field(300, ge=1, le=1_000_000, description="Training steps.")
 
 
 class Serving(Wire):
@@ -158,7 +193,24 @@ class CompressionJobSpec(Wire):
         default_factory=dict, description="Only GPUNodePools whose labels match all of these."
     )
     storage: Storage | None = Field(
-        None, description="A volume for the URIs (file:// paths under mountPath)."
+        None,
+        description="A volume for the URIs (file:// paths under mountPath); with remote URIs it "
+        "also holds the staged copies and the checkpoints.",
+    )
+    credentials_secret: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        description="A Secret in the job's namespace whose keys become the worker's environment: "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://, HF_TOKEN for hf://.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        alias="s3EndpointURL",
+        max_length=2048,
+        pattern=r"^https?://",
+        description="An S3-compatible store that is not AWS (MinIO, SeaweedFS, Ceph): the "
+        "worker's AWS_ENDPOINT_URL.",
     )
     pod_annotations: dict[str, str] = Field(
         default_factory=dict,
@@ -170,13 +222,21 @@ class Results(Wire):
     """What the worker measured (its results.json, in short): the numbers a pool's quality gate
     reads and the slice the compressed model needs."""
 
-    scheme: str | None = None
+    method: str | None = Field(None, description="quantize, prune or distill.")
+    scheme: str | None = Field(None, description="The quantization scheme (quantize only).")
     weight_bytes_before: int | None = Field(None, ge=0, description="The bf16 weights.")
     weight_bytes_after: int | None = Field(None, ge=0)
     weight_ratio: float | None = Field(None, ge=0)
     perplexity_before: float | None = Field(None, ge=0, description="On the held-out split.")
     perplexity_after: float | None = Field(None, ge=0)
     perplexity_increase_percent: float | None = None
+    accuracy_before: float | None = Field(
+        None, ge=0, le=1, description="A classifier's, on the held-out split."
+    )
+    accuracy_after: float | None = Field(None, ge=0, le=1)
+    accuracy_change_points: float | None = Field(
+        None, description="Percentage points gained (negative: lost)."
+    )
     recommended_memory_mib: int | None = Field(
         None,
         alias="recommendedMemoryMiB",

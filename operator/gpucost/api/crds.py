@@ -179,6 +179,12 @@ KINDS: list[Kind] = [
                 "jsonPath": ".status.results.perplexityIncreasePercent",
             },
             {
+                "name": "Acc+pts",
+                "type": "number",
+                "jsonPath": ".status.results.accuracyChangePoints",
+                "priority": 1,
+            },
+            {
                 "name": "Slice",
                 "type": "integer",
                 "jsonPath": ".status.results.recommendedMemoryMiB",

@@ -51,7 +51,17 @@ class QualityGate(Wire):
         ge=0,
         le=1000,
         description="The compressed model's held-out perplexity may be at most this much higher "
-        "than the original's.",
+        "than the original's (causal LMs).",
+    )
+    max_accuracy_drop_points: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="A classifier's held-out accuracy may be at most this many percentage points "
+        "lower than the original's.",
+    )
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="And a classifier's held-out accuracy at least this (0-1)."
     )
 
 
@@ -78,9 +88,10 @@ class AdoptedModel(Wire):
         None, alias="memoryMiB", ge=1, description="The slice per replica; None: the spec's."
     )
     model_memory_mib: int = Field(alias="modelMemoryMiB", ge=1, description="Its weights.")
-    scheme: str | None = None
+    scheme: str | None = Field(None, description="The quantization scheme, or prune/distill.")
     weight_ratio: float | None = None
     perplexity_increase_percent: float | None = None
+    accuracy_change_points: float | None = None
     spec_memory_mib: int | None = Field(
         None, alias="specMemoryMiB", description="gpu.memoryMiB before the adoption."
     )

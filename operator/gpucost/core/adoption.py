@@ -60,18 +60,12 @@ def judge(
         results = Results.model_validate(status.get("results") or {})
     except ValidationError:
         results = Results()
-    if results.perplexity_increase_percent is None or results.weight_bytes_after is None:
+    judged = results.perplexity_increase_percent is not None or results.accuracy_after is not None
+    if not judged or results.weight_bytes_after is None:
         return Verdict(kept, False, "NoResults", f"{name} reported no quality figures{keeping}")
-    gate = spec.quality_gate.max_perplexity_increase_percent
-    if results.perplexity_increase_percent > gate:
-        return Verdict(
-            kept,
-            False,
-            "QualityGateFailed",
-            f"{name}: perplexity {results.perplexity_before} -> {results.perplexity_after} "
-            f"({results.perplexity_increase_percent:+.2f} %) is over qualityGate."
-            f"maxPerplexityIncreasePercent {gate:g}{keeping}",
-        )
+    failed = _over_gate(spec, results)
+    if failed:
+        return Verdict(kept, False, "QualityGateFailed", f"{name}: {failed}{keeping}")
     resize = ref.resize_slice and spec.gpu.memory_mib is not None
     adopted = AdoptedModel(
         compression_job=name,
@@ -79,12 +73,37 @@ def judge(
         model_uri=(job.get("spec") or {})["outputUri"],
         memory_mib=results.recommended_memory_mib if resize else None,
         model_memory_mib=max(1, math.ceil(results.weight_bytes_after / MIB)),
-        scheme=results.scheme,
+        scheme=results.scheme or results.method,
         weight_ratio=results.weight_ratio,
         perplexity_increase_percent=results.perplexity_increase_percent,
+        accuracy_change_points=results.accuracy_change_points,
         spec_memory_mib=spec.gpu.memory_mib,
     )
     return Verdict(adopted, True, "Adopted", describe(adopted))
+
+
+def _over_gate(spec: InferencePoolSpec, r: Results) -> str | None:
+    """Which bound of the pool's qualityGate the results break, in numbers; None if none."""
+    gate = spec.quality_gate
+    if r.perplexity_increase_percent is not None:
+        if r.perplexity_increase_percent > gate.max_perplexity_increase_percent:
+            return (
+                f"perplexity {r.perplexity_before} -> {r.perplexity_after} "
+                f"({r.perplexity_increase_percent:+.2f} %) is over qualityGate."
+                f"maxPerplexityIncreasePercent {gate.max_perplexity_increase_percent:g}"
+            )
+        return None
+    before, after = r.accuracy_before or 0.0, r.accuracy_after or 0.0
+    said = f"accuracy {before:.4f} -> {after:.4f}"
+    drop = round((before - after) * 100, 2)
+    if drop > gate.max_accuracy_drop_points:
+        return (
+            f"{said} ({-drop:+.2f} points) is over qualityGate.maxAccuracyDropPoints "
+            f"{gate.max_accuracy_drop_points:g}"
+        )
+    if gate.min_accuracy is not None and after < gate.min_accuracy:
+        return f"{said} is under qualityGate.minAccuracy {gate.min_accuracy:g}"
+    return None
 
 
 def describe(a: AdoptedModel) -> str:
@@ -93,10 +112,14 @@ def describe(a: AdoptedModel) -> str:
         if a.memory_mib is not None
         else ""
     )
+    quality = (
+        f"perplexity {a.perplexity_increase_percent:+.2f} %"
+        if a.perplexity_increase_percent is not None
+        else f"accuracy {a.accuracy_change_points or 0:+.2f} points"
+    )
     return (
         f"serving {a.model_uri} from CompressionJob {a.compression_job} ({a.scheme}, weights "
-        f"{(a.weight_ratio or 0) * 100:.0f} % of bf16, perplexity "
-        f"{a.perplexity_increase_percent:+.2f} %){sliced}"
+        f"{(a.weight_ratio or 0) * 100:.0f} % of bf16, {quality}){sliced}"
     )
 
 

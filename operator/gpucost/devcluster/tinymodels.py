@@ -2,10 +2,14 @@
 download. The text is the docstrings of the Python standard library (every machine has it); the
 tokenizer is a byte-level BPE trained on it with ``tokenizers``. A causal LM is trained until more
 training stops helping (a barely trained model hides every quantization loss), then saved in
-bf16 as a real checkpoint is. Built once per shape and cached outside the repo.
+bf16 as a real checkpoint is. A BERT classifier learns which of 28 modules (some in confusable
+pairs: logging and logging.handlers, socket and ssl...) an 8-word window of a docstring
+paragraph comes from: hard enough that it stays well short of 100 %, so a compression that loses
+something shows it. Built once per shape and cached outside the repo.
 
-``python -m gpucost.devcluster.tinymodels`` builds them with progress (about 5 minutes on one
-core); the tests' session fixture calls :func:`causal_lm` and reuses the cache.
+``python -m gpucost.devcluster.tinymodels`` builds them with progress (about 7 minutes on one
+core); the tests' session fixtures call :func:`causal_lm` and :func:`classifier` and reuse the
+cache.
 """
 
 from __future__ import annotations
@@ -54,26 +58,69 @@ class CausalShape:
     seed: int = 0
 
 
+TOPICS = (
+    "argparse asyncio configparser difflib email.message http.server inspect ipaddress json "
+    "logging logging.handlers pathlib shutil smtplib socket ssl statistics subprocess tarfile "
+    "threading traceback typing unittest unittest.mock urllib.request uuid xml.etree.ElementTree "
+    "zipfile"
+).split()
+"""The classifier's classes: the modules with 40 or more docstring paragraphs, some in
+confusable pairs (logging and logging.handlers, unittest and unittest.mock, socket and ssl)."""
+
+
+@dataclass(frozen=True)
+class ClassifierShape:
+    hidden: int = 128
+    intermediate: int = 512
+    layers: int = 4
+    heads: int = 4
+    steps: int = 600
+    batch: int = 32
+    seq: int = 32
+    lr: float = 1e-3
+    words: int = 8
+    """Each text is a window of this many words from its paragraph, at a seeded offset: a whole
+    paragraph (or its first words) names its module too often."""
+    seed: int = 0
+
+
+def _paragraphs(name: str) -> list[str]:
+    """One module's docstring paragraphs of 60 characters or more, in a fixed order."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return []
+    docs = [inspect.getdoc(module)]
+    for _, member in sorted(vars(module).items()):
+        if inspect.isclass(member) or inspect.isfunction(member):
+            docs.append(inspect.getdoc(member))
+            if inspect.isclass(member):
+                docs += [inspect.getdoc(m) for _, m in sorted(vars(member).items())]
+    found = []
+    for doc in docs:
+        for para in (doc or "").split("\n\n"):
+            text = " ".join(para.split())
+            if len(text) >= 60:
+                found.append(text)
+    return found
+
+
 def corpus() -> list[str]:
     """Paragraphs of the standard library's docstrings, deduplicated, in a fixed order."""
-    seen: dict[str, None] = {}
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        docs = [inspect.getdoc(module)]
-        for _, member in sorted(vars(module).items()):
-            if inspect.isclass(member) or inspect.isfunction(member):
-                docs.append(inspect.getdoc(member))
-                if inspect.isclass(member):
-                    docs += [inspect.getdoc(m) for _, m in sorted(vars(member).items())]
-        for doc in docs:
-            for para in (doc or "").split("\n\n"):
-                text = " ".join(para.split())
-                if len(text) >= 60:
-                    seen.setdefault(text, None)
-    return list(seen)
+    return list(dict.fromkeys(p for name in MODULES for p in _paragraphs(name)))
+
+
+def topics(words: int, seed: int = 0) -> list[tuple[str, int]]:
+    """(a window of ``words`` words from a paragraph, class) for the TOPICS modules; a text found
+    in two of them is left out (its label would be a coin toss)."""
+    found: dict[str, set[int]] = {}
+    pick = random.Random(seed)
+    for label, name in enumerate(TOPICS):
+        for para in dict.fromkeys(_paragraphs(name)):
+            split = para.split()
+            at = pick.randrange(max(1, len(split) - words + 1))
+            found.setdefault(" ".join(split[at : at + words]), set()).add(label)
+    return [(text, labels.pop()) for text, labels in found.items() if len(labels) == 1]
 
 
 def write_text(folder: Path, seed: int = 0) -> Path:
@@ -102,6 +149,83 @@ def causal_lm(shape: CausalShape = CausalShape(), progress: bool = False) -> Pat
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return model_dir
+
+
+def classifier(shape: ClassifierShape = ClassifierShape(), progress: bool = False) -> Path:
+    """A trained BertForSequenceClassification's directory (its tokenizer is the causal LM's)
+    and beside it ``stdlib-topics.jsonl``: ``{"text", "label"}`` rows, label the module's name."""
+    key = json.dumps([asdict(shape), sys.version_info[:2], TOPICS], sort_keys=True)
+    folder = cache_root() / "tiny-models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    model_dir = folder / "bert"
+    if (model_dir / "config.json").exists():
+        return model_dir
+    words = causal_lm(progress=progress)  # its tokenizer, trained on the same docstrings
+    tmp = folder.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bert").mkdir(parents=True)
+    rows = topics(shape.words, shape.seed)
+    random.Random(shape.seed).shuffle(rows)
+    lines = [json.dumps({"text": t, "label": TOPICS[y]}) for t, y in rows]
+    (tmp / "stdlib-topics.jsonl").write_text("\n".join(lines) + "\n")
+    _train_classifier(shape, rows, words, tmp / "bert", progress)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return model_dir
+
+
+def _train_classifier(
+    shape: ClassifierShape, rows: list[tuple[str, int]], words: Path, out: Path, progress: bool
+) -> None:
+    import torch
+    from rich.progress import Progress
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.set_num_threads(1)
+    torch.manual_seed(shape.seed)
+    tokenizer = AutoTokenizer.from_pretrained(words)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=len(TOPICS),
+        id2label=dict(enumerate(TOPICS)),
+        label2id={name: i for i, name in enumerate(TOPICS)},
+    )
+    model = BertForSequenceClassification(config)
+    train = rows[: int(len(rows) * 0.9)]  # the worker's held-out split is its own
+    enc = tokenizer(
+        [t for t, _ in train],
+        truncation=True,
+        max_length=shape.seq,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    labels = torch.tensor([y for _, y in train])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, shape.lr, total_steps=shape.steps)
+    generator = torch.Generator().manual_seed(shape.seed)
+    model.train()
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("training the tiny BERT classifier", total=shape.steps)
+        for _ in range(shape.steps):
+            pick = torch.randint(0, len(labels), (shape.batch,), generator=generator)
+            loss = model(
+                input_ids=enc["input_ids"][pick],
+                attention_mask=enc["attention_mask"][pick],
+                labels=labels[pick],
+            ).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            bar.update(task, advance=1, description=f"training the tiny BERT (loss {loss:.2f})")
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def _tokenizer(shape: CausalShape, text: Path):
@@ -177,3 +301,4 @@ def _train(shape: CausalShape, text: Path, out: Path, progress: bool) -> None:
 
 if __name__ == "__main__":
     print(causal_lm(progress=True))
+    print(classifier(progress=True))

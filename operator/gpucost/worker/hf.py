@@ -1,5 +1,6 @@
 """Hugging Face models in the worker: which ones it takes, the text it calibrates and judges them
-on, and the numbers results.json reports (held-out perplexity, the bytes a server loads)."""
+on, and the numbers results.json reports (held-out perplexity for a causal LM, held-out accuracy
+for a classifier, the bytes a server loads)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ CAUSAL = frozenset(
     {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 )
 """Causal LM architectures vLLM serves in compressed-tensors format and llmcompressor knows."""
+CLASSIFIERS = frozenset({"BertForSequenceClassification"})
+"""Encoder classifiers (vLLM serves them as pooling models)."""
 HELD_OUT = 0.1
+
+
+def is_classifier(config: dict[str, Any]) -> bool:
+    return next(iter(config.get("architectures") or []), None) in CLASSIFIERS
 
 
 def is_model_dir(path: Path) -> bool:
@@ -34,10 +41,10 @@ def config_of(path: Path, uri: str) -> dict[str, Any]:
     except ValueError as e:
         raise WorkerError(f"model {uri}: config.json is not JSON ({e})") from None
     arch = next(iter(config.get("architectures") or []), None)
-    if arch not in CAUSAL:
+    if arch not in CAUSAL | CLASSIFIERS:
         raise WorkerError(
             f"model {uri}: architecture {arch or 'unknown'} is not supported "
-            f"(supported: {', '.join(sorted(CAUSAL))})"
+            f"(supported: {', '.join(sorted(CAUSAL | CLASSIFIERS))})"
         )
     return config
 
@@ -46,35 +53,72 @@ def config_of(path: Path, uri: str) -> dict[str, Any]:
 class Texts:
     train: list[str]
     held_out: list[str]
+    train_labels: list[int] | None = None
+    """A classifier's class ids, one per text (None for a causal LM's plain text)."""
+    held_out_labels: list[int] | None = None
 
 
-def texts(path: Path, uri: str, seed: int) -> Texts:
-    """A .txt of paragraphs (blank-line separated) or a .jsonl with a ``text`` field, shuffled
-    with the seed and split: the same split on every attempt, so a resumed job is judged on the
-    same held-out text."""
+def texts(path: Path, uri: str, seed: int, label2id: dict[str, int] | None = None) -> Texts:
+    """A .txt of paragraphs (blank-line separated) or a .jsonl with a ``text`` field (and, for a
+    classifier, a ``label``: a class id or a name from the model's ``label2id``), shuffled with
+    the seed and split: the same split on every attempt, so a resumed job is judged on the same
+    held-out text."""
     if not path.is_file():
         raise WorkerError(f"dataset {uri}: no such file")
     raw = path.read_text(errors="replace")
+    labels: list[int] | None = None
     if path.suffix == ".jsonl":
-        items = []
-        for n, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append(str(json.loads(line)["text"]))
-            except (ValueError, KeyError, TypeError):
-                raise WorkerError(
-                    f"dataset {uri}: line {n} is not JSON with a text field"
-                ) from None
-    elif path.suffix == ".txt":
+        rows = _jsonl(raw, uri, labelled=label2id is not None)
+        items = [text for text, _ in rows]
+        if label2id is not None:
+            labels = [_label(label, label2id, uri, n) for n, (_, label) in enumerate(rows, 1)]
+    elif path.suffix == ".txt" and label2id is None:
         items = [p.strip() for p in raw.split("\n\n") if p.strip()]
     else:
-        raise WorkerError(f"dataset {uri}: a .txt of paragraphs or a .jsonl with a text field")
+        need = (
+            "a .jsonl with text and label fields"
+            if label2id is not None
+            else ("a .txt of paragraphs or a .jsonl with a text field")
+        )
+        raise WorkerError(f"dataset {uri}: {need}")
     if len(items) < 20:
         raise WorkerError(f"dataset {uri}: {len(items)} texts; at least 20 are needed to split")
-    random.Random(seed).shuffle(items)
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
     cut = max(1, int(len(items) * HELD_OUT))
-    return Texts(train=items[cut:], held_out=items[:cut])
+    train, held_out = order[cut:], order[:cut]
+    return Texts(
+        train=[items[i] for i in train],
+        held_out=[items[i] for i in held_out],
+        train_labels=[labels[i] for i in train] if labels is not None else None,
+        held_out_labels=[labels[i] for i in held_out] if labels is not None else None,
+    )
+
+
+def _jsonl(raw: str, uri: str, labelled: bool) -> list[tuple[str, Any]]:
+    fields = "text and label fields" if labelled else "a text field"
+    rows = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append((str(row["text"]), row["label"] if labelled else None))
+        except (ValueError, KeyError, TypeError):
+            raise WorkerError(f"dataset {uri}: line {n} is not JSON with {fields}") from None
+    return rows
+
+
+def _label(label: Any, label2id: dict[str, int], uri: str, n: int) -> int:
+    """A class id the model has, from an id or one of its label names."""
+    if isinstance(label, int) and not isinstance(label, bool) and label in label2id.values():
+        return label
+    if isinstance(label, str) and label in label2id:
+        return label2id[label]
+    raise WorkerError(
+        f"dataset {uri}: text {n}'s label {label!r} is not one of the model's classes "
+        f"({', '.join(sorted(label2id))} or their ids)"
+    )
 
 
 def perplexity(model: Any, tokenizer: Any, items: list[str], max_len: int) -> float:
@@ -95,6 +139,28 @@ def perplexity(model: Any, tokenizer: Any, items: list[str], max_len: int) -> fl
     if not count:
         raise WorkerError("dataset: the held-out texts have no tokens to score")
     return math.exp(total / count)
+
+
+def accuracy(
+    model: Any, tokenizer: Any, items: list[str], labels: list[int], max_len: int
+) -> float:
+    """The share of held-out texts whose highest logit is their label."""
+    import torch
+
+    right = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), 32):
+            batch = tokenizer(
+                items[start : start + 32],
+                return_tensors="pt",
+                truncation=True,
+                max_length=max_len,
+                padding=True,
+            )
+            guess = model(**batch).logits.argmax(-1).tolist()
+            right += sum(g == y for g, y in zip(guess, labels[start : start + 32], strict=True))
+    return right / len(items)
 
 
 def tensor_bytes(folder: Path) -> int:

@@ -1,10 +1,11 @@
 """``gpucost compress``: the CompressionJob worker (the default image's entrypoint, `.[compress]`).
 
-``quantize`` takes a Hugging Face causal LM and writes a compressed-tensors checkpoint vLLM serves;
-``prune`` and ``distill`` still take the small TorchScript MLPs of the first version. Each judges
-the model before and after, writes results.json beside the output, and one line to the
-termination log that the controller shows in the job's status. Bad input exits 1 with one clear
-line (also in the termination log).
+Every method takes a Hugging Face causal LM or BERT classifier (from a path, ``s3://`` or
+``hf://``) and writes a checkpoint vLLM serves as is: ``quantize`` in compressed-tensors format,
+``prune`` and ``distill`` as a smaller dense model (to a path or ``s3://``). Each judges the
+model before and after, writes results.json beside the output, and its figures to the termination
+log, which the controller copies into the job's status. Bad input exits 1 with one clear line
+(also in the termination log).
 """
 
 from __future__ import annotations
@@ -56,13 +57,10 @@ def run(
     except Exception as e:  # noqa: BLE001 - every failure is one line for the job's status
         _report(f"{type(e).__name__}: {e}", sys.stderr)
         return 1
-    if "scheme" in results:  # a quantized LLM: the status carries its figures too
-        from gpucost.worker.llm import short
+    from gpucost.worker.llm import short
 
-        message = {"summary": results["summary"], "results": short(results).wire()}
-        _report(results["summary"], sys.stdout, json.dumps(message, separators=(",", ":")))
-    else:
-        _report(results["summary"], sys.stdout)
+    message = {"summary": results["summary"], "results": short(results).wire()}
+    _report(results["summary"], sys.stdout, json.dumps(message, separators=(",", ":")))
     return 0
 
 
@@ -76,27 +74,11 @@ def compress(
     seed: int,
     serving: dict[str, Any],
 ) -> dict[str, Any]:
-    import warnings
-
-    import torch
-
-    # TorchScript (the MLP path's output) is deprecated upstream; its warnings are not the job's.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
-
     from pydantic import ValidationError
 
     from gpucost.api.compressionjob import Method, Serving
-    from gpucost.worker import methods
-    from gpucost.worker.data import (
-        WorkerError,
-        evaluate,
-        load_dataset,
-        load_model,
-        local,
-        scripted_bytes,
-    )
+    from gpucost.worker import storage
+    from gpucost.worker.data import WorkerError, local
 
     def parsed(model: Any, raw: dict[str, Any], name: str) -> Any:
         try:
@@ -107,91 +89,13 @@ def compress(
             raise WorkerError(f"{name}{'.' + where if where else ''}: {first['msg']}") from None
 
     spec, shape = parsed(Method, method, "method"), parsed(Serving, serving, "serving")
-    if spec.quantize:
-        from gpucost.worker.llm import quantize_model
+    out = storage.output(output_uri)
+    from gpucost.worker.llm import compress_model
 
-        results = quantize_model(model_uri, dataset_uri, output_uri, spec.quantize, shape, seed)
-        (local(output_uri) / "results.json").write_text(json.dumps(results, indent=1))
-        return results
-    torch.manual_seed(seed)
-    data = load_dataset(dataset_uri)
-    model = load_model(model_uri)
-    if model[0].in_features != data.train_x.shape[1]:
-        raise WorkerError(
-            f"model {model_uri}: takes {model[0].in_features} features, the dataset has "
-            f"{data.train_x.shape[1]}"
-        )
-    ckpt = methods.Checkpoints(local(checkpoint_dir) if checkpoint_dir else None, checkpoint_every)
-    example = data.eval_x[:1]
-    before, before_bytes = evaluate(model, data), scripted_bytes(model, example)
-    if spec.prune:
-        name = "prune"
-        compressed, report = methods.prune(
-            model,
-            spec.prune.amount,
-            spec.prune.structured,
-            spec.prune.fine_tune_epochs,
-            data,
-            ckpt,
-            seed,
-        )
-    else:
-        assert spec.distill is not None
-        name = "distill"
-        student = load_model(spec.distill.student_uri) if spec.distill.student_uri else None
-        compressed, report = methods.distill(
-            model,
-            student,
-            spec.distill.temperature,
-            spec.distill.alpha,
-            spec.distill.epochs,
-            data,
-            ckpt,
-            seed,
-        )
-    after, after_bytes = evaluate(compressed, data), scripted_bytes(compressed, example)
-    compact = _sparse_bytes(compressed) if spec.prune and not spec.prune.structured else None
-    out = local(output_uri)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.pt").write_bytes(after_bytes)
-    results: dict[str, Any] = {
-        "method": name,
-        **report,
-        "before": {**before.__dict__, "bytes": len(before_bytes)},
-        "after": {
-            **after.__dict__,
-            "bytes": len(after_bytes),
-            **({"compactBytes": compact} if compact else {}),
-        },
-        "sizeRatio": round((compact or len(after_bytes)) / len(before_bytes), 4),
-        "accuracyChange": round(after.accuracy - before.accuracy, 2),
-        "resumedFromStep": ckpt.resumed_from,
-        "attempt": int(os.environ.get("GPUCOST_ATTEMPT", "1")),
-    }
-    results["summary"] = (
-        f"{name}: {len(before_bytes) / 1e6:.2f} MB -> {(compact or len(after_bytes)) / 1e6:.2f} MB "
-        f"({results['sizeRatio'] * 100:.0f} %), accuracy {before.accuracy:.1f} -> "
-        f"{after.accuracy:.1f}"
+    checkpoints = local(checkpoint_dir) if checkpoint_dir else None
+    results = compress_model(
+        model_uri, dataset_uri, out, spec, shape, seed, checkpoints, checkpoint_every
     )
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    storage.publish(out, output_uri)  # last: a bucket never holds a half-written model
     return results
-
-
-def _sparse_bytes(model: Any) -> int:
-    """Unstructured pruning saves space only when stored sparse: each weight matrix as the int32
-    flat positions and fp32 values of its non-zeros (8 bytes a weight kept, against 4 for every
-    weight dense), the rest as is."""
-    import io
-
-    import torch
-
-    def compact(t: torch.Tensor) -> Any:
-        if t.dim() != 2:
-            return t
-        flat = t.flatten()
-        kept = flat.nonzero().flatten()
-        return {"shape": list(t.shape), "index": kept.to(torch.int32), "value": flat[kept]}
-
-    buffer = io.BytesIO()
-    torch.save({k: compact(v) for k, v in model.state_dict().items()}, buffer)
-    return len(buffer.getvalue())

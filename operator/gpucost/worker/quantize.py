@@ -1,10 +1,11 @@
 """Quantization through llmcompressor (the vLLM project's own library), into the compressed-tensors
 format vLLM loads as is.
 
-What vLLM serves decides the recipe: ``lm_head`` stays in 16 bits (its kernels and the quality of
-the last projection both want that), GPTQ's activation order is ``static`` (vLLM rejects the group
-and dynamic orders, which need a runtime permutation), and W8A8 smooths activation outliers into
-the weights first (SmoothQuant) so int8 activations lose little.
+What vLLM serves decides the recipe: ``lm_head`` (a classifier's head and pooler) stays in 16
+bits (its kernels and the quality of the last projection both want that), GPTQ's activation
+order is ``static`` (vLLM rejects the group and dynamic orders, which need a runtime
+permutation), and W8A8 smooths activation outliers into the weights first (SmoothQuant) so int8
+activations lose little.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gpucost.api.compressionjob import Quantize, Scheme
 from gpucost.worker.data import WorkerError
 
 IGNORE = ["lm_head"]
+CLASSIFIER_IGNORE = ["classifier", "re:.*pooler.*"]
 FP8_KV = {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True}
 """The FP8 KV cache vLLM loads (static per-tensor scales, calibrated)."""
 
@@ -26,35 +28,40 @@ def calibrated(q: Quantize) -> bool:
     return q.calibration_samples > 0 and (not dynamic or bool(q.kv_cache_scheme))
 
 
-def recipe(q: Quantize) -> list[Any]:
+def recipe(q: Quantize, classifier: bool = False) -> list[Any]:
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
     scheme = Scheme(q.scheme)
+    ignore = CLASSIFIER_IGNORE if classifier else IGNORE
     kv = FP8_KV if q.kv_cache_scheme else None
+    if kv and classifier:
+        raise WorkerError("quantize: an encoder classifier has no KV cache to store in FP8")
     if kv and not q.calibration_samples:
         raise WorkerError("quantize: an FP8 kvCacheScheme needs calibrationSamples above 0")
     if scheme is Scheme.FP8_DYNAMIC or not q.calibration_samples:
         return [
             QuantizationModifier(
-                targets="Linear", scheme=scheme.value, ignore=IGNORE, kv_cache_scheme=kv
+                targets="Linear", scheme=scheme.value, ignore=ignore, kv_cache_scheme=kv
             )
         ]
     gptq = GPTQModifier(
-        targets="Linear", scheme=scheme.value, ignore=IGNORE, actorder="static", kv_cache_scheme=kv
+        targets="Linear", scheme=scheme.value, ignore=ignore, actorder="static", kv_cache_scheme=kv
     )
     if scheme is Scheme.W8A8:
         return [SmoothQuantModifier(smoothing_strength=0.8), gptq]
     return [gptq]
 
 
-def quantize(model: Any, tokenizer: Any, q: Quantize, calibration: list[str]) -> None:
+def quantize(
+    model: Any, tokenizer: Any, q: Quantize, calibration: list[str], classifier: bool = False
+) -> None:
     """In place: the model's Linears quantized (fake-quantized in memory, so its held-out
     perplexity is what the served model scores); save it with ``save_compressed=True``."""
     from datasets import Dataset
     from llmcompressor import oneshot
 
-    steps = recipe(q)
+    steps = recipe(q, classifier)
     samples = calibration[: q.calibration_samples]
     if q.calibration_samples and len(samples) < q.calibration_samples:
         raise WorkerError(
