@@ -88,7 +88,8 @@ def test_an_fp8_kv_cache_is_in_the_checkpoint_and_halves_the_kv_in_the_slice(lla
             lambda d: (d / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}'),
             {"quantize": {}},
             "model file://{d}: architecture GPT2LMHeadModel is not supported (supported: "
-            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+            "BertForSequenceClassification, LlamaForCausalLM, MistralForCausalLM, "
+            "Qwen2ForCausalLM, Qwen3ForCausalLM)",
         ),
         (
             None,

@@ -58,6 +58,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float = 15) -> None:
+    """SIGTERM a helper server, then SIGKILL it if it is still there after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def poll(what: str, check, timeout: float, interval: float = 0.2):
     """Call ``check`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpucost.devcluster.binaries import ToolsMissing, bin_dir
-from gpucost.devcluster.controlplane import free_port, poll
+from gpucost.devcluster.controlplane import free_port, poll, stop_process
 
 
 @dataclass
@@ -132,10 +132,4 @@ class ObjectStore:
         poll(f"bucket {name}", made, timeout)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from gpucost.devcluster.binaries import ToolsMissing
-from gpucost.devcluster.controlplane import free_port, poll
+from gpucost.devcluster.controlplane import free_port, poll, stop_process
 
 
 def _ready(url: str) -> bool:
@@ -91,10 +91,4 @@ class PrometheusServer:
             )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)

@@ -135,49 +135,49 @@ def write_text(folder: Path, seed: int = 0) -> Path:
 def causal_lm(shape: CausalShape = CausalShape(), progress: bool = False) -> Path:
     """The trained model's directory (config.json, model.safetensors, tokenizer) and beside it
     ``stdlib-docs.txt``, the text it was trained on."""
+
+    def build(tmp: Path) -> None:
+        _train(shape, write_text(tmp, shape.seed), tmp / "llama", progress)
+
     # not the corpus itself: what a module exposes depends on what the process imported before
-    key = json.dumps([asdict(shape), sys.version_info[:2], MODULES], sort_keys=True)
-    folder = cache_root() / "tiny-models" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    model_dir = folder / "llama"
-    if (model_dir / "config.json").exists():
-        return model_dir
-    tmp = folder.with_suffix(".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "llama").mkdir(parents=True)
-    text = write_text(tmp, shape.seed)
-    _train(shape, text, tmp / "llama", progress)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return model_dir
+    return _cached([asdict(shape), sys.version_info[:2], MODULES], "llama", build)
 
 
 def classifier(shape: ClassifierShape = ClassifierShape(), progress: bool = False) -> Path:
     """A trained BertForSequenceClassification's directory (its tokenizer is the causal LM's)
     and beside it ``stdlib-topics.jsonl``: ``{"text", "label"}`` rows, label the module's name."""
-    key = json.dumps([asdict(shape), sys.version_info[:2], TOPICS], sort_keys=True)
-    folder = cache_root() / "tiny-models" / hashlib.sha256(key.encode()).hexdigest()[:16]
-    model_dir = folder / "bert"
-    if (model_dir / "config.json").exists():
-        return model_dir
-    words = causal_lm(progress=progress)  # its tokenizer, trained on the same docstrings
+
+    def build(tmp: Path) -> None:
+        words = causal_lm(progress=progress)  # its tokenizer, trained on the same docstrings
+        rows = topics(shape.words, shape.seed)
+        random.Random(shape.seed).shuffle(rows)
+        lines = [json.dumps({"text": t, "label": TOPICS[y]}) for t, y in rows]
+        (tmp / "stdlib-topics.jsonl").write_text("\n".join(lines) + "\n")
+        _train_classifier(shape, rows, words, tmp / "bert", progress)
+
+    return _cached([asdict(shape), sys.version_info[:2], TOPICS], "bert", build)
+
+
+def _cached(key: list, name: str, build) -> Path:
+    """``name``'s directory in the cache folder of ``key``, built into a temporary folder by
+    ``build`` the first time (renamed into place once complete, so a killed build is redone)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_root() / "tiny-models" / digest
+    if (folder / name / "config.json").exists():
+        return folder / name
     tmp = folder.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "bert").mkdir(parents=True)
-    rows = topics(shape.words, shape.seed)
-    random.Random(shape.seed).shuffle(rows)
-    lines = [json.dumps({"text": t, "label": TOPICS[y]}) for t, y in rows]
-    (tmp / "stdlib-topics.jsonl").write_text("\n".join(lines) + "\n")
-    _train_classifier(shape, rows, words, tmp / "bert", progress)
+    (tmp / name).mkdir(parents=True)
+    build(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    return model_dir
+    return folder / name
 
 
 def _train_classifier(
     shape: ClassifierShape, rows: list[tuple[str, int]], words: Path, out: Path, progress: bool
 ) -> None:
     import torch
-    from rich.progress import Progress
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     torch.set_num_threads(1)
@@ -205,27 +205,40 @@ def _train_classifier(
         return_tensors="pt",
     )
     labels = torch.tensor([y for _, y in train])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, shape.lr, total_steps=shape.steps)
-    generator = torch.Generator().manual_seed(shape.seed)
+
+    def draw(generator: torch.Generator) -> dict:
+        pick = torch.randint(0, len(labels), (shape.batch,), generator=generator)
+        return {
+            "input_ids": enc["input_ids"][pick],
+            "attention_mask": enc["attention_mask"][pick],
+            "labels": labels[pick],
+        }
+
+    _fit(model, shape.steps, shape.lr, shape.seed, draw, "the tiny BERT", progress)
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _fit(model, steps: int, lr: float, seed: int, draw, what: str, progress: bool) -> None:
+    """AdamW with a one-cycle schedule and clipped gradients, on ``steps`` batches ``draw``n
+    with a generator seeded by ``seed``."""
+    import torch
+    from rich.progress import Progress
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
+    generator = torch.Generator().manual_seed(seed)
     model.train()
     with Progress(disable=not progress) as bar:
-        task = bar.add_task("training the tiny BERT classifier", total=shape.steps)
-        for _ in range(shape.steps):
-            pick = torch.randint(0, len(labels), (shape.batch,), generator=generator)
-            loss = model(
-                input_ids=enc["input_ids"][pick],
-                attention_mask=enc["attention_mask"][pick],
-                labels=labels[pick],
-            ).loss
+        task = bar.add_task(f"training {what}", total=steps)
+        for _ in range(steps):
+            loss = model(**draw(generator)).loss
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            bar.update(task, advance=1, description=f"training the tiny BERT (loss {loss:.2f})")
-    model.to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+            bar.update(task, advance=1, description=f"training {what} (loss {loss:.2f})")
 
 
 def _tokenizer(shape: CausalShape, text: Path):
@@ -253,7 +266,6 @@ def _tokenizer(shape: CausalShape, text: Path):
 
 def _train(shape: CausalShape, text: Path, out: Path, progress: bool) -> None:
     import torch
-    from rich.progress import Progress
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine ran 2-10x slower
@@ -277,24 +289,13 @@ def _train(shape: CausalShape, text: Path, out: Path, progress: bool) -> None:
     train = paragraphs[: int(len(paragraphs) * 0.9)]  # the worker's held-out split is its own
     ids = [t for p in train for t in tokenizer(p)["input_ids"] + [tokenizer.eos_token_id]]
     stream = torch.tensor(ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, shape.lr, total_steps=shape.steps)
-    generator = torch.Generator().manual_seed(shape.seed)
-    model.train()
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("training the tiny Llama", total=shape.steps)
-        for _ in range(shape.steps):
-            starts = torch.randint(
-                0, len(stream) - shape.seq - 1, (shape.batch,), generator=generator
-            )
-            batch = torch.stack([stream[s : s + shape.seq] for s in starts.tolist()])
-            loss = model(input_ids=batch, labels=batch).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            bar.update(task, advance=1, description=f"training the tiny Llama (loss {loss:.2f})")
+
+    def draw(generator: torch.Generator) -> dict:
+        starts = torch.randint(0, len(stream) - shape.seq - 1, (shape.batch,), generator=generator)
+        batch = torch.stack([stream[s : s + shape.seq] for s in starts.tolist()])
+        return {"input_ids": batch, "labels": batch}
+
+    _fit(model, shape.steps, shape.lr, shape.seed, draw, "the tiny Llama", progress)
     model.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
 

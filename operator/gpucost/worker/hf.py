@@ -130,6 +130,7 @@ def perplexity(model: Any, tokenizer: Any, items: list[str], max_len: int) -> fl
     with torch.no_grad():
         for text in items:
             ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_len)
+            ids = ids.to(model.device)  # the GPU when the worker has one
             n = ids["input_ids"].shape[1] - 1
             if n < 1:
                 continue
@@ -158,7 +159,7 @@ def accuracy(
                 max_length=max_len,
                 padding=True,
             )
-            guess = model(**batch).logits.argmax(-1).tolist()
+            guess = model(**batch.to(model.device)).logits.argmax(-1).tolist()
             right += sum(g == y for g, y in zip(guess, labels[start : start + 32], strict=True))
     return right / len(items)
 

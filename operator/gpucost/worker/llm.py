@@ -60,6 +60,8 @@ def compress_model(
     dtype = torch.float32 if trains else torch.bfloat16
     auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=dtype)
+    if trains and torch.cuda.is_available():
+        model = model.to("cuda")  # judged and cut there; llmcompressor places what it quantizes
     spec = method.quantize or method.prune or method.distill
     assert spec is not None
     # judged within the context the model was trained for: past it, both scores are noise

@@ -96,7 +96,7 @@ def prune_mlp(model: Any, amount: float, calibration: list[dict[str, Any]]) -> A
     names = {m: name for name, m in model.named_modules()}
     for (firsts, last), squares in zip(mlps, energy, strict=True):
         score = squares.sqrt() * last.weight.float().norm(dim=0)
-        rows = torch.topk(score, keep).indices.sort().values
+        rows = torch.topk(score.to(last.weight.device), keep).indices.sort().values
         for linear in firsts:
             state[f"{names[linear]}.weight"] = linear.weight[rows].clone()
             if linear.bias is not None:
@@ -116,7 +116,7 @@ def _channel_energy(model: Any, lasts: list[Any], calibration: list[dict[str, An
     def hook(i: int) -> Any:
         def seen(_: Any, inputs: tuple[Any, ...]) -> None:
             x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-            sums[i] += (x * x).sum(0)
+            sums[i] += (x * x).sum(0).cpu()
             counts[i] += x.shape[0]
 
         return seen
@@ -126,7 +126,7 @@ def _channel_energy(model: Any, lasts: list[Any], calibration: list[dict[str, An
     try:
         with torch.no_grad():
             for batch in _batches(calibration):
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+                model(**{k: v.to(model.device) for k, v in batch.items() if k != "labels"})
     finally:
         for handle in handles:
             handle.remove()
@@ -154,7 +154,8 @@ def student_layers(config: Any, layers: int | None) -> int:
 
 def _built(model: Any, config: Any, state: dict[str, Any]) -> Any:
     """A model of ``model``'s class from ``config`` holding ``state`` (every weight of it)."""
-    small = model.__class__(config).to(next(model.parameters()).dtype)
+    weight = next(model.parameters())
+    small = model.__class__(config).to(device=weight.device, dtype=weight.dtype)
     loaded = small.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     missing = [k for k in loaded.missing_keys if k not in tied]

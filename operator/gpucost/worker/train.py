@@ -132,6 +132,8 @@ def train(
     last = get_last_checkpoint(str(folder)) if checkpoints and folder.is_dir() else None
     trainer = Distiller(model=student, args=args, train_dataset=Blocks(), callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # Progress says it in one line
+    if teacher is not None:
+        teacher.to(trainer.args.device)  # the Trainer moves only the student (to the GPU)
     trainer.train(resume_from_checkpoint=last)
     resumed = int(Path(last).name.rsplit("-", 1)[1]) if last else 0
     return Trained(steps=trainer.state.global_step, resumed_from=resumed, loss=Progress.last)
