@@ -138,8 +138,9 @@ def measured(serving: dict[str, int]) -> list[dict[str, Any]]:
     from gpucost.worker.main import compress
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine ran 2-10x slower
-    small = tinymodels.CausalShape(hidden=64, intermediate=192, layers=2, heads=2, kv_heads=1)
-    sizes = {"tiny-0.2M": small, "tiny-0.9M": tinymodels.CausalShape()}
+    # every width a multiple of W4A16's group of 128 inputs, or under it
+    small = tinymodels.CausalShape(hidden=64, intermediate=256, layers=2, heads=2, kv_heads=1)
+    sizes = {"tiny-0.3M": small, "tiny-0.9M": tinymodels.CausalShape()}
     out = []
     with Progress() as bar, tempfile.TemporaryDirectory() as tmp:
         task = bar.add_task("compressing", total=len(sizes) * len(METHODS))

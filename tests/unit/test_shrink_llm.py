@@ -76,6 +76,32 @@ def test_mlp_pruning_is_a_narrower_dense_llama_that_fine_tuning_recovers(llama, 
     assert tuned["after"]["perplexity"] < 0.5 * cut["after"]["perplexity"]  # training recovers
     assert tuned["perplexityIncreasePercent"] < 150
     assert tuned["serving"]["memoryMiB"] <= tuned["serving"]["bf16MemoryMiB"]
+    # 192 channels are no multiple of W4A16's groups of 128: llmcompressor's refusal is one line
+    out, log = run_compress(
+        tmp_path, f"file://{tmp_path / 'tuned'}", str(llama.parent / "stdlib-docs.txt"),
+        {"quantize": {"scheme": "W4A16"}}, timeout=300, output=str(tmp_path / "w4"),
+        OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    assert out.returncode == 1 and "\n" not in log and "not divisible by group_size" in log
+
+
+def test_a_wide_model_keeps_whole_w4a16_groups_of_mlp_channels():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from gpucost.worker import shrink
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=1024, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    text = [{"input_ids": torch.randint(0, 64, (16,))} for _ in range(4)]
+    # 30 % of 1,024 is 716.8 channels kept: 768, six whole groups (a real 8B's 14,336 is 112)
+    assert shrink.prune_mlp(model, 0.3, text).config.intermediate_size == 768
+    narrow = LlamaForCausalLM(LlamaConfig(**{**config.to_dict(), "intermediate_size": 384}))
+    assert shrink.prune_mlp(narrow, 0.3, text).config.intermediate_size == 272  # 268.8 → 8s
 
 
 def test_dropping_half_the_layers_halves_the_kv_cache_per_token(llama, tmp_path):

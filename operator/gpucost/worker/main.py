@@ -55,7 +55,7 @@ def run(
         _report(str(e), sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - every failure is one line for the job's status
-        _report(f"{type(e).__name__}: {e}", sys.stderr)
+        _report(" ".join(f"{type(e).__name__}: {e}".split()), sys.stderr)
         return 1
     from gpucost.worker.llm import short
 

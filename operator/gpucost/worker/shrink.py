@@ -16,7 +16,11 @@ from typing import Any
 from gpucost.worker.data import WorkerError
 
 CHANNELS = 8
-"""MLP widths are kept a multiple of this (what GPU kernels tile by)."""
+"""MLP widths are kept a multiple of this (what GPU kernels tile by)..."""
+GROUP = 128
+"""...or of this when the model's width is one and it is wide (real models are): W4A16's group
+size, which llmcompressor and vLLM's 4-bit kernels need, so a pruned model can still be
+quantized."""
 
 
 def kept_layers(total: int, keep: int) -> list[int]:
@@ -86,7 +90,8 @@ def prune_mlp(model: Any, amount: float, calibration: list[dict[str, Any]]) -> A
 
     config = model.config
     width = config.intermediate_size
-    keep = max(CHANNELS, int(width * (1 - amount)) // CHANNELS * CHANNELS)
+    step = GROUP if width % GROUP == 0 and width >= 8 * GROUP else CHANNELS
+    keep = max(step, round(width * (1 - amount) / step) * step)
     if keep >= width:
         raise WorkerError(f"prune.amount {amount} removes no MLP channel of {width}")
     mlps = _mlps(model)
