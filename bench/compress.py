@@ -10,7 +10,7 @@ such replicas one GPU holds, and the $ per replica-hour that leaves on AWS us-ea
 prices from ``../shared/data/prices``. Ratios are against bf16 on the same GPU.
 
 ``--measure`` runs the worker itself (``gpucost compress``'s code, one thread) on tiny Llamas of
-two sizes trained here (devcluster.tinymodels; cached after the first run, about 2 and 5 minutes):
+two sizes trained here (devcluster.tinymodels; cached after the first run, about 3 and 5 minutes):
 per method, the weight ratio, the held-out perplexity change, the seconds and the recommended
 slice.
 
@@ -21,8 +21,10 @@ slice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -138,9 +140,9 @@ def measured(serving: dict[str, int]) -> list[dict[str, Any]]:
     from gpucost.worker.main import compress
 
     torch.set_num_threads(1)  # two threads on a shared 2-core machine ran 2-10x slower
-    # every width a multiple of W4A16's group of 128 inputs, or under it
-    small = tinymodels.CausalShape(hidden=64, intermediate=256, layers=2, heads=2, kv_heads=1)
-    sizes = {"tiny-0.3M": small, "tiny-0.9M": tinymodels.CausalShape()}
+    # every Linear's inputs a multiple of W4A16's group of 128
+    small = tinymodels.CausalShape(intermediate=256, layers=2)
+    sizes = {"tiny-0.4M": small, "tiny-0.9M": tinymodels.CausalShape()}
     out = []
     with Progress() as bar, tempfile.TemporaryDirectory() as tmp:
         task = bar.add_task("compressing", total=len(sizes) * len(METHODS))
@@ -204,7 +206,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure:
         serving = {"maxModelLen": 256, "concurrency": 4}
-        found = measured(serving)
+        with contextlib.redirect_stdout(sys.stderr):  # llmcompressor logs to stdout
+            found = measured(serving)
         if args.json:
             print(json.dumps({"serving": serving, "rows": found}))
         else:
