@@ -276,7 +276,8 @@ def run(root: Path, keep: bool = False) -> int:
             operator.start()
         cp.adopt(operator.proc.pid)  # so `demo --down` or the next run stops it, not only this one
         console.print(f"operator running, log: {operator.log}")
-        local_claim(cp, "models")  # the example CompressionJob's storage
+        for claim in ("models", "scratch"):  # the example CompressionJobs' storage
+            local_claim(cp, claim)
         workloads = [d for d in docs if d["kind"] != "GPUNodePool"]
         for doc in workloads:
             cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
