@@ -59,28 +59,33 @@ class Texts:
 
 
 def texts(path: Path, uri: str, seed: int, label2id: dict[str, int] | None = None) -> Texts:
-    """A .txt of paragraphs (blank-line separated) or a .jsonl with a ``text`` field (and, for a
-    classifier, a ``label``: a class id or a name from the model's ``label2id``), shuffled with
-    the seed and split: the same split on every attempt, so a resumed job is judged on the same
-    held-out text."""
-    if not path.is_file():
-        raise WorkerError(f"dataset {uri}: no such file")
-    raw = path.read_text(errors="replace")
-    labels: list[int] | None = None
-    if path.suffix == ".jsonl":
-        rows = _jsonl(raw, uri, labelled=label2id is not None)
-        items = [text for text, _ in rows]
-        if label2id is not None:
-            labels = [_label(label, label2id, uri, n) for n, (_, label) in enumerate(rows, 1)]
-    elif path.suffix == ".txt" and label2id is None:
-        items = [p.strip() for p in raw.split("\n\n") if p.strip()]
+    """A .txt of paragraphs (blank-line separated), a .jsonl with a ``text`` field (and, for a
+    classifier, a ``label``: a class id or a name from the model's ``label2id``) or a ``datasets``
+    folder with those columns, shuffled with the seed and split: the same split on every
+    attempt, so a resumed job is judged on the same held-out text."""
+    labelled = label2id is not None
+    if path.is_dir():
+        rows = _saved_dataset(path, uri, labelled)
+    elif not path.is_file():
+        raise WorkerError(f"dataset {uri}: no such file or directory")
+    elif path.suffix == ".jsonl":
+        rows = _jsonl(path.read_text(errors="replace"), uri, labelled)
+    elif path.suffix == ".txt" and not labelled:
+        raw = path.read_text(errors="replace")
+        rows = [(p.strip(), None) for p in raw.split("\n\n") if p.strip()]
     else:
         need = (
             "a .jsonl with text and label fields"
-            if label2id is not None
-            else ("a .txt of paragraphs or a .jsonl with a text field")
+            if labelled
+            else "a .txt of paragraphs or a .jsonl with a text field"
         )
-        raise WorkerError(f"dataset {uri}: {need}")
+        raise WorkerError(f"dataset {uri}: {need} (or a datasets save_to_disk directory)")
+    items = [text for text, _ in rows]
+    labels = (
+        [_label(label, label2id, uri, n) for n, (_, label) in enumerate(rows, 1)]
+        if label2id is not None
+        else None
+    )
     if len(items) < 20:
         raise WorkerError(f"dataset {uri}: {len(items)} texts; at least 20 are needed to split")
     order = list(range(len(items)))
@@ -93,6 +98,33 @@ def texts(path: Path, uri: str, seed: int, label2id: dict[str, int] | None = Non
         train_labels=[labels[i] for i in train] if labels is not None else None,
         held_out_labels=[labels[i] for i in held_out] if labels is not None else None,
     )
+
+
+def _saved_dataset(path: Path, uri: str, labelled: bool) -> list[tuple[str, Any]]:
+    """A Hugging Face ``datasets`` folder (``save_to_disk``): its ``train`` split if it has
+    splits (the worker makes its own held-out split), its ``text`` and ``label`` columns."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkerError(
+            f"dataset {uri}: not a datasets save_to_disk directory ({first})"
+        ) from None
+    if isinstance(data, DatasetDict):
+        if "train" not in data:
+            raise WorkerError(f"dataset {uri}: splits {', '.join(data)}, none named train")
+        data = data["train"]
+    need = ["text", "label"] if labelled else ["text"]
+    missing = [c for c in need if c not in data.column_names]
+    if missing:
+        raise WorkerError(
+            f"dataset {uri}: no {' or '.join(missing)} column (it has "
+            f"{', '.join(data.column_names)})"
+        )
+    texts = [str(t) for t in data["text"]]
+    return list(zip(texts, data["label"] if labelled else [None] * len(texts), strict=True))
 
 
 def _jsonl(raw: str, uri: str, labelled: bool) -> list[tuple[str, Any]]:
