@@ -12,18 +12,13 @@ from pathlib import Path
 import pytest
 
 from gpucost.worker import hf
-from gpucost.worker.main import compress
-from tests.unit.compress_cli import run_compress
+from tests.unit.compress_cli import compressed, run_compress
 
 SERVING = {"maxModelLen": 128, "concurrency": 16}
 
 
 def run(bert: Path, tmp_path: Path, name: str, method: dict) -> dict:
-    out = tmp_path / name
-    dataset = bert.parent / "stdlib-topics.jsonl"
-    results = compress(f"file://{bert}", str(dataset), str(out), method, None, 50, 0, SERVING)
-    assert json.loads((out / "results.json").read_text()) == results
-    return results
+    return compressed(bert, bert.parent / "stdlib-topics.jsonl", tmp_path / name, method, SERVING)
 
 
 def reloaded(bert: Path, out: Path, results: dict) -> dict:

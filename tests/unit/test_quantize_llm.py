@@ -12,32 +12,20 @@ from pathlib import Path
 import pytest
 
 from gpucost.core.servingmemory import shape
-from gpucost.worker import hf
-from gpucost.worker.main import compress
-from tests.unit.compress_cli import run_compress
+from tests.unit.compress_cli import compressed, reloaded_llama, run_compress
 
 SERVING = {"maxModelLen": 256, "concurrency": 4}
 
 
 def run(llama: Path, tmp_path: Path, quantize: dict) -> dict:
-    out = tmp_path / "out"
-    dataset = llama.parent / "stdlib-docs.txt"
     method = {"quantize": {"calibrationSamples": 64, "maxSeqLength": 128, **quantize}}
-    results = compress(f"file://{llama}", str(dataset), str(out), method, None, 50, 0, SERVING)
-    assert json.loads((out / "results.json").read_text()) == results
-    return results
+    return compressed(llama, llama.parent / "stdlib-docs.txt", tmp_path / "out", method, SERVING)
 
 
 def reloaded_config(llama: Path, out: Path, results: dict) -> dict:
-    """The checkpoint as transformers loads it (compressed-tensors decompresses it on CPU) scores
-    the perplexity the worker reported: what was judged is what was written."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(out)
-    held_out = hf.texts(llama.parent / "stdlib-docs.txt", "docs", 0).held_out
-    again = hf.perplexity(model, AutoTokenizer.from_pretrained(out), held_out, 128)
-    assert again == pytest.approx(results["after"]["perplexity"], rel=1e-3)
-    return json.loads((out / "config.json").read_text())["quantization_config"]
+    """The checkpoint's quantization_config, once it reloaded to the reported perplexity
+    (compressed-tensors decompresses it on CPU)."""
+    return reloaded_llama(llama, out, results)["quantization_config"]
 
 
 def weight_bits(config: dict) -> set[int]:

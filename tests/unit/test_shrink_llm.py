@@ -23,40 +23,20 @@ from pathlib import Path
 import pytest
 
 from gpucost.core.servingmemory import shape
-from gpucost.worker import hf
-from gpucost.worker.main import compress
-from tests.unit.compress_cli import run_compress
+from tests.unit.compress_cli import compressed, reloaded_llama, run_compress
 
 SERVING = {"maxModelLen": 256, "concurrency": 4}
 STEPS = 150
 
 
 def run(llama: Path, out: Path, method: dict, ckpt: Path | None = None) -> dict:
-    dataset = llama.parent / "stdlib-docs.txt"
-    results = compress(
-        f"file://{llama}",
-        str(dataset),
-        str(out),
-        method,
-        str(ckpt) if ckpt else None,
-        25,
-        0,
-        SERVING,
-    )
-    assert json.loads((out / "results.json").read_text()) == results
-    return results
+    return compressed(llama, llama.parent / "stdlib-docs.txt", out, method, SERVING, ckpt)
 
 
 def reloaded(llama: Path, out: Path, results: dict) -> dict:
-    """The checkpoint as transformers loads it scores what the worker reported, and it is dense:
-    nothing in its config asks a server for sparse or quantized kernels."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(out)
-    held_out = hf.texts(llama.parent / "stdlib-docs.txt", "docs", 0).held_out
-    again = hf.perplexity(model, AutoTokenizer.from_pretrained(out), held_out, 128)
-    assert again == pytest.approx(results["after"]["perplexity"], rel=1e-3)
-    config = json.loads((out / "config.json").read_text())
+    """The checkpoint reloads to the reported perplexity, and it is dense: nothing in its config
+    asks a server for sparse or quantized kernels."""
+    config = reloaded_llama(llama, out, results)
     assert "quantization_config" not in config and "sparsity_config" not in config
     assert config["architectures"] == ["LlamaForCausalLM"]
     return config

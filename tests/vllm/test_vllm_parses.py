@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucost.worker.main import compress
+from tests.unit.compress_cli import compressed
 
 PARSE = """
 import json, sys
@@ -67,7 +67,7 @@ def parsed(llama: Path, bert: Path, tmp_path_factory: pytest.TempPathFactory) ->
     jobs += [(name, bert, bert.parent / "stdlib-topics.jsonl", m) for name, m in BERT.items()]
     written = {}
     for name, model, data, method in jobs:
-        compress(f"file://{model}", str(data), str(root / name), method, None, 50, 0, serving)
+        compressed(model, data, root / name, method, serving)
         written[name] = root / name
     out = subprocess.run(
         [python, "-c", PARSE, *(str(p) for p in written.values())],

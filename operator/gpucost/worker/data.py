@@ -10,6 +10,12 @@ class WorkerError(Exception):
     """Bad input: the worker exits non-zero with this one line, which becomes the job's message."""
 
 
+def first_line(error: BaseException) -> str:
+    """A library's exception as the start of one status line (its first line, or its type)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def local(uri: str) -> Path:
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpucost.worker.data import WorkerError
+from gpucost.worker.data import WorkerError, first_line
 
 CAUSAL = frozenset(
     {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
@@ -22,8 +22,13 @@ CLASSIFIERS = frozenset({"BertForSequenceClassification"})
 HELD_OUT = 0.1
 
 
+def architecture(config: dict[str, Any]) -> str | None:
+    """The class a config.json names first (what transformers and vLLM build)."""
+    return next(iter(config.get("architectures") or []), None)
+
+
 def is_classifier(config: dict[str, Any]) -> bool:
-    return next(iter(config.get("architectures") or []), None) in CLASSIFIERS
+    return architecture(config) in CLASSIFIERS
 
 
 def is_model_dir(path: Path) -> bool:
@@ -40,7 +45,7 @@ def config_of(path: Path, uri: str) -> dict[str, Any]:
         config = json.loads((path / "config.json").read_text())
     except ValueError as e:
         raise WorkerError(f"model {uri}: config.json is not JSON ({e})") from None
-    arch = next(iter(config.get("architectures") or []), None)
+    arch = architecture(config)
     if arch not in CAUSAL | CLASSIFIERS:
         raise WorkerError(
             f"model {uri}: architecture {arch or 'unknown'} is not supported "
@@ -108,9 +113,8 @@ def _saved_dataset(path: Path, uri: str, labelled: bool) -> list[tuple[str, Any]
     try:
         data = load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WorkerError(
-            f"dataset {uri}: not a datasets save_to_disk directory ({first})"
+            f"dataset {uri}: not a datasets save_to_disk directory ({first_line(e)})"
         ) from None
     if isinstance(data, DatasetDict):
         if "train" not in data:

@@ -90,7 +90,7 @@ def compress_model(
     )
     results: dict[str, Any] = {
         **done,
-        "architecture": config["architectures"][0],
+        "architecture": hf.architecture(config),
         "before": {**before, "weightBytes": before_bytes},
         "after": {**after, "weightBytes": after_bytes},
         "weightRatio": round(after_bytes / before_bytes, 4),
@@ -167,25 +167,24 @@ def _smaller(
 ) -> tuple[Any, dict[str, Any]]:
     """The pruned or distilled model, trained back, and what was done to it."""
     layers, width = model.config.num_hidden_layers, model.config.intermediate_size
-    if data.train_labels is not None:
-        examples = labelled(tokenizer, data.train, data.train_labels, length)
-    else:
-        examples = blocks(tokenizer, data.train, length)
+    spec = method.prune or method.distill
+    assert spec is not None
+    steps = spec.fine_tune_steps if isinstance(spec, Prune) else spec.steps
+    by_mlp = method.prune is not None and PruneTarget(method.prune.target) is PruneTarget.MLP
+    # tokenized only when a step reads it: a big dataset takes minutes to tokenize
+    examples = _examples(tokenizer, data, length) if by_mlp or steps else []
     if method.prune:
         p: Prune = method.prune
-        if PruneTarget(p.target) is PruneTarget.LAYERS:
-            keep = max(1, round(layers * (1 - p.amount)))
-            student = shrink.drop_layers(model, keep)
-        else:
+        if by_mlp:
             student = shrink.prune_mlp(model, p.amount, examples[:CALIBRATION_EXAMPLES])
-        teacher, steps, alpha, temperature = None, p.fine_tune_steps, 0.0, 1.0
-        spec: Prune | Distill = p
+        else:
+            student = shrink.drop_layers(model, max(1, round(layers * (1 - p.amount))))
+        teacher, alpha, temperature = None, 0.0, 1.0
         name = f"prune {PruneTarget(p.target).value} {p.amount * 100:g} %"
     else:
         d: Distill = method.distill
         student = shrink.drop_layers(model, shrink.student_layers(model.config, d.student_layers))
-        teacher, steps, alpha, temperature = model, d.steps, d.alpha, d.temperature
-        spec = d
+        teacher, alpha, temperature = model, d.alpha, d.temperature
         name = f"distill {student.config.num_hidden_layers} of {layers} layers"
     done: dict[str, Any] = {
         "method": "prune" if method.prune else "distill",
@@ -212,6 +211,13 @@ def _smaller(
             steps=trained.steps, resumedFromStep=trained.resumed_from, trainLoss=trained.loss
         )
     return student, done
+
+
+def _examples(tokenizer: Any, data: hf.Texts, length: int) -> list[dict[str, Any]]:
+    """The training split as a classifier's labelled texts or a causal LM's token blocks."""
+    if data.train_labels is not None:
+        return labelled(tokenizer, data.train, data.train_labels, length)
+    return blocks(tokenizer, data.train, length)
 
 
 def short(results: dict[str, Any]) -> Results:

@@ -24,10 +24,8 @@ quantized."""
 
 
 def kept_layers(total: int, keep: int) -> list[int]:
-    """``keep`` of ``total`` layers, evenly spread, always the first and the last (the layers
-    whose removal hurts most: the input embedding's and the head's neighbours)."""
-    if keep >= total:
-        return list(range(total))
+    """``keep`` (fewer than ``total``) layers, evenly spread, always the first and the last (the
+    layers whose removal hurts most: the input embedding's and the head's neighbours)."""
     if keep == 1:
         return [0]
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gpucost.worker.data import WorkerError, local
+from gpucost.worker.data import WorkerError, first_line, local
 
 SCRATCH = "GPUCOST_SCRATCH"
 """Where remote inputs and outputs are staged (the claim, for models larger than the pod's disk)."""
@@ -163,5 +163,6 @@ def _hub(uri: str, into: Path) -> Path:
         raise WorkerError(f"{uri}: no such repository on the Hub{token}") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkerError(f"{uri}: the Hub at {endpoint} cannot be reached ({first})") from None
+        raise WorkerError(
+            f"{uri}: the Hub at {endpoint} cannot be reached ({first_line(e)})"
+        ) from None
