@@ -168,8 +168,14 @@ def checkpoint_dir(spec: CompressionJobSpec, name: str) -> str | None:
     if "://" not in spec.output_uri or spec.output_uri.startswith("file://"):
         return spec.output_uri.rstrip("/") + "/checkpoints"
     if spec.storage:
-        return f"{spec.storage.mount_path.rstrip('/')}/.gpucost/checkpoints/{name}"
+        return _on_claim(spec, f"checkpoints/{name}")
     return None
+
+
+def _on_claim(spec: CompressionJobSpec, path: str) -> str:
+    """Where the operator keeps a job's working files on its claim, out of the user's paths."""
+    assert spec.storage is not None
+    return f"{spec.storage.mount_path.rstrip('/')}/.gpucost/{path}"
 
 
 def _worker_env(spec: CompressionJobSpec, attempt: int) -> list[dict[str, Any]]:
@@ -179,8 +185,7 @@ def _worker_env(spec: CompressionJobSpec, attempt: int) -> list[dict[str, Any]]:
     if spec.s3_endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL", "value": spec.s3_endpoint_url})
     if spec.storage:
-        staging = f"{spec.storage.mount_path.rstrip('/')}/.gpucost/staging"
-        env.append({"name": "GPUCOST_SCRATCH", "value": staging})
+        env.append({"name": "GPUCOST_SCRATCH", "value": _on_claim(spec, "staging")})
     return env
 
 

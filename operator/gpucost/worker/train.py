@@ -69,13 +69,6 @@ def train(
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    class Blocks(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(examples)
-
-        def __getitem__(self, i: int) -> dict[str, Any]:
-            return examples[i]
-
     class Distiller(Trainer):
         def compute_loss(
             self, model: Any, inputs: dict, return_outputs: bool = False, **_: Any
@@ -130,7 +123,7 @@ def train(
     if teacher is not None:
         teacher.eval()
     last = get_last_checkpoint(str(folder)) if checkpoints and folder.is_dir() else None
-    trainer = Distiller(model=student, args=args, train_dataset=Blocks(), callbacks=[Progress()])
+    trainer = Distiller(model=student, args=args, train_dataset=examples, callbacks=[Progress()])
     trainer.remove_callback(PrinterCallback)  # Progress says it in one line
     if teacher is not None:
         teacher.to(trainer.args.device)  # the Trainer moves only the student (to the GPU)
