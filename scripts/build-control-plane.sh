@@ -9,6 +9,9 @@ K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CAPI_VERSION="${CAPI_VERSION:-v1.13.6}"
+KARPENTER_VERSION="${KARPENTER_VERSION:-v1.15.0}"
+# Karpenter v1.15 needs Go >= 1.26.9: its build (only) takes this toolchain from the module proxy.
+KARPENTER_GOTOOLCHAIN="${KARPENTER_GOTOOLCHAIN:-go1.27.3}"
 # SeaweedFS tags no Go-module releases: the pseudo-version of its 4.53 commit (weed version 4.53)
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 CACHE="${GPUCOST_CACHE:-$HOME/.cache/gpu-cost-operator}"
@@ -124,6 +127,31 @@ MOD
   go build -trimpath -ldflags "-s -w" -o "$BIN/weed" github.com/seaweedfs/seaweedfs/weed
 }
 
+# Real Karpenter with its KWOK cloud provider (the module's kwok main package), and its CRDs as the
+# module ships them, for the karpenter provider's tests: Karpenter launches the NodeClaims gpucost
+# creates and joins KWOK nodes for them.
+build_karpenter() {
+  have karpenter-kwok && [[ -s "$BIN/karpenter-crds/karpenter.sh_nodeclaims.yaml" ]] && {
+    step "karpenter $KARPENTER_VERSION cached"; return; }
+  step "building Karpenter $KARPENTER_VERSION with its KWOK provider (cold: about 3 minutes)"
+  local mod="$WORK/karpenter"; mkdir -p "$mod"; cd "$mod"
+  cat > go.mod <<MOD
+module gpucost.dev/karpenter
+
+go 1.24.0
+MOD
+  GOTOOLCHAIN="$KARPENTER_GOTOOLCHAIN" go get "sigs.k8s.io/karpenter@$KARPENTER_VERSION" >&2
+  GOTOOLCHAIN="$KARPENTER_GOTOOLCHAIN" go build -trimpath -ldflags "-s -w" \
+    -o "$BIN/karpenter-kwok" sigs.k8s.io/karpenter/kwok
+  local dir; dir=$(GOTOOLCHAIN="$KARPENTER_GOTOOLCHAIN" GOFLAGS= go mod download -json \
+    "sigs.k8s.io/karpenter@$KARPENTER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  rm -rf "$BIN/karpenter-crds"; mkdir -p "$BIN/karpenter-crds"
+  cp "$dir/kwok/charts/crds/karpenter.sh_nodeclaims.yaml" \
+     "$dir/kwok/charts/crds/karpenter.sh_nodepools.yaml" \
+     "$dir/kwok/apis/crds/karpenter.kwok.sh_kwoknodeclasses.yaml" "$BIN/karpenter-crds/"
+  chmod u+w "$BIN"/karpenter-crds/*.yaml
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
@@ -131,5 +159,6 @@ copy_kwok_stages
 copy_capi_crds
 build_kubernetes
 build_seaweedfs
+build_karpenter
 step "control plane binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 echo "$BIN"

@@ -112,11 +112,11 @@ class ClusterAPIProvider:
             f"MachineDeployment {ref.namespace}/{ref.name} replicas {replicas}->{replicas + count}"
         ]
 
-    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> bool:
         ref = self._ref(spec)
         machine = next((m for m in self._machines(ref) if node_of(m) == node), None)
         if machine is None:
-            return  # not (or no longer) one of the deployment's Machines: nothing of ours to remove
+            return False  # not (or no longer) one of the deployment's Machines: nothing to remove
         name = machine["metadata"]["name"]
         if DELETE_MACHINE not in (machine["metadata"].get("annotations") or {}):
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -131,12 +131,13 @@ class ClusterAPIProvider:
         deployment = self._deployment(ref)
         removed = json.loads((deployment["metadata"].get("annotations") or {}).get(REMOVED) or "[]")
         if name in removed:
-            return
+            return False
         live = {m["metadata"]["name"] for m in self._machines(ref)}
         replicas = int(deployment["spec"].get("replicas") or 0)
         self._set_replicas(
             ref, replicas, max(replicas - 1, 0), [m for m in removed if m in live] + [name]
         )
+        return True
 
     def unregistered(
         self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]

@@ -49,7 +49,7 @@ def namespace_terminating(e: ApiException) -> bool:
     return e.status == 403 and "NamespaceTerminating" in body
 
 
-def _unless_gone(call: Callable[[], T]) -> T | None:
+def unless_gone(call: Callable[[], T]) -> T | None:
     """The call's result, or None when its object is not there (404): gone is an answer here."""
     try:
         return call()
@@ -112,19 +112,19 @@ class Kube:
         self._each(self.create_node, nodes)
 
     def delete_node(self, name: str) -> None:
-        _unless_gone(lambda: self.core.delete_node(name, _preload_content=False))
+        unless_gone(lambda: self.core.delete_node(name, _preload_content=False))
 
     def patch_node(self, name: str, patch: Obj) -> None:
         """Merge patch (a None value removes an annotation). A node deleted since it was listed has
         nothing left to mark, so a 404 is no error (the autoscaler's tick races node removal)."""
-        _unless_gone(lambda: self.core.patch_node(name, patch, _preload_content=False))
+        unless_gone(lambda: self.core.patch_node(name, patch, _preload_content=False))
 
     def patch_node_status(self, name: str, patch: Obj) -> None:
         """Strategic merge: conditions merge by type, so the kubelet's own stay as they are."""
         self.core.patch_node_status(name, patch, _preload_content=False)
 
     def get_node(self, name: str) -> Obj | None:
-        return _unless_gone(lambda: _json(self.core.read_node(name, _preload_content=False)))
+        return unless_gone(lambda: _json(self.core.read_node(name, _preload_content=False)))
 
     def post_event(self, obj: Obj, type: str, reason: str, message: str, component: str) -> None:
         """A core/v1 Event on ``obj``, from a process that is not a kopf operator (the node
@@ -150,6 +150,21 @@ class Kube:
             "count": 1,
         }
         self.core.create_namespaced_event(namespace, event, _preload_content=False)
+
+    def last_warning(self, kind: str, name: str) -> str | None:
+        """The newest Warning Event's reason and message on a cluster-scoped object (its Events
+        live in ``default``): why another controller gave up on it."""
+        events = _json(
+            self.core.list_namespaced_event(
+                "default",
+                field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning",
+                _preload_content=False,
+            )
+        )["items"]
+        if not events:
+            return None
+        last = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return f"{last.get('reason')}: {last.get('message')}"
 
     def pods(self) -> list[Obj]:
         """Every pod in the cluster: what runs on each node, and what is pending anywhere."""
@@ -226,7 +241,7 @@ class Kube:
 
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
         """``force`` for a pod bound to a node that is gone: no kubelet will confirm it stopped."""
-        _unless_gone(
+        unless_gone(
             lambda: self.core.delete_namespaced_pod(
                 name, namespace, grace_period_seconds=0 if force else None, _preload_content=False
             )
@@ -288,24 +303,24 @@ class Kube:
 
     def delete_object(self, obj: Obj) -> None:
         """Delete the object ``obj`` names (its kind, namespace and name); gone already is fine."""
-        _unless_gone(lambda: self._raw("DELETE", _path(obj)))
+        unless_gone(lambda: self._raw("DELETE", _path(obj)))
 
     def served(self, group: str, version: str, plural: str) -> bool:
         """Whether the API server serves ``plural`` in ``group/version`` (a CRD is installed)."""
-        found = _unless_gone(lambda: self._raw("GET", f"/apis/{group}/{version}"))
+        found = unless_gone(lambda: self._raw("GET", f"/apis/{group}/{version}"))
         return any(r.get("name") == plural for r in (found or {}).get("resources") or [])
 
     def create_job(self, job: Obj) -> bool:
         return _created(self.batch.create_namespaced_job, job)
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
-        return _unless_gone(
+        return unless_gone(
             lambda: _json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
         )
 
     def delete_job(self, namespace: str, name: str) -> None:
         """With its pods (background propagation), as `kubectl delete job` does."""
-        _unless_gone(
+        unless_gone(
             lambda: self.batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", _preload_content=False
             )
@@ -328,7 +343,7 @@ class Kube:
         when it changed meanwhile (409) or is gone."""
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
         try:
-            scale = _unless_gone(
+            scale = unless_gone(
                 lambda: self.custom.patch_namespaced_custom_object_scale(
                     GROUP, VERSION, namespace, "inferencepools", name, body
                 )
@@ -351,10 +366,10 @@ class Kube:
     def get_object(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
         """One of our objects, or None when it is gone."""
         if namespace is None:
-            return _unless_gone(
+            return unless_gone(
                 lambda: self.custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
             )
-        return _unless_gone(
+        return unless_gone(
             lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
             )
@@ -375,13 +390,13 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
             if namespace is None:
-                done = _unless_gone(
+                done = unless_gone(
                     lambda: self.custom.patch_cluster_custom_object_status(
                         GROUP, VERSION, plural, name, body
                     )
                 )
             else:
-                done = _unless_gone(
+                done = unless_gone(
                     lambda: self.custom.patch_namespaced_custom_object_status(
                         GROUP, VERSION, namespace, plural, name, body
                     )
@@ -394,7 +409,7 @@ class Kube:
 
     def annotate_node_pool(self, name: str, annotations: dict[str, str | None]) -> None:
         """None removes an annotation; a pool deleted meanwhile needs none."""
-        _unless_gone(
+        unless_gone(
             lambda: self.custom.patch_cluster_custom_object(
                 GROUP, VERSION, "gpunodepools", name, {"metadata": {"annotations": annotations}}
             )

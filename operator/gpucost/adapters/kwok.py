@@ -79,8 +79,9 @@ class KwokProvider:
         self.kube.create_nodes(nodes)
         return [n["metadata"]["name"] for n in nodes]
 
-    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> bool:
         self.kube.delete_node(node)
+        return True
 
     def unregistered(
         self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]

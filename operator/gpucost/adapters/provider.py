@@ -2,7 +2,8 @@
 
 Every provider takes the same three calls so the autoscaler never knows which one it drives. A
 provider that fails to launch raises ProviderError; the autoscaler reads that as the capacity
-being unavailable (spot exhausted, quota) and leaves the pool out for a cool-down.
+being unavailable (spot exhausted, quota) and leaves the pool out for a cool-down. A provider whose
+launches fail later (Karpenter) also reports those failures, for the same cool-down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 from kubernetes.client.exceptions import ApiException
 
 from gpucost.adapters.clusterapi import ClusterAPIProvider
+from gpucost.adapters.karpenter import FailedLaunch, KarpenterError, KarpenterProvider
 from gpucost.adapters.kube import Kube
 from gpucost.adapters.kwok import KwokProvider
 from gpucost.api.nodepool import GPUNodePoolSpec, ProviderKind
@@ -31,8 +33,9 @@ class NodeProvider(Protocol):
         names it (the autoscaler's reservation and the plan's GPU slots for it)."""
         ...
 
-    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
-        """Called again on every tick until the node is gone: must be idempotent."""
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> bool:
+        """Called again on every tick until the node is gone: must be idempotent. True when this
+        call started the removal, False when it was under way already."""
         ...
 
     def unregistered(
@@ -47,9 +50,11 @@ class Providers:
     """One provider per kind, with API failures turned into ProviderError."""
 
     def __init__(self, kube: Kube) -> None:
+        self._karpenter = KarpenterProvider(kube)
         self._by_kind: dict[str, NodeProvider] = {
             ProviderKind.KWOK.value: KwokProvider(kube),
             ProviderKind.CLUSTER_API.value: ClusterAPIProvider(kube),
+            ProviderKind.KARPENTER.value: self._karpenter,
         }
 
     def supports(self, spec: GPUNodePoolSpec) -> bool:
@@ -62,10 +67,12 @@ class Providers:
             return self._by_kind[spec.provider.kind].launch(pool, spec, annotations)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
+        except KarpenterError as e:
+            raise ProviderError(f"{spec.provider.kind}: {e}") from e
 
-    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> None:
+    def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> bool:
         try:
-            self._by_kind[spec.provider.kind].terminate(node, pool, spec)
+            return self._by_kind[spec.provider.kind].terminate(node, pool, spec)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 
@@ -76,3 +83,17 @@ class Providers:
             return self._by_kind[spec.provider.kind].unregistered(pool, spec, node_labels)
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
+
+    def failed_launches(self, pool: str, spec: GPUNodePoolSpec) -> list[FailedLaunch]:
+        """Launches that failed after ``launch`` returned (only Karpenter's fail that way)."""
+        if spec.provider.kind != ProviderKind.KARPENTER:
+            return []
+        try:
+            return self._karpenter.failed_launches(pool, spec)
+        except ApiException as e:
+            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
+
+    def forget(self, pool: str, spec: GPUNodePoolSpec, failed: list[FailedLaunch]) -> None:
+        """The failures are acted on (the cool-down is written): the provider lets them go."""
+        if failed:
+            self._karpenter.forget(pool, failed)

@@ -34,6 +34,7 @@ class ConsolidationPolicy(str, enum.Enum):
 class ProviderKind(str, enum.Enum):
     KWOK = "kwok"
     CLUSTER_API = "clusterAPI"
+    KARPENTER = "karpenter"
 
 
 class TaintEffect(str, enum.Enum):
@@ -77,6 +78,15 @@ class MachineDeploymentRef(Wire):
     name: str = Field(min_length=1, max_length=253)
 
 
+class KarpenterRef(Wire):
+    node_pool: str = Field(
+        min_length=1,
+        max_length=253,
+        description="The Karpenter NodePool (karpenter.sh/v1) this pool's NodeClaims belong to: "
+        "they take its nodeClassRef, requirements, labels and taints.",
+    )
+
+
 class Provider(Wire):
     kind: ProviderKind = Field(
         ProviderKind.KWOK, description="What creates and deletes this pool's nodes."
@@ -89,6 +99,11 @@ class Provider(Wire):
         description="clusterAPI only: the Cluster API MachineDeployment whose replicas are this "
         "pool's nodes.",
     )
+    karpenter: KarpenterRef | None = Field(
+        None,
+        description="karpenter only: the Karpenter NodePool whose NodeClaims gpucost creates, "
+        "one per node, with the instance and capacity type it chose.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -97,15 +112,21 @@ class Provider(Wire):
                     "rule": "!has(self.kind) || self.kind != 'clusterAPI' || "
                     "has(self.machineDeployment)",
                     "message": "a clusterAPI provider names its machineDeployment",
-                }
+                },
+                {
+                    "rule": "!has(self.kind) || self.kind != 'karpenter' || has(self.karpenter)",
+                    "message": "a karpenter provider names its karpenter.nodePool",
+                },
             ]
         }
     )
 
     @model_validator(mode="after")
-    def _needs_deployment(self) -> "Provider":
+    def _needs_target(self) -> "Provider":
         if self.kind == ProviderKind.CLUSTER_API and self.machine_deployment is None:
             raise ValueError("a clusterAPI provider names its machineDeployment")
+        if self.kind == ProviderKind.KARPENTER and self.karpenter is None:
+            raise ValueError("a karpenter provider names its karpenter.nodePool")
         return self
 
 

@@ -15,6 +15,7 @@ import kopf
 
 from gpucost import names
 from gpucost.adapters import metrics
+from gpucost.adapters.karpenter import FailedLaunch
 from gpucost.adapters.kube import Kube
 from gpucost.adapters.provider import ProviderError, Providers
 from gpucost.api.common import rfc3339
@@ -103,6 +104,22 @@ class Executor:
         elif isinstance(command, Launch):
             self._launch(command, pools)
 
+    def launch_failed(self, pool: Pool, failed: list[FailedLaunch], until: float) -> None:
+        """A launch that failed after it was asked for: the pool is left out until ``until``
+        (written first, so a restart before the provider lets the failure go repeats this)."""
+        self._apply(Cooldown(pool.name, until), {pool.name: pool})
+        pool.annotations[names.ANNOTATION_LAUNCH_COOLDOWN] = rfc3339(until)
+        spec = pool.spec
+        for f in failed:
+            _post(
+                pool,
+                "Warning",
+                "LaunchFailed",
+                f"could not launch {spec.instance_type} ({spec.capacity_type}): {f.message}; "
+                f"pool left out until {rfc3339(until)}",
+            )
+        self.providers.forget(pool.name, spec, failed)
+
     def _annotate(self, node: str, key: str, since: float | None) -> None:
         value = rfc3339(since) if since is not None else None
         self.kube.patch_node(node, {"metadata": {"annotations": {key: value}}})
@@ -145,10 +162,12 @@ class Executor:
 
     def _terminate(self, command: Terminate, pool: Pool) -> None:
         try:
-            self.providers.terminate(command.node, pool.name, pool.spec)
+            started = self.providers.terminate(command.node, pool.name, pool.spec)
         except ProviderError as e:
             _post(pool, "Warning", "TerminateFailed", f"node {command.node}: {e}")
             return
+        if not started:
+            return  # asked on an earlier look; the provider is still removing it
         _post(
             pool,
             "Normal",

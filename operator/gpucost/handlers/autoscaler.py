@@ -181,11 +181,26 @@ class Autoscaler(Worker):
 
     def tick(self, now: float) -> Decision:
         cluster = read_cluster(self.kube)
+        self._failed_launches(cluster, now)
         snap = self.snapshot(cluster, now)
         decision = plan(snap, self._batch, self.timing)
         self._batch = decision.batch
         self.executor.apply(decision.commands, cluster.pools)
         return decision
+
+    def _failed_launches(self, cluster: Cluster, now: float) -> None:
+        """Launches a provider gave up on since they were asked for: the same cool-down as a
+        launch refused at once, so this look already plans around the pool."""
+        for name, p in cluster.pools.items():
+            if not self.providers.supports(p.spec):
+                continue
+            try:
+                failed = self.providers.failed_launches(name, p.spec)
+            except ProviderError as e:
+                log.warning("[%s] its provider can't report failed launches: %s", name, e)
+                continue
+            if failed:
+                self.executor.launch_failed(p, failed, now + self.timing.cooldown)
 
     def snapshot(self, cluster: Cluster, now: float) -> Snapshot:
         pods = self.kube.pods()
