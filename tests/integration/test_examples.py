@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from gpucost.devcluster import binaries
 from gpucost.devcluster.storage import local_claim
 from tests.integration.conftest import ROOT, condition
 
@@ -20,12 +21,16 @@ def test_every_example_is_covered_here():
         "compressionjob-quantize.yaml",
         "compressionjob-distill-s3.yaml",
         "gpunodepool-l4-clusterapi.yaml",
+        "gpunodepool-a10g-karpenter.yaml",
         "costbudget-team.yaml",
         "clustercostbudget-ml.yaml",
     }
 
 
 def test_examples_apply_and_inference_pools_become_ready(cluster):
+    # Karpenter's own CRDs (from its module), for the karpenter provider's example.
+    cluster.kubectl("apply", "--server-side", "-f", str(binaries.bin_dir() / "karpenter-crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     local_claim(cluster.cp, "models")  # the example CompressionJobs' storage
     local_claim(cluster.cp, "scratch")
     for path in EXAMPLES:
@@ -113,6 +118,14 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     assert (
         cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0
     )  # nothing pending for L4s
+    a10g = cluster.get("gpunodepool", "a10g-karpenter")
+    assert a10g["spec"]["provider"]["karpenter"] == {"nodePool": "gpu"}
+    assert cluster.get("nodepools.karpenter.sh", "gpu")["spec"]["template"]["spec"][
+        "nodeClassRef"
+    ] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
+    # Out of the way of the other tests' pools (it is as cheap as a10g-spot); the Karpenter tests
+    # make their own NodePool "gpu".
+    cluster.kubectl("delete", "-f", str(ROOT / "examples" / "gpunodepool-a10g-karpenter.yaml"))
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
     for job_name in ("quantize-support-llama", "distill-support-qwen"):

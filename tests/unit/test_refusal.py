@@ -36,6 +36,9 @@ def test_a_ready_node_with_only_tolerated_taints_takes_pods():
     # Turned Ready a moment ago: the node lifecycle controller has not lifted its taint yet.
     lagging = node(taints=[{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
     assert node_refusal(lagging) is None
+    # Karpenter's node, Ready a moment before Karpenter registered it and lifted its own taint.
+    joining = node(taints=[{"key": "karpenter.sh/unregistered", "effect": "NoExecute"}])
+    assert node_refusal(joining) is None
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,14 @@ if TYPE_CHECKING:  # snapshot reads nodes through node_refusal
     from gpucost.core.snapshot import PlacedPod
 
 Obj = dict[str, Any]
-CATCHING_UP = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
-"""Taints the node lifecycle controller keeps in step with the Ready condition: on a Ready node it
-is about to remove them, and kube-scheduler binds as soon as it has (a node that is not Ready is
-refused by its condition). Refusing them there made a burst of booting nodes look like no room."""
+CATCHING_UP = frozenset(
+    {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "karpenter.sh/unregistered"}
+)
+"""Taints another controller keeps in step with the node joining: the node lifecycle controller's
+follow the Ready condition, Karpenter lifts its own once it registers the node. On a Ready node
+they are about to go, and kube-scheduler binds as soon as they have (a node that is not Ready is
+refused by its condition). Refusing them there made a burst of booting nodes look like no room,
+and a Karpenter node Ready a moment before its registration was bought a second time."""
 SCHEDULER_GRACE_SECONDS = 10.0
 """How long kube-scheduler must have called a pinned pod Unschedulable before it is replaced: its
 informers can trail ours by a moment, and a refusal that lasts is never that."""
