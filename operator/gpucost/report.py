@@ -111,7 +111,8 @@ def naive_rate(gpu: GPUAsk, replicas: int, pools: list[GPUNodePoolSpec]) -> floa
     fits = [
         p.price_per_hour / p.gpu.count
         for p in pools
-        if p.capacity_type == "on-demand"
+        if p.price_per_hour is not None
+        and p.capacity_type == "on-demand"
         and p.gpu.count >= gpus
         and p.gpu.memory_mib >= (gpu.memory_mib or 0)
     ]
@@ -144,7 +145,10 @@ def build(
         if (pool := _parsed(obj, GPUNodePoolSpec, GPUNodePoolStatus)) is None:
             continue
         spec, status = pool
-        specs.append(spec)
+        if spec.price_per_hour is None:  # priced from the operator's sources: status has it
+            spec = spec.model_copy(update={"price_per_hour": status.price_per_hour})
+        if spec.price_per_hour is not None:
+            specs.append(spec)
         report.pools.append(
             PoolRow(
                 obj["metadata"]["name"],

@@ -104,7 +104,28 @@ class Utilization:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """Where a GPUNodePool without pricePerHour gets its price (see core.prices for formats)."""
+
+    sources: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            s.strip() for s in os.environ.get("GPUCOST_PRICE_SOURCES", "").split(",") if s.strip()
+        )
+    )
+    """Each a file path, an http(s) URL or ``configmap:NAMESPACE/NAME`` (every key a table)."""
+    refresh_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_PRICE_REFRESH_SECONDS", 3600.0)
+    )
+    region: str = field(default_factory=lambda: os.environ.get("GPUCOST_REGION", "us-east-1"))
+    max_age_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_PRICE_MAX_AGE_SECONDS", 7 * 86400.0)
+    )
+    """A quote older than this is still used, and flagged stale on the pool."""
+
+
+@dataclass(frozen=True)
 class Settings:
+    prices: Prices = field(default_factory=Prices)
     reconcile: Reconcile = field(default_factory=Reconcile)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)

@@ -28,6 +28,8 @@ from gpucost.devcluster.prometheus import PrometheusServer
 from gpucost.devcluster.serving import Harness, check_pod_network
 
 ROOT = Path(__file__).resolve().parents[2]
+AWS_PRICES = ROOT.parent / "shared" / "data" / "prices" / "aws_ec2_gpu_linux_ondemand_spot.csv"
+PRICE_CONFIGMAP = "gpucost-prices/prices"
 pytestmark = pytest.mark.integration
 
 
@@ -178,6 +180,9 @@ def operator(
             "GPUCOST_COST_WRITE_SECONDS": "1",
             "GPUCOST_BUDGET_INTERVAL": "1",
             "GPUCOST_DEMAND_INTERVAL": "1",
+            # Pools without pricePerHour: AWS's snapshot, then a ConfigMap tests edit.
+            "GPUCOST_PRICE_SOURCES": f"{AWS_PRICES},configmap:{PRICE_CONFIGMAP}",
+            "GPUCOST_PRICE_REFRESH_SECONDS": "1",
         },
         metrics_port=operator_metrics_port,
     )

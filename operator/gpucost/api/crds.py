@@ -124,6 +124,12 @@ KINDS: list[Kind] = [
                 "jsonPath": ".status.inFlightNodes",
                 "priority": 1,
             },
+            {
+                "name": "$/Node-h",
+                "type": "number",
+                "jsonPath": ".status.pricePerHour",
+                "priority": 1,
+            },
             {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour"},
             _READY,
             _AGE,

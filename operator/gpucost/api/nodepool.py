@@ -140,8 +140,35 @@ class GPUNodePoolSpec(Wire):
     capacity_type: CapacityType = Field(
         description="spot or on-demand (label karpenter.sh/capacity-type)."
     )
-    price_per_hour: float = Field(
-        ge=0, le=10_000, description="USD per node-hour at this capacity type."
+    price_per_hour: float | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="USD per node-hour at this capacity type. Unset: the operator's price "
+        "sources (published price lists, spot price history or a ConfigMap) give it for region, "
+        "instanceType and capacityType, and status.pricePerHour shows it.",
+    )
+    region: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        description="Cloud region whose price applies; default the operator's region setting.",
+    )
+    interruptions_per_month: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="spot only: how often a node is taken back, as the share of nodes "
+        "interrupted per month (AWS Spot Advisor's measure; 0.25 = 25 %). Unset: the price "
+        "source's figure where it has one (AWS does, GCP does not).",
+    )
+    interruption_loss_seconds: int = Field(
+        600,
+        ge=0,
+        le=604_800,
+        description="spot only: paid work one interruption throws away (a replica's cold start, "
+        "a job's work since its last checkpoint). Pools are ranked by expected price: price × "
+        "(1 + interruptions per hour × this).",
     )
     gpu: NodeGPU
     cpu: Quantity = Field(description='Allocatable CPU per node, e.g. "96".')
@@ -228,6 +255,17 @@ class GPUNodePoolSpec(Wire):
 
 
 class GPUNodePoolStatus(Costed):
+    price_per_hour: float | None = Field(
+        None, ge=0, description="USD per node-hour in use: spec.pricePerHour or the price source."
+    )
+    expected_price_per_hour: float | None = Field(
+        None, ge=0, description="The price with spot interruptions counted: what pools rank by."
+    )
+    price_source: str | None = Field(
+        None, description="spec, or the price source's file or ConfigMap and line."
+    )
+    price_as_of: str | None = Field(None, description="When the source says the price is from.")
+    interruptions_per_month: float | None = Field(None, ge=0)
     nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
     ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
     in_flight_nodes: int = Field(

@@ -65,6 +65,8 @@ class PoolView:
     scale-up)."""
     cooldown_until: float = 0.0
     boot_seconds: float = 0.0
+    expected_price: float | None = None
+    """The price with spot interruptions counted, when known: new nodes are chosen by it."""
 
     @property
     def price(self) -> float:
@@ -72,7 +74,12 @@ class PoolView:
 
 
 def pool_view(
-    name: str, spec: GPUNodePoolSpec, nodes: int, joining: int | None, cooldown_until: float = 0.0
+    name: str,
+    spec: GPUNodePoolSpec,
+    nodes: int,
+    joining: int | None,
+    cooldown_until: float = 0.0,
+    expected_price: float | None = None,
 ) -> PoolView:
     """A pool's spec as the planner reads it (the operator and the trace replay alike)."""
     consolidate = (
@@ -96,6 +103,7 @@ def pool_view(
         joining,
         cooldown_until,
         duration_seconds(spec.provider.boot_delay),
+        expected_price,
     )
 
 
@@ -323,7 +331,7 @@ def plan(snap: Snapshot, batch: Batch, timing: Timing, consolidate: bool = True)
 def _offers(snap: Snapshot) -> list[Offer]:
     """A new node of each pool a provider can launch now (not cooling down), within maxNodes."""
     return [
-        Offer(name, p.template, p.max_nodes - p.nodes - (p.joining or 0))
+        Offer(name, p.template, p.max_nodes - p.nodes - (p.joining or 0), p.expected_price)
         for name, p in snap.pools.items()
         if p.joining is not None and p.cooldown_until <= snap.now
     ]

@@ -38,10 +38,17 @@ class Offer:
     pool: str
     template: GPUNode
     headroom: int
+    expected: float | None = None
+    """The price with spot interruptions counted, where known."""
 
     @property
     def price(self) -> float:
         return self.template.price_per_hour
+
+    @property
+    def rank(self) -> float:
+        """What choosing among pools compares: a useful node-hour's expected price."""
+        return self.price if self.expected is None else self.expected
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ def plan_scale_up(
             rest = new.fill(left, policy)
             if not new.holds:
                 continue
-            key = (offer.price / sum(_value(a, whole_gpu_mib) for _, a in new.holds), offer.price)
+            key = (offer.rank / sum(_value(a, whole_gpu_mib) for _, a in new.holds), offer.rank)
             if best is None or key < best[:2]:
                 best = (*key, new, rest)
         if best is None:
@@ -190,7 +197,7 @@ def _drop_redundant(opened: list[_NewNode], policy: str) -> list[_NewNode]:
     drop any new node (dearest first) whose asks all fit in the others' leftover room."""
     # By node name: a kept node is a copy after a drop, so identity can't tell a candidate apart.
     kept = {n.node.name: n for n in opened}
-    for name in sorted(kept, key=lambda k: -kept[k].offer.price):
+    for name in sorted(kept, key=lambda k: -kept[k].offer.rank):
         cand = kept[name]
         trial = {
             k: _NewNode(n.offer, n.node, FreeMap(dict(n.free.free)), list(n.holds), list(n.slots))

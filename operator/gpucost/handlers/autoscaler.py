@@ -245,7 +245,12 @@ class Autoscaler(Worker):
                     )
             cooldown = epoch(p.annotations.get(names.ANNOTATION_LAUNCH_COOLDOWN)) or 0.0
             out[name] = pool_view(
-                name, spec, cluster.pool_node_counts.get(name, 0), joining, cooldown
+                name,
+                spec,
+                cluster.pool_node_counts.get(name, 0),
+                joining,
+                cooldown,
+                p.expected_price,
             )
         return out
 

@@ -10,14 +10,17 @@ import kopf
 from gpucost import names
 from gpucost.adapters import metrics
 from gpucost.adapters.kube import Kube
+from gpucost.adapters.prices import PriceSources
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import ConditionStatus, epoch, rfc3339, set_condition
+from gpucost.api.common import Condition, ConditionStatus, epoch, rfc3339, set_condition
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 from gpucost.core import nodeview
 from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
+from gpucost.core.prices import Priced, resolve
 from gpucost.core.scaledown import NodeState
 from gpucost.core.snapshot import allocations
+from gpucost.settings import Prices as PriceSettings
 from gpucost.settings import Settings
 from gpucost.state.cluster import read_cluster
 from gpucost.state.status import account_of, fresh, spec_or_report, write_status
@@ -25,10 +28,39 @@ from gpucost.state.status import account_of, fresh, spec_or_report, write_status
 PLURAL = "gpunodepools"
 
 
+def priced_condition(
+    conditions: list[Condition],
+    priced: Priced | None,
+    why_none: str,
+    generation: int | None,
+) -> list[Condition]:
+    if priced is None:
+        status, reason, message = ConditionStatus.FALSE, "NoPrice", why_none
+    elif priced.source == "spec":
+        status, reason, message = ConditionStatus.TRUE, "Override", "spec.pricePerHour"
+    else:
+        status, reason = ConditionStatus.TRUE, "Stale" if priced.stale else "PriceList"
+        message = f"${priced.usd_per_hour:g}/h from {priced.source}"
+        if priced.as_of is not None:
+            message += f" as of {rfc3339(priced.as_of)}"
+        if priced.stale:
+            message += ": older than the operator's maximum price age, check the source"
+    return set_condition(
+        conditions,
+        type="Priced",
+        status=status,
+        reason=reason,
+        message=message,
+        generation=generation,
+    )
+
+
 def pool_status(
     *,
     name: str,
     spec: GPUNodePoolSpec,
+    priced: Priced | None,
+    why_unpriced: str,
     node_count: int,
     nodes: list[GPUNode],
     held: list[Allocation],
@@ -55,14 +87,15 @@ def pool_status(
     if in_flight or draining:
         message += f", {in_flight} booting, {len(draining)} being removed"
     conditions = set_condition(
-        old.conditions,
+        priced_condition(old.conditions, priced, why_unpriced, generation),
         type="Ready",
-        status=ConditionStatus.TRUE,
-        reason="Reconciled",
-        message=message,
+        status=ConditionStatus.TRUE if priced else ConditionStatus.FALSE,
+        reason="Reconciled" if priced else "NoPrice",
+        message=message if priced else f"not used until it has a price: {why_unpriced}",
         generation=generation,
     )
-    rate = node_count * spec.price_per_hour
+    price = priced.usd_per_hour if priced else 0.0
+    rate = node_count * price
     cost = advance(account_of(old), rate, now, cost_every)
     idle_total = old.idle_cost_accumulated
     if cost.at != epoch(old.cost_accounted_at):
@@ -83,16 +116,56 @@ def pool_status(
         cost_accounted_at=rfc3339(cost.at) if cost.at is not None else None,
         idle_cost_per_hour=round(idle_rate, 6),
         idle_cost_accumulated=round(idle_total, 6),
+        price_per_hour=priced.usd_per_hour if priced else None,
+        expected_price_per_hour=round(priced.expected_usd_per_hour, 6) if priced else None,
+        price_source=priced.source if priced else None,
+        price_as_of=rfc3339(priced.as_of) if priced and priced.as_of is not None else None,
+        interruptions_per_month=priced.interruptions_per_month if priced else None,
         observed_generation=generation,
         conditions=conditions,
     ).wire()
 
 
-def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> None:
+def price_of(
+    spec: GPUNodePoolSpec, prices: PriceSources | None, settings: PriceSettings, now: float
+) -> tuple[Priced | None, str]:
+    """The pool's price and, when it has none, why (naming what was looked for and where)."""
+    region = spec.region or settings.region
+    book = prices.book(now) if prices is not None else {}
+    priced = resolve(
+        override=spec.price_per_hour,
+        region=region,
+        instance_type=spec.instance_type,
+        capacity_type=spec.capacity_type,
+        book=book,
+        now=now,
+        max_age_seconds=settings.max_age_seconds,
+        interruptions_per_month=spec.interruptions_per_month,
+        lost_seconds=spec.interruption_loss_seconds,
+    )
+    where = ", ".join(settings.sources) or "none configured (GPUCOST_PRICE_SOURCES)"
+    why = (
+        f"no pricePerHour and no {spec.capacity_type} price for {spec.instance_type} in "
+        f"{region} in the price sources ({where})"
+    )
+    errors = prices.errors() if prices is not None else {}
+    if errors:
+        why += "; " + "; ".join(errors.values())
+    return priced, why
+
+
+def reconcile(
+    kube: Kube,
+    body: dict[str, Any],
+    cost_every: float = 60.0,
+    prices: PriceSources | None = None,
+    price_settings: PriceSettings | None = None,
+) -> None:
     name = body["metadata"]["name"]
     spec = spec_or_report(kube, PLURAL, body, GPUNodePoolSpec)
     if spec is None:
         return
+    priced, why_unpriced = price_of(spec, prices, price_settings or PriceSettings(), time.time())
     cluster = read_cluster(kube)
     held = allocations(cluster.pods)
     rates = cost_rates(
@@ -109,11 +182,13 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
         return pool_status(
             name=name,
             spec=spec,
+            priced=priced,
+            why_unpriced=why_unpriced,
             node_count=cluster.pool_node_counts.get(name, 0),
             nodes=cluster.nodes,
             held=held,
             idle_per_hour=rates.pool_idle.get(name, 0.0)
-            + unread * spec.price_per_hour,  # a node without GPU inventory holds nothing
+            + unread * (priced.usd_per_hour if priced else 0.0),  # no GPU inventory: holds nothing
             now=time.time(),
             cost_every=cost_every,
             states=states,
@@ -135,12 +210,15 @@ def reconcile(kube: Kube, body: dict[str, Any], cost_every: float = 60.0) -> Non
 
 def register(registry: kopf.OperatorRegistry, kube: Kube, settings: Settings) -> None:
     resource = (GROUP, VERSION, PLURAL)
+    prices = PriceSources(settings.prices, kube) if settings.prices.sources else None
 
     def handler(body: kopf.Body, **_: Any) -> None:
         with metrics.reconciling("GPUNodePool"):
             current = fresh(kube, PLURAL, dict(body))
             if current is not None:
-                reconcile(kube, current, settings.reconcile.cost_write_seconds)
+                reconcile(
+                    kube, current, settings.reconcile.cost_write_seconds, prices, settings.prices
+                )
 
     @kopf.on.delete(*resource, registry=registry, id="forget-metrics", optional=True)
     def on_delete(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> None:

@@ -36,6 +36,8 @@ class Pool:
     labels: dict[str, str]
     uid: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
+    expected_price: float | None = None
+    """spec.pricePerHour with spot interruptions counted (its status): what pools rank by."""
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -73,9 +75,24 @@ def read_pools(kube: Kube) -> dict[str, Pool]:
                 "ignoring GPUNodePool %s with an invalid spec: %s", name, e.errors()[0]["msg"]
             )
             continue
+        status = obj.get("status") or {}
+        if spec.price_per_hour is None:
+            # Priced from the price sources: the pool's handler writes what it found in status.
+            if status.get("pricePerHour") is None:
+                log.info("GPUNodePool %s has no price yet: left out until it has", name)
+                continue
+            spec = spec.model_copy(update={"price_per_hour": float(status["pricePerHour"])})
+        expected = status.get("expectedPricePerHour")
+        if status.get("pricePerHour") != spec.price_per_hour:
+            expected = None  # the status is from an older price: rank by the price alone
         meta = obj["metadata"]
         pools[name] = Pool(
-            name, spec, meta.get("labels") or {}, meta.get("uid", ""), meta.get("annotations") or {}
+            name,
+            spec,
+            meta.get("labels") or {},
+            meta.get("uid", ""),
+            meta.get("annotations") or {},
+            float(expected) if expected is not None else None,
         )
     return pools
 
