@@ -25,6 +25,7 @@ from gpucost.api.common import GPUAsk, duration_seconds
 from gpucost.api.compressionjob import CompressionJobSpec, CompressionJobStatus
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
+from gpucost.core.tokens import Usage, rollup
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,30 @@ class CompressionRow:
         return (self.before_per_replica_hour - self.after_per_replica_hour) * self.replicas
 
 
+@dataclass(frozen=True)
+class TokenRow:
+    """A serving pool's tokens and cost over its status' trailing window."""
+
+    namespace: str
+    pool: str
+    model: str
+    usage: Usage
+
+
 @dataclass
 class Report:
     workloads: list[WorkloadRow] = field(default_factory=list)
     pools: list[PoolRow] = field(default_factory=list)
     compression: list[CompressionRow] = field(default_factory=list)
+    tokens: list[TokenRow] = field(default_factory=list)
+
+    def per_million_tokens(self) -> dict[str, dict[str, Usage]]:
+        """Per pool, model and namespace: each group's cost over its tokens."""
+        return {
+            "pool": rollup((f"{t.namespace}/{t.pool}", t.usage) for t in self.tokens),
+            "model": rollup((t.model, t.usage) for t in self.tokens),
+            "namespace": rollup((t.namespace, t.usage) for t in self.tokens),
+        }
 
     @property
     def namespaces(self) -> dict[str, tuple[float, float]]:
@@ -103,6 +123,13 @@ class Report:
                 {**asdict(c), "saving_per_hour": c.saving_per_hour} for c in self.compression
             ],
             "totals": self.totals(),
+            "usd_per_million_tokens": {
+                by: {
+                    k: {"tokens": u.tokens, "cost": u.cost, "usd_per_million": u.usd_per_million}
+                    for k, u in groups.items()
+                }
+                for by, groups in self.per_million_tokens().items()
+            },
         }
 
 
@@ -176,6 +203,16 @@ def build(
                 naive_rate(ip_spec.gpu, ip_spec.replicas, specs),
             )
         )
+        if ip_status.tokens is not None:
+            t = ip_status.tokens
+            report.tokens.append(
+                TokenRow(
+                    meta["namespace"],
+                    meta["name"],
+                    ip_spec.served_model_name or meta["name"],
+                    Usage(t.generated_tokens, t.cost, t.source),
+                )
+            )
         adopted = ip_status.adopted_model
         if (
             adopted is not None
@@ -271,6 +308,15 @@ def render(console: Console, report: Report) -> None:
                 f"{c.saving_per_hour:,.4f}",
             )
         console.print(saved)
+    if report.tokens:
+        window = Table(title="$ per million generated tokens (each pool's trailing window)")
+        for col in ("by", "group", "tokens", "$", "$/1M tokens"):
+            window.add_column(col, justify="left" if col in ("by", "group") else "right")
+        for by, groups in report.per_million_tokens().items():
+            for key, u in sorted(groups.items()):
+                per_m = f"{u.usd_per_million:,.4f}" if u.usd_per_million is not None else "-"
+                window.add_row(by, key, f"{u.tokens:,.0f}", f"{u.cost:,.4f}", per_m)
+        console.print(window)
     t = report.totals()
     console.print(
         f"[bold]total[/] ${t['per_hour']:,.2f}/h (idle ${t['idle_per_hour']:,.2f}/h), "

@@ -104,6 +104,18 @@ class Utilization:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """$ per million tokens per InferencePool (needs GPUCOST_PROMETHEUS_URL)."""
+
+    window_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_TOKEN_WINDOW_SECONDS", 3600.0)
+    )
+    interval_seconds: float = field(
+        default_factory=lambda: _env_float("GPUCOST_TOKEN_INTERVAL", 60.0)
+    )
+
+
+@dataclass(frozen=True)
 class Prices:
     """Where a GPUNodePool without pricePerHour gets its price (see core.prices for formats)."""
 
@@ -126,6 +138,7 @@ class Prices:
 @dataclass(frozen=True)
 class Settings:
     prices: Prices = field(default_factory=Prices)
+    tokens: Tokens = field(default_factory=Tokens)
     reconcile: Reconcile = field(default_factory=Reconcile)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     autoscaling: Autoscaling = field(default_factory=Autoscaling)

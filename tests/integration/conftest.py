@@ -183,6 +183,8 @@ def operator(
             # Pools without pricePerHour: AWS's snapshot, then a ConfigMap tests edit.
             "GPUCOST_PRICE_SOURCES": f"{AWS_PRICES},configmap:{PRICE_CONFIGMAP}",
             "GPUCOST_PRICE_REFRESH_SECONDS": "1",
+            "GPUCOST_TOKEN_INTERVAL": "1",
+            "GPUCOST_TOKEN_WINDOW_SECONDS": "600",
         },
         metrics_port=operator_metrics_port,
     )

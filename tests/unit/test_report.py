@@ -149,3 +149,36 @@ def test_history_sums_namespaces_and_plots_every_namespace_over_idle(tmp_path):
     }
     plot(past, tmp_path / "cost.png")
     assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def serving(ns: str, name: str, model: str, tokens: float, cost: float) -> dict:
+    obj = inference_pool(ns, name, 1, {"memoryMiB": 10000}, 1.0, 1.0)
+    obj["spec"]["servedModelName"] = model
+    obj["status"]["tokens"] = {
+        "windowSeconds": 3600,
+        "generatedTokens": tokens,
+        "cost": cost,
+        "usdPerMillionTokens": cost / tokens * 1e6 if tokens else None,
+        "source": "gateway",
+        "measuredAt": "2026-12-04T00:00:00Z",
+    }
+    return obj
+
+
+def test_cost_per_million_tokens_is_each_groups_cost_over_its_tokens():
+    report = build(
+        [
+            serving("team-a", "chat", "llama-8b", 2_000_000, 4.0),
+            serving("team-b", "chat", "llama-8b", 1_000_000, 5.0),
+            serving("team-b", "idle", "qwen", 0, 1.0),  # paid for, nothing generated
+        ],
+        [],
+    )
+    groups = report.per_million_tokens()
+    assert groups["pool"]["team-a/chat"].usd_per_million == pytest.approx(2.0)
+    # Not the mean of 2 and 5: (4 + 5) / 3M tokens.
+    assert groups["model"]["llama-8b"].usd_per_million == pytest.approx(3.0)
+    assert groups["model"]["qwen"].usd_per_million is None
+    assert groups["namespace"]["team-b"].usd_per_million == pytest.approx(6.0)  # 6 $ / 1M
+    per_model = report.as_dict()["usd_per_million_tokens"]["model"]
+    assert per_model["llama-8b"]["tokens"] == 3_000_000

@@ -48,6 +48,16 @@ decisions = Counter(
     ["pool", "reason"],
 )
 reconcile_seconds = Histogram("gpucost_reconcile_duration_seconds", "Reconcile wall time", ["kind"])
+usd_per_million_tokens = Gauge(
+    "gpucost_usd_per_million_tokens",
+    "USD per million generated tokens over the token window",
+    ["namespace", "pool", "model"],
+)
+generated_tokens = Gauge(
+    "gpucost_generated_tokens_window",
+    "Tokens generated over the token window",
+    ["namespace", "pool", "model"],
+)
 reconcile_errors = Counter("gpucost_reconcile_errors_total", "Reconciles that raised", ["kind"])
 
 

@@ -54,7 +54,14 @@ class PriceSources:
             for name, (text, as_of) in texts.items():
                 book.update(parse(text, name, as_of if as_of is not None else now))
         except (PriceError, OSError, requests.RequestException, ApiException) as e:
-            message = str(e) if isinstance(e, PriceError) else f"{source}: {e}"
+            # Stable text (an API error's own str carries response headers), logged once per change.
+            message = (
+                str(e)
+                if isinstance(e, PriceError)
+                else f"{source}: {e.status} {e.reason}"
+                if isinstance(e, ApiException)
+                else f"{source}: {e}"
+            )
             if self._errors.get(source) != message:
                 log.error("price source not loaded (last good prices kept): %s", message)
             self._errors[source] = message

@@ -154,6 +154,12 @@ KINDS: list[Kind] = [
             {"name": "GPUs", "type": "integer", "jsonPath": ".spec.gpu.gpus", "priority": 1},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
             {
+                "name": "$/1M-Tokens",
+                "type": "number",
+                "jsonPath": ".status.tokens.usdPerMillionTokens",
+                "priority": 1,
+            },
+            {
                 "name": "Revision",
                 "type": "string",
                 "jsonPath": ".status.updateRevision",

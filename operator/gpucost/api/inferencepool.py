@@ -288,6 +288,21 @@ class ReplicaPlacement(Wire):
     ready: bool = Field(False, description="The pod's Ready condition.")
 
 
+class TokenCost(Wire):
+    """What the pool's serving cost per million generated tokens, over a trailing window."""
+
+    window_seconds: int = Field(ge=1, description="The trailing window measured.")
+    generated_tokens: float = Field(ge=0, description="Tokens generated in the window.")
+    cost: float = Field(ge=0, description="USD the pool's replicas cost in the window.")
+    usd_per_million_tokens: float | None = Field(
+        None, ge=0, description="cost / generatedTokens × 10^6; unset when nothing was generated."
+    )
+    source: str = Field(
+        description="gateway (gpucost gateway's count) or vllm (the replicas' own counter)."
+    )
+    measured_at: str = Field(description="RFC 3339.")
+
+
 class InferencePoolStatus(Costed):
     replicas: int = Field(0, ge=0, description="Replicas placed (pods that exist).")
     ready_replicas: int = Field(0, ge=0, description="Replicas whose pod is Ready.")
@@ -311,6 +326,9 @@ class InferencePoolStatus(Costed):
     )
     adopted_model: AdoptedModel | None = Field(
         None, description="The CompressionJob output served (spec.modelFrom), once adopted."
+    )
+    tokens: TokenCost | None = Field(
+        None, description="$ per million generated tokens (with a Prometheus; see README)."
     )
     unplaced_replicas: int = Field(0, ge=0, description="Replicas that fit on no GPU right now.")
     placements: list[ReplicaPlacement] = Field(default_factory=list)

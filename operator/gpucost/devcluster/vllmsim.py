@@ -166,6 +166,8 @@ class Engine:
         self.labels = labels
         for m in (self.m_running, self.m_waiting, self.m_kv):
             m.labels(**labels).set(0)
+        for counter in (self.m_prompt, self.m_gen):  # at 0 from the start, as vLLM's are
+            counter.labels(**labels)
 
     def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
         return self.alpha + self.beta * decoding + self.prefill * prefill_tokens

@@ -9,7 +9,15 @@ from __future__ import annotations
 import kopf
 
 from gpucost.adapters.kube import Kube
-from gpucost.handlers import autoscaler, budget, compressionjob, demand, inferencepool, nodepool
+from gpucost.handlers import (
+    autoscaler,
+    budget,
+    compressionjob,
+    demand,
+    inferencepool,
+    nodepool,
+    tokens,
+)
 from gpucost.settings import Settings
 
 
@@ -23,4 +31,5 @@ def build_registry(kube: Kube, settings: Settings) -> kopf.OperatorRegistry:
     budget.register(registry, kube, settings)
     compressionjob.register(registry, kube, settings)
     demand.register(registry, kube, settings)
+    tokens.register(registry, kube, settings)
     return registry

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gpucost import names
 from gpucost.adapters.kube import Kube
-from gpucost.adapters.prometheus import PoolMetric
+from gpucost.adapters.prometheus import PoolMetric, vllm
 from gpucost.api import GROUP, VERSION
 from gpucost.api.autoscaling import AutoscalingStatus, Metric
 from gpucost.api.common import epoch, rfc3339
@@ -22,9 +22,9 @@ from gpucost.core import demand
 from gpucost.settings import Settings
 
 PLURAL = "inferencepools"
-QUERIES = {
-    Metric.QUEUE_DEPTH.value: 'sum(vllm:num_requests_waiting{{namespace="{ns}",pool="{name}"}})',
-    Metric.KV_CACHE_USAGE.value: 'sum(vllm:kv_cache_usage_perc{{namespace="{ns}",pool="{name}"}})',
+VLLM_METRICS = {
+    Metric.QUEUE_DEPTH.value: "num_requests_waiting",
+    Metric.KV_CACHE_USAGE.value: "kv_cache_usage_perc",
 }
 """Series labelled namespace and pool (the chart's PodMonitor relabels the replicas' pod label
 gpucost.dev/inferencepool to pool)."""
@@ -52,7 +52,8 @@ def load_of(
         return float(gateways.in_flight + gateways.held)
     if prom is None:
         return None
-    query = scaling.query or QUERIES[scaling.metric].format(ns=meta["namespace"], name=meta["name"])
+    labels = f'namespace="{meta["namespace"]}",pool="{meta["name"]}"'
+    query = scaling.query or f"sum({vllm(VLLM_METRICS[scaling.metric], labels)})"
     return prom.value(query)
 
 
