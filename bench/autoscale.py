@@ -19,6 +19,12 @@ trace.
    on-demand GPU per pod from its arrival, never scaled down), a whole GPU per pod only while it
    runs, and an offline lower bound (every pod's memory at the cheapest $/MiB-hour it may use,
    for exactly its lifetime, as if packing were perfect and nodes appeared instantly).
+3. The bill: the same replay with a reserved tier (``--reserved-nodes`` 8 x A100 nodes, an ODCR
+   billed at on-demand whether used or not) and A10G spot prices that move daily between the
+   snapshot's min and max, with a synthetic week at 1.5x on-demand. Three runs: gpucost (prepaid
+   capacity ranked at what a node adds to the bill), a planner blind to the reservation, and no
+   reservation. Reports effective $ (the bill), list $ (what ran at list prices), on-demand $ and
+   the reservation's use, as ratios to gpucost.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -86,6 +93,8 @@ def prices(path: Path = PRICES) -> dict[str, dict[str, float]]:
                 out[row["instance_type"]] = {
                     "on-demand": float(row["ondemand_usd_hr"]),
                     "spot": float(row["spot_avg_usd_hr"]),
+                    "spot-min": float(row["spot_min_usd_hr"]),
+                    "spot-max": float(row["spot_max_usd_hr"]),
                 }
     return out
 
@@ -137,6 +146,8 @@ class TraceResult:
     spot_share: float
     seconds: float
     by_pool: dict[str, float] = field(default_factory=dict)
+    node_hours: dict[str, float] = field(default_factory=dict)
+    span_hours: float = 0.0
 
 
 def ask_of(task: openb.TracedTask, qos: str) -> Ask | None:
@@ -189,6 +200,8 @@ CONSOLIDATION_PACE = 300.0
 class SimNode:
     node: GPUNode
     launched: float
+    accounted: float = 0.0
+    """Billed up to here (a price move bills what ran before it at the old price)."""
     idle_since: float | None = None
     consolidatable_since: float | None = None
     replacing: Replacing | None = None
@@ -201,14 +214,18 @@ class TraceSim:
     handler are on a real one. Nodes boot instantly (the trace's time scale is hours); a look runs
     at every arrival and departure and whenever the planner says something falls due."""
 
-    def __init__(self, specs: dict[str, GPUNodePoolSpec], policy: str) -> None:
-        self.specs, self.policy = specs, policy
+    def __init__(self, specs: dict[str, GPUNodePoolSpec], policy: str, blind: bool = False) -> None:
+        """``blind``: plan as if reserved capacity were ordinary on-demand capacity (ranked at its
+        list price, idle nodes removed): a planner that does not know what is prepaid."""
+        self.specs, self.policy, self.blind = dict(specs), policy, blind
         self.nodes: dict[str, SimNode] = {}
         self.held: dict[int, list[Allocation]] = {}
         self.asks: dict[int, Ask] = {}
         self.pending: dict[int, Ask] = {}
         self.free = FreeMap()
         self.spent: dict[str, float] = defaultdict(float)
+        """List price of what ran, per pool."""
+        self.node_hours: dict[str, float] = defaultdict(float)
         self.batch = Batch()
         self.launches = self.peak = self.unplaceable = self.consolidations = self.seq = 0
         self.last_consolidation = float("-inf")
@@ -279,7 +296,8 @@ class TraceSim:
         return Snapshot(
             now=at,
             pools={
-                name: pool_view(name, spec, counts[name], 0) for name, spec in self.specs.items()
+                name: pool_view(name, self._planned(spec), counts[name], 0, now=at)
+                for name, spec in self.specs.items()
             },
             nodes=[replace(n.node, schedulable=n.disruption is None) for n in self.nodes.values()],
             states=states,
@@ -288,6 +306,25 @@ class TraceSim:
             movable={name: [(str(i), self.asks[i]) for i in pods] for name, pods in on.items()},
             policy=self.policy,
         )
+
+    def _planned(self, spec: GPUNodePoolSpec) -> GPUNodePoolSpec:
+        if not self.blind or spec.reserved_nodes is None:
+            return spec
+        update = {"capacity_type": "on-demand", "reserved_nodes": None}
+        return spec.model_copy(update={**update, "max_nodes": spec.reserved_nodes})
+
+    def move_price(self, pool: str, price: float, at: float) -> None:
+        """The pool's price changes at ``at``: what ran before is billed at the old one."""
+        for n in self.nodes.values():
+            if n.node.pool == pool:
+                self._accrue(n, at)
+                n.node = replace(n.node, price_per_hour=price)
+        self.specs[pool] = self.specs[pool].model_copy(update={"price_per_hour": price})
+
+    def _accrue(self, n: SimNode, until: float) -> None:
+        self.spent[n.node.pool] += (until - n.accounted) / 3600 * n.node.price_per_hour
+        self.node_hours[n.node.pool] += (until - n.accounted) / 3600
+        n.accounted = until
 
     def _apply(self, commands: list, at: float) -> bool:
         """True when the cluster changed (another look at the same instant may decide more)."""
@@ -332,14 +369,14 @@ class TraceSim:
             reserved_until=until,
             slots=slots,
         )
-        self.nodes[node.name] = SimNode(node, at)
+        self.nodes[node.name] = SimNode(node, at, at)
         self.free.free.update({(node.name, g.index): g.memory_mib for g in node.gpus})
         self.launches += 1
         self.peak = max(self.peak, len(self.nodes))
 
     def _remove(self, name: str, until: float) -> None:
         n = self.nodes.pop(name)
-        self.spent[n.node.pool] += (until - n.launched) / 3600 * n.node.price_per_hour
+        self._accrue(n, until)
         for g in n.node.gpus:
             self.free.free.pop((name, g.index), None)
 
@@ -352,12 +389,19 @@ class TraceSim:
             )
 
 
+Move = tuple[float, str, float]
+"""(seconds into the trace, pool, its new $/node-hour)."""
+
+
 def replay_trace(
     path: Path,
     specs: dict[str, GPUNodePoolSpec],
     policy: str,
     consolidate: bool = True,
     progress: Progress | None = None,
+    moves: Sequence[Move] = (),
+    blind: bool = False,
+    label: str = "",
 ) -> TraceResult:
     started = time.perf_counter()
     qos = _qos(path)
@@ -371,16 +415,17 @@ def replay_trace(
         [(t.created, 1, i) for i, (t, _) in enumerate(pods)]
         + [(t.deleted, 0, i) for i, (t, _) in enumerate(pods)]
     )
-    end = float(events[-1][0])
+    start, end = float(events[0][0]), float(events[-1][0])
+    events = sorted(events + [(start + at, 2, k) for k, (at, _, _) in enumerate(moves)])
     if not consolidate:
         specs = {
             k: v.model_copy(update={"consolidation_policy": ConsolidationPolicy.WHEN_EMPTY.value})
             for k, v in specs.items()
         }
-    sim = TraceSim(specs, policy)
+    sim = TraceSim(specs, policy, blind)
     task = (
         progress.add_task(
-            f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
+            label or f"openb trace replay ({'with' if consolidate else 'without'} consolidation)",
             total=len(events),
         )
         if progress
@@ -392,7 +437,10 @@ def replay_trace(
             progress.advance(task)
         while wake is not None and wake < at:
             wake = sim.look(wake, due=True)
-        if kind == 0:
+        if kind == 2:
+            _, pool, price = moves[i]
+            sim.move_price(pool, price, float(at))
+        elif kind == 0:
             sim.leave(i)
         else:
             sim.arrive(i, pods[i][1])
@@ -426,7 +474,96 @@ def replay_trace(
         spot / total if total else 0.0,
         time.perf_counter() - started,
         dict(sim.spent),
+        dict(sim.node_hours),
+        (end - start) / 3600,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: the bill, with a reserved tier and spot prices that move
+
+SPIKE_DAYS = (30.0, 37.0)
+"""A week in which A10G spot costs 1.5x on-demand (spot capacity short): synthetic, as
+../shared holds no spot price history; outside it the price alternates daily between the
+snapshot's min and max."""
+
+
+def billing_specs(
+    price: dict[str, dict[str, float]], reserved_nodes: int
+) -> dict[str, GPUNodePoolSpec]:
+    """The trace's three pools plus reserved 8 x A100 nodes (an ODCR: billed at on-demand)."""
+    specs = pool_specs(price)
+    a100 = specs["a100-on-demand"]
+    specs["a100-reserved"] = GPUNodePoolSpec.model_validate(
+        {
+            **a100.wire(),
+            "capacityType": "reserved",
+            "reservedNodes": reserved_nodes,
+            "maxNodes": reserved_nodes,
+        }
+    )
+    return specs
+
+
+def spot_moves(price: dict[str, dict[str, float]], days: float) -> list[Move]:
+    g5 = price["g5.xlarge"]
+    out: list[Move] = []
+    for day in range(int(days) + 1):
+        if SPIKE_DAYS[0] <= day < SPIKE_DAYS[1]:
+            usd = 1.5 * g5["on-demand"]
+        else:
+            usd = g5["spot-min"] if day % 2 else g5["spot-max"]
+        out.append((day * 86400.0, "a10g-spot", usd))
+    return out
+
+
+def bill(r: TraceResult, specs: dict[str, GPUNodePoolSpec]) -> dict[str, float]:
+    """List $ (what ran, at list prices as they moved) and effective $ (the bill: reserved nodes
+    paid for the whole span whether they ran or not), and the reservation's use."""
+    reserved = {k: s for k, s in specs.items() if s.reserved_nodes is not None}
+    paid_anyway = sum(
+        (s.reserved_nodes or 0) * s.price_per_hour * r.span_hours for s in reserved.values()
+    )
+    used = sum(r.node_hours.get(k, 0.0) for k in reserved)
+    capacity = sum((s.reserved_nodes or 0) * r.span_hours for s in reserved.values())
+    return {
+        "list_dollars": round(r.dollars, 2),
+        "effective_dollars": round(
+            sum(v for k, v in r.by_pool.items() if k not in reserved) + paid_anyway, 2
+        ),
+        "reservation_utilization": round(used / capacity, 4) if capacity else 0.0,
+        "on_demand_dollars": round(
+            sum(v for k, v in r.by_pool.items() if specs[k].capacity_type == "on-demand"), 2
+        ),
+    }
+
+
+def replay_bills(
+    path: Path, price: dict[str, dict[str, float]], reserved_nodes: int, progress: Progress
+) -> dict[str, Any]:
+    """Three runs on the same trace and price moves: gpucost (prepaid capacity used first),
+    a planner blind to what is prepaid, and no reservation at all."""
+    specs = billing_specs(price, reserved_nodes)
+    moves = spot_moves(price, _span_days(path))
+    runs = {  # name: (pools, planner blind to prepaid capacity, label)
+        "gpucost": (specs, False, "bill: gpucost, reservation-aware"),
+        "blind": (specs, True, "bill: planner blind to the reservation"),
+        "no_reservation": (pool_specs(price), False, "bill: no reservation"),
+    }
+    out: dict[str, Any] = {
+        "reserved_nodes": reserved_nodes,
+        "spike_days": list(SPIKE_DAYS),
+        "runs": {
+            name: bill(
+                replay_trace(path, s, DEFAULT_POLICY, True, progress, moves, blind, label), s
+            )
+            for name, (s, blind, label) in runs.items()
+        },
+    }
+    ours = out["runs"]["gpucost"]["effective_dollars"]
+    for k, v in out["runs"].items():
+        v["ratio_to_gpucost"] = round(v["effective_dollars"] / ours, 3)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,6 +996,25 @@ def render(console: Console, report: dict) -> None:
         )
 
 
+def render_bill(console: Console, b: dict[str, Any]) -> None:
+    table = Table(
+        title=f"The bill: {b['reserved_nodes']} reserved 8 x A100 nodes, A10G spot moving daily "
+        f"(1.5x on-demand on days {b['spike_days'][0]:.0f}-{b['spike_days'][1]:.0f})"
+    )
+    for col in ("run", "effective $", "list $", "on-demand $", "reservation used", "ratio"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for name, r in b["runs"].items():
+        table.add_row(
+            name,
+            f"{r['effective_dollars']:,.0f}",
+            f"{r['list_dollars']:,.0f}",
+            f"{r['on_demand_dollars']:,.0f}",
+            f"{r['reservation_utilization']:.1%}",
+            f"{r['ratio_to_gpucost']:.3f}",
+        )
+    console.print(table)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -867,6 +1023,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--no-cluster", action="store_true", help="skip the control-plane burst")
     parser.add_argument("--no-trace", action="store_true", help="skip the trace replay")
+    parser.add_argument(
+        "--no-bill", action="store_true", help="skip the reserved-tier and price-move replays"
+    )
+    parser.add_argument(
+        "--reserved-nodes", type=int, default=4, help="reserved 8 x A100 nodes in the bill part"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the plain-script floor before the burst"
@@ -908,6 +1070,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ratio_whole_gpu_to_ours": round(r.whole_gpu_dollars / r.dollars, 3),
                     "ratio_ours_to_lower_bound": round(r.dollars / r.lower_bound_dollars, 3),
                 }
+            if not args.no_bill:
+                report["bill"] = replay_bills(args.trace, prices(), args.reserved_nodes, progress)
             if not args.no_cluster:
                 b = run_burst(
                     args.replicas, specs, progress, args.logs, args.reservation, not args.no_floor
@@ -933,6 +1097,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
     else:
         render(console, report)
+        if "bill" in report:
+            render_bill(console, report["bill"])
     return 0
 
 

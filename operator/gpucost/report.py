@@ -48,6 +48,14 @@ class PoolRow:
     idle_per_hour: float
     accumulated: float
     idle_accumulated: float
+    list_price: float | None = None
+    """Per node-hour, as priced (spec or price source)."""
+    effective_price: float | None = None
+    """Per running node-hour, reserved or committed capacity paid anyway included."""
+    utilization: float | None = None
+    """Of the reservation or commitment; None without one."""
+    warning: str | None = None
+    """Paid-for capacity unused while on-demand is bought elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,17 @@ def build(
                 status.idle_cost_per_hour,
                 status.cost_accumulated,
                 status.idle_cost_accumulated,
+                status.price_per_hour,
+                status.effective_price_per_hour,
+                status.commitment_utilization,
+                next(
+                    (
+                        c.message
+                        for c in status.conditions
+                        if c.type == "CommitmentUnused" and c.status == "True"
+                    ),
+                    None,
+                ),
             )
         )
     for obj in inference_pools:
@@ -252,6 +271,10 @@ def build(
     return report
 
 
+def _money(value: float | None) -> str:
+    return f"{value:,.4f}" if value is not None else "-"
+
+
 def render(console: Console, report: Report) -> None:
     table = Table(title="GPU cost by workload")
     for col in ("namespace", "kind", "workload", "replicas", "$/h", "$ so far", "$/h naive"):
@@ -277,19 +300,26 @@ def render(console: Console, report: Report) -> None:
         ns.add_row(name, f"{per_hour:,.4f}", f"{total:,.4f}")
     console.print(ns)
     pools = Table(title="by GPUNodePool")
-    for col in ("pool", "capacity", "nodes", "$/h", "idle $/h", "$ so far", "idle $ so far"):
+    cols = ("pool", "capacity", "nodes", "list $/node-h", "effective", "used", "$/h", "idle $/h")
+    for col in (*cols, "$ so far", "idle $ so far"):
         pools.add_column(col, justify="left" if col in ("pool", "capacity") else "right")
     for p in report.pools:
         pools.add_row(
             p.name,
             p.capacity_type,
             str(p.nodes),
+            _money(p.list_price),
+            _money(p.effective_price),
+            f"{p.utilization:.0%}" if p.utilization is not None else "-",
             f"{p.per_hour:,.2f}",
             f"{p.idle_per_hour:,.2f}",
             f"{p.accumulated:,.4f}",
             f"{p.idle_accumulated:,.4f}",
         )
     console.print(pools)
+    for p in report.pools:
+        if p.warning:
+            console.print(f"[yellow]warning[/] {p.name}: {p.warning}")
     if report.compression:
         saved = Table(title="served compressed (modelFrom)")
         for col in ("namespace", "pool", "job", "scheme"):

@@ -198,6 +198,50 @@ def test_a_failing_spot_launch_falls_back_to_on_demand(cluster, namespace, gpu_p
     assert "422" in failed["message"]
 
 
+def test_work_that_fell_back_to_on_demand_moves_back_to_spot_once_spot_launches_again(
+    cluster, namespace, gpu_pool
+):
+    spot = gpu_pool(
+        0,
+        gpus=1,
+        memory_mib=24000,
+        capacity_type="spot",
+        pricePerHour=0.4,
+        minNodes=0,
+        maxNodes=3,
+        idleTimeout="1h",
+        labels={"zone": "not a valid label value!"},  # every launch fails until this is fixed
+    )
+    fallback = gpu_pool(
+        0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=3,
+        idleTimeout="1h", consolidateAfter="2s",
+    )  # fmt: skip
+    cluster.apply(
+        pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot", "on-demand"])
+    )
+    cluster.wait("web on on-demand", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    (on_demand,) = node_names(cluster, fallback)
+    assert pool_events(cluster, spot, "LaunchFailed")
+    # Spot capacity is back and the pool's cool-down is over (its time is in the API).
+    cluster.kubectl(
+        "patch", "gpunodepool", spot, "--type=merge", "-p",
+        json.dumps({"metadata": {"annotations": {
+            names.ANNOTATION_LAUNCH_COOLDOWN: "2020-01-01T00:00:00Z"}},
+            "spec": {"labels": {"zone": "us-east-1a"}}}),
+    )  # fmt: skip
+
+    def back_on_spot():
+        return (
+            not node_names(cluster, fallback)
+            and all_ready(cluster, namespace, "web")
+            and replica_nodes(cluster, namespace) == node_names(cluster, spot)
+        )
+
+    cluster.wait("web moved back to spot, the on-demand node removed", back_on_spot, timeout=120)
+    (event,) = pool_events(cluster, fallback, "Consolidation")
+    assert on_demand in event["message"] and "saving $0.60/h" in event["message"]
+
+
 def test_an_unschedulable_plain_gpu_pod_gets_a_node(cluster, namespace, gpu_pool):
     node_pool = gpu_pool(
         0, gpus=4, pricePerHour=8.0, minNodes=0, maxNodes=2, labels={"team": namespace}

@@ -156,10 +156,25 @@ def test_monitoring_objects_render_and_the_alerts_pass_promtool(tmp_path):
         "serviceMonitor.enabled=true",
         "--set",
         "prometheusRule.enabled=true",
+        "--set",
+        "podMonitor.enabled=true",
     )
-    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
-    assert {"ServiceMonitor", "PrometheusRule", "Service"} <= set(docs)
-    assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+    all_docs = [d for d in yaml.safe_load_all(rendered) if d]
+    docs = {d["kind"]: d for d in all_docs}
+    assert {"ServiceMonitor", "PrometheusRule", "Service", "PodMonitor"} <= set(docs)
+    monitors = {d["metadata"]["name"]: d for d in all_docs if d["kind"] == "ServiceMonitor"}
+    operator_monitor = monitors[f"{RELEASE}-gpu-cost-operator"]
+    assert operator_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The gateway's own namespace/pool labels are the pools': kept, not overwritten by its pod's.
+    (gateway_endpoint,) = monitors[f"{RELEASE}-gpu-cost-operator-gateway"]["spec"]["endpoints"]
+    assert gateway_endpoint["honorLabels"] is True
+    gateway_service = next(
+        d for d in all_docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("gateway")
+    )
+    wanted = monitors[f"{RELEASE}-gpu-cost-operator-gateway"]["spec"]["selector"]["matchLabels"]
+    assert wanted.items() <= gateway_service["metadata"]["labels"].items()
+    relabel = docs["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {r["targetLabel"] for r in relabel} >= {"namespace", "pool"}
     alerts = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
     assert docs["PrometheusRule"]["spec"]["groups"] == alerts["groups"]
     rules = tmp_path / "rules.yaml"

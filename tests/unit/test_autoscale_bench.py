@@ -72,3 +72,40 @@ def test_consolidation_moves_a_lone_slice_off_an_eight_gpu_node(tmp_path):
     assert t["consolidations"] >= 1
     assert t["dollars"] < t["no_consolidation_dollars"] / 5
     assert set(t["by_pool"]) == {"a100-on-demand", "a10g-on-demand"}
+
+
+def test_the_bill_uses_the_reservation_first_and_a_blind_planner_pays_twice(tmp_path):
+    trace = tmp_path / "pods.csv"
+    # Half a GPU, not interruptible, for the trace's 2 h.
+    trace.write_text(HEADER + "p0,1000,1024,1,500,,LS,Running,0,7200,0\n")
+    report = run(trace)
+    prices = {name: p["usd_per_hour"] for name, p in report["prices"].items()}
+    a10g, a100 = prices["a10g-on-demand"], prices["a100-on-demand"]
+    bill = report["bill"]
+    reserved = bill["reserved_nodes"] * a100 * 2  # 2 h of reserved nodes, used or not
+    ours, blind = bill["runs"]["gpucost"], bill["runs"]["blind"]
+    # The slice goes on a reserved A100 (already paid) instead of a new A10G.
+    assert ours["effective_dollars"] == pytest.approx(reserved, abs=0.01)
+    assert ours["on_demand_dollars"] == 0 and ours["reservation_utilization"] > 0
+    # Blind to the prepayment, the A10G on-demand node looks cheaper per MiB: bought on top.
+    assert blind["effective_dollars"] == pytest.approx(reserved + 2 * a10g, abs=0.01)
+    assert blind["reservation_utilization"] == 0
+    assert blind["ratio_to_gpucost"] > 1
+    # Without the reservation: only the A10G.
+    assert bill["runs"]["no_reservation"]["effective_dollars"] == pytest.approx(2 * a10g, abs=0.01)
+
+
+def test_a_spot_price_spike_sends_interruptible_work_to_on_demand_until_it_passes(tmp_path):
+    trace = tmp_path / "pods.csv"
+    day = 86400
+    # Best-effort quarter-GPU pods for an hour: before, during (day 31) and after the spike.
+    rows = [f"p{i},1000,1024,1,250,,BE,Running,{t},{t + 3600},{t}" for i, t in
+            enumerate((0, 31 * day, 40 * day))]  # fmt: skip
+    trace.write_text(HEADER + "\n".join(rows) + "\n")
+    report = run(trace)
+    a10g = report["prices"]["a10g-on-demand"]["usd_per_hour"]
+    plain = report["bill"]["runs"]["no_reservation"]
+    # Only the pod inside the spike pays on-demand (its hour and the 10 min idleTimeout after);
+    # the other two ran on spot at its moved price.
+    assert plain["on_demand_dollars"] == pytest.approx(a10g * 70 / 60, abs=0.01)
+    assert plain["list_dollars"] < 3 * a10g * 70 / 60

@@ -182,3 +182,31 @@ def test_cost_per_million_tokens_is_each_groups_cost_over_its_tokens():
     assert groups["namespace"]["team-b"].usd_per_million == pytest.approx(6.0)  # 6 $ / 1M
     per_model = report.as_dict()["usd_per_million_tokens"]["model"]
     assert per_model["llama-8b"]["tokens"] == 3_000_000
+
+
+def test_pools_show_list_and_effective_price_and_warn_of_an_unused_commitment():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gpucost.report import render
+
+    unused = {
+        "type": "CommitmentUnused",
+        "status": "True",
+        "reason": "UnusedWhileBuyingOnDemand",
+        "message": "$8.80/h paid for and unused (12% used) while on-demand pools pay list "
+        "price: od (3 nodes)",
+        "lastTransitionTime": "2026-12-04T00:00:00Z",
+    }
+    status = {"nodes": 2, "costPerHour": 10.0, "pricePerHour": 1.0,
+              "effectivePricePerHour": 5.0, "commitmentUtilization": 0.12,
+              "conditions": [unused]}  # fmt: skip
+    report = build([], [node_pool("committed", "on-demand", 1.0, 1, 23034, status)])
+    (row,) = report.pools
+    assert (row.list_price, row.effective_price, row.utilization) == (1.0, 5.0, 0.12)
+    out = StringIO()
+    render(Console(file=out, width=200), report)
+    assert "12%" in out.getvalue() and "warning committed: $8.80/h paid for and unused" in (
+        out.getvalue()
+    )

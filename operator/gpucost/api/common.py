@@ -51,6 +51,8 @@ class CapacityType(str, enum.Enum):
 
     SPOT = "spot"
     ON_DEMAND = "on-demand"
+    RESERVED = "reserved"
+    """Paid for whether used or not (RIs, ODCRs, capacity blocks): takes on-demand work."""
 
 
 class ConditionStatus(str, enum.Enum):

@@ -130,6 +130,25 @@ class Provider(Wire):
         return self
 
 
+class CommitmentSpec(Wire):
+    """A Savings Plan (or committed-use discount) covering this pool's on-demand nodes."""
+
+    usd_per_hour: float = Field(
+        gt=0, le=1_000_000, description="Paid every hour until termEnd, used or not."
+    )
+    covered_price_per_hour: float = Field(
+        gt=0,
+        le=10_000,
+        description="A node-hour's price under the commitment (the plan's rate); nodes beyond "
+        "what usdPerHour covers pay pricePerHour.",
+    )
+    term_end: str | None = Field(
+        None,
+        description="RFC 3339 end of the term; after it the commitment no longer applies.",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 class GPUNodePoolSpec(Wire):
     instance_type: str = Field(
         min_length=1,
@@ -138,7 +157,21 @@ class GPUNodePoolSpec(Wire):
         "node.kubernetes.io/instance-type).",
     )
     capacity_type: CapacityType = Field(
-        description="spot or on-demand (label karpenter.sh/capacity-type)."
+        description="spot, on-demand or reserved (label karpenter.sh/capacity-type). Reserved "
+        "nodes take on-demand work, are used before anything is bought and are never removed for "
+        "idleness: they are paid for anyway."
+    )
+    reserved_nodes: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="reserved only: nodes paid for whether used or not (RIs, ODCRs, capacity "
+        "blocks); the pool never has more.",
+    )
+    commitment: CommitmentSpec | None = Field(
+        None,
+        description="on-demand only: a $/hour commitment whose rate covers this pool's nodes "
+        "first; status shows the effective price and how much of it is used.",
     )
     price_per_hour: float | None = Field(
         None,
@@ -229,7 +262,15 @@ class GPUNodePoolSpec(Wire):
                 {
                     "rule": "self.minNodes <= self.maxNodes",
                     "message": "minNodes must not exceed maxNodes",
-                }
+                },
+                {
+                    "rule": "(self.capacityType == 'reserved') == has(self.reservedNodes)",
+                    "message": "reservedNodes is set exactly when capacityType is reserved",
+                },
+                {
+                    "rule": "!has(self.commitment) || self.capacityType == 'on-demand'",
+                    "message": "a commitment covers on-demand nodes only",
+                },
             ]
         }
     )
@@ -251,6 +292,10 @@ class GPUNodePoolSpec(Wire):
     def _bounds(self) -> "GPUNodePoolSpec":
         if self.min_nodes > self.max_nodes:
             raise ValueError("minNodes must not exceed maxNodes")
+        if (self.capacity_type == CapacityType.RESERVED) != (self.reserved_nodes is not None):
+            raise ValueError("reservedNodes is set exactly when capacityType is reserved")
+        if self.commitment is not None and self.capacity_type != CapacityType.ON_DEMAND:
+            raise ValueError("a commitment covers on-demand nodes only")
         return self
 
 
@@ -266,6 +311,15 @@ class GPUNodePoolStatus(Costed):
     )
     price_as_of: str | None = Field(None, description="When the source says the price is from.")
     interruptions_per_month: float | None = Field(None, ge=0)
+    effective_price_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="What a running node really costs: costPerHour over nodes, reserved or "
+        "committed capacity paid anyway included.",
+    )
+    commitment_utilization: float | None = Field(
+        None, ge=0, le=1, description="Share of the reservation or commitment in use (0-1)."
+    )
     nodes: int = Field(0, ge=0, description="Nodes that belong to the pool.")
     ready_nodes: int = Field(0, ge=0, description="Of those, Ready and schedulable.")
     in_flight_nodes: int = Field(

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from gpucost.api.common import duration_seconds
 from gpucost.api.nodepool import ConsolidationPolicy, GPUNodePoolSpec
+from gpucost.core.commitment import pool_marginal
 from gpucost.core.consolidate import CONSOLIDATION, plan_consolidation
 from gpucost.core.inventory import Allocation, Ask, GPUNode
 from gpucost.core.placement import Filled
@@ -80,15 +81,22 @@ def pool_view(
     joining: int | None,
     cooldown_until: float = 0.0,
     expected_price: float | None = None,
+    now: float = 0.0,
 ) -> PoolView:
-    """A pool's spec as the planner reads it (the operator and the trace replay alike)."""
+    """A pool's spec as the planner reads it (the operator and the trace replay alike). Capacity
+    paid for in advance (reserved nodes, a commitment) ranks at what a new node adds to the bill,
+    and reserved nodes are kept however idle: removing one saves nothing."""
     consolidate = (
         duration_seconds(spec.consolidate_after)
         if spec.consolidation_policy == ConsolidationPolicy.WHEN_EMPTY_OR_UNDERUTILIZED.value
         else None
     )
+    reserved = spec.reserved_nodes
+    marginal = pool_marginal(spec, nodes + (joining or 0), spec.price_per_hour or 0.0, now)
+    if marginal is not None:
+        expected_price = marginal
     limits = PoolLimits(
-        spec.min_nodes,
+        max(spec.min_nodes, reserved or 0),
         duration_seconds(spec.idle_timeout),
         spec.disruption_budget,
         consolidate,
@@ -98,7 +106,7 @@ def pool_view(
         name,
         pool_template_node(name, spec),
         limits,
-        spec.max_nodes,
+        min(spec.max_nodes, reserved) if reserved is not None else spec.max_nodes,
         nodes,
         joining,
         cooldown_until,

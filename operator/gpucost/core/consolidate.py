@@ -66,7 +66,7 @@ def plan_consolidation(
         for name, n in settled.items()
     }
     room = sum(mib for node_name, mib in free_on.items() if receives.get(node_name))
-    price = {o.pool: o.price for o in offers}
+    price = {o.pool: o.rank for o in offers}  # what a new node adds: nothing if reserved
     plan = ConsolidationPlan()
     ranked: list[tuple[float, int, str, ScaleUpPlan]] = []
     for name, node in settled.items():
@@ -84,11 +84,12 @@ def plan_consolidation(
             or node.price_per_hour <= 0
         ):
             continue
-        kinds = (
-            frozenset.intersection(*(a.capacity_types for _, a in asks)) if asks else frozenset()
-        )
         cheapest_new = min(
-            (o.price for o in offers if o.headroom > 0 and o.template.capacity_type in kinds),
+            (
+                o.rank
+                for o in offers
+                if o.headroom > 0 and all(a.takes(o.template.capacity_type) for _, a in asks)
+            ),
             default=float("inf"),
         )
         if used_on[name] > room - free_on[name] and cheapest_new >= node.price_per_hour:

@@ -65,6 +65,11 @@ class Ask:
     pools: frozenset[str] | None = None
     """Pools the ask may use; None = any."""
 
+    def takes(self, capacity_type: str) -> bool:
+        """Reserved capacity is on-demand capacity paid for in advance: on-demand work may use it
+        (spot-only work may too: it is never taken back)."""
+        return capacity_type in self.capacity_types or capacity_type == "reserved"
+
     def __post_init__(self) -> None:
         if (self.memory_mib is None) == (self.gpus is None):
             raise ValueError("an Ask needs exactly one of memory_mib or gpus")

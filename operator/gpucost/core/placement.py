@@ -40,7 +40,7 @@ class NoFit:
 def eligible(ask: Ask, node: GPUNode) -> bool:
     return (
         node.schedulable
-        and node.capacity_type in ask.capacity_types
+        and ask.takes(node.capacity_type)
         and (ask.pools is None or node.pool in ask.pools)
         and (not ask.gpu_models or all(g.model in ask.gpu_models for g in node.gpus))
     )

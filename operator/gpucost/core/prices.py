@@ -243,7 +243,9 @@ def resolve(
 ) -> Priced | None:
     """The pool's price: its override, else the book's quote (None when neither exists). The
     interruption rate is the pool's own where it gives one, else the quote's."""
-    quote = book.get((region, instance_type, capacity_type))
+    # An ODCR or capacity block bills at the on-demand rate (an RI's amortized rate: set it).
+    listed = "on-demand" if capacity_type == "reserved" else capacity_type
+    quote = book.get((region, instance_type, listed))
     rate = interruptions_per_month
     if rate is None and quote is not None:
         rate = quote.interruptions_per_month

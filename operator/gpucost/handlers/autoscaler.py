@@ -211,7 +211,7 @@ class Autoscaler(Worker):
             for n in cluster.raw_nodes
             if (n["metadata"].get("labels") or {}).get(names.LABEL_NODEPOOL) in cluster.pools
         ]
-        views = self._pools(cluster)
+        views = self._pools(cluster, now)
         states = self._with_utilization(states, {name: v.limits for name, v in views.items()})
         movable, filled = replicas_on_nodes(cluster, inference_pools)
         return Snapshot(
@@ -226,7 +226,7 @@ class Autoscaler(Worker):
             filled=filled,
         )
 
-    def _pools(self, cluster: Cluster) -> dict[str, PoolView]:
+    def _pools(self, cluster: Cluster, now: float) -> dict[str, PoolView]:
         labels = {
             n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in cluster.raw_nodes
         }
@@ -251,6 +251,7 @@ class Autoscaler(Worker):
                 joining,
                 cooldown,
                 p.expected_price,
+                now,
             )
         return out
 

@@ -15,6 +15,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, epoch, rfc3339, set_condition
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 from gpucost.core import nodeview
+from gpucost.core.commitment import Bill, pool_bill
 from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.prices import Priced, resolve
@@ -55,6 +56,31 @@ def priced_condition(
     )
 
 
+def unused_condition(
+    conditions: list[Condition], paid: Bill, at_list_price: tuple[str, ...], generation: int | None
+) -> list[Condition]:
+    """CommitmentUnused: capacity paid for in advance sits unused while other pools buy on-demand
+    nodes at list price (a reserved pool whose GPUs or labels the work does not match, say)."""
+    if paid.unused_per_hour > 1e-9 and at_list_price:
+        status, reason = ConditionStatus.TRUE, "UnusedWhileBuyingOnDemand"
+        message = (
+            f"${paid.unused_per_hour:,.2f}/h paid for and unused "
+            f"({(paid.utilization or 0) * 100:.0f}% used) while on-demand pools pay list price: "
+            f"{', '.join(at_list_price)}"
+        )
+    else:
+        status, reason = ConditionStatus.FALSE, "NoWaste"
+        message = f"{(paid.utilization or 0) * 100:.0f}% used"
+    return set_condition(
+        conditions,
+        type="CommitmentUnused",
+        status=status,
+        reason=reason,
+        message=message,
+        generation=generation,
+    )
+
+
 def pool_status(
     *,
     name: str,
@@ -69,6 +95,7 @@ def pool_status(
     idle_per_hour: float = 0.0,
     now: float = 0.0,
     cost_every: float = 60.0,
+    at_list_price: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``node_count`` counts every node labelled for the pool; ``nodes`` only the GPU nodes read;
     ``states`` are the pool's nodes as the autoscaler sees them; ``idle_per_hour`` what its
@@ -95,12 +122,14 @@ def pool_status(
         generation=generation,
     )
     price = priced.usd_per_hour if priced else 0.0
-    rate = node_count * price
-    cost = advance(account_of(old), rate, now, cost_every)
+    paid = pool_bill(spec, node_count, price, now)
+    cost = advance(account_of(old), paid.cost_per_hour, now, cost_every)
+    if paid.utilization is not None:
+        conditions = unused_condition(conditions, paid, at_list_price, generation)
     idle_total = old.idle_cost_accumulated
     if cost.at != epoch(old.cost_accounted_at):
         idle_total = accrue(idle_total, epoch(old.cost_accounted_at), old.idle_cost_per_hour, now)
-        idle_rate = idle_per_hour
+        idle_rate = idle_per_hour + paid.unused_per_hour  # paid for, and nothing runs on it
     else:
         idle_rate = old.idle_cost_per_hour
     return GPUNodePoolStatus(
@@ -121,6 +150,10 @@ def pool_status(
         price_source=priced.source if priced else None,
         price_as_of=rfc3339(priced.as_of) if priced and priced.as_of is not None else None,
         interruptions_per_month=priced.interruptions_per_month if priced else None,
+        effective_price_per_hour=round(paid.effective_price, 6)
+        if paid.effective_price is not None
+        else None,
+        commitment_utilization=round(paid.utilization, 4) if paid.utilization is not None else None,
         observed_generation=generation,
         conditions=conditions,
     ).wire()
@@ -172,6 +205,18 @@ def reconcile(
         cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held]
     )
     unread = cluster.pool_node_counts.get(name, 0) - sum(n.pool == name for n in cluster.nodes)
+    # On-demand bought at list price in the same instance family (what an EC2 Instance Savings
+    # Plan or a reservation of this family could have covered).
+    family = spec.instance_type.split(".")[0]
+    at_list_price = tuple(
+        f"{other} ({count} nodes)"
+        for other, p in sorted(cluster.pools.items())
+        if other != name
+        and p.spec.capacity_type == "on-demand"
+        and p.spec.commitment is None
+        and p.spec.instance_type.split(".")[0] == family
+        and (count := cluster.pool_node_counts.get(other, 0))
+    )
     states = [
         nodeview.node_state(n, [])
         for n in cluster.raw_nodes
@@ -193,6 +238,7 @@ def reconcile(
             cost_every=cost_every,
             states=states,
             body=obj,
+            at_list_price=at_list_price,
         )
 
     status = write_status(kube, PLURAL, body, compute)
