@@ -172,3 +172,48 @@ def test_spot_whose_interruptions_cost_more_than_its_discount_loses_to_on_demand
     assert plan_scale_up([ask], offers).launches == {"od": 1}
     offers[0] = Offer("spot", replace(SPOT, price_per_hour=0.9), 5)  # no interruption figure
     assert plan_scale_up([ask], offers).launches == {"spot": 1}
+
+
+OFFER_HEADER = (
+    '"SKU","OfferTermCode","RateCode","TermType","PriceDescription","EffectiveDate",'
+    '"StartingRange","EndingRange","Unit","PricePerUnit","Currency","Instance Type",'
+    '"Region Code","Operating System","Tenancy","Pre Installed S/W","CapacityStatus"'
+)
+
+
+def offer_file(*rows: str) -> str:
+    meta = [
+        '"FormatVersion","v1.0"',
+        '"Disclaimer","This pricing list is for informational purposes only."',
+        '"Publication Date","2026-11-28T00:49:39Z"',
+        '"Version","20261128004939"',
+        '"OfferCode","AmazonEC2"',
+    ]
+    return "\n".join([*meta, OFFER_HEADER, *rows]) + "\n"
+
+
+def row(sku: str, term: str, price: str, os: str = "Linux", capacity: str = "Used") -> str:
+    return (
+        f'"{sku}","JRTCKXETXF","{sku}.JRTCKXETXF.6YS6EN2CT7","{term}","$ per hour","2026-11-01",'
+        f'"0","Inf","Hrs","{price}","USD","g5.xlarge","us-east-1","{os}","Shared","NA",'
+        f'"{capacity}"'
+    )
+
+
+def test_aws_s_own_offer_file_gives_the_plain_on_demand_linux_hour():
+    book = parse(
+        offer_file(
+            row("A", "OnDemand", "1.0060000000"),
+            row("B", "Reserved", "0.6330000000"),  # an RI term: not the on-demand price
+            row("C", "OnDemand", "1.1900000000", os="Windows"),
+            row("D", "OnDemand", "0.0000000000", capacity="UnusedCapacityReservation"),
+        ),
+        "ec2.csv",
+        as_of=0.0,
+    )
+    (quote,) = book.values()
+    assert book == {("us-east-1", "g5.xlarge", "on-demand"): quote}
+    assert quote.usd_per_hour == 1.006 and quote.source == "ec2.csv:7"
+    assert quote.as_of == datetime(2026, 11, 28, 0, 49, 39, tzinfo=timezone.utc).timestamp()
+    with pytest.raises(PriceError, match=r"ec2.csv:8: PricePerUnit 'n/a' is not a number"):
+        parse(offer_file(row("A", "OnDemand", "1"), row("E", "OnDemand", "n/a")), "ec2.csv", 0)

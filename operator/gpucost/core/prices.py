@@ -2,6 +2,9 @@
 book of quotes, and a pool's price and expected price looked up in it.
 
 Formats, told apart by their header (CSV) or shape (JSON):
+- AWS's own price list (the Price List Bulk API's EC2 offer file, CSV): five metadata rows, its
+  Publication Date the quotes' time, then one row per SKU and term; the on-demand hourly Linux,
+  shared-tenancy, no-preinstalled-software, capacity-in-use rows are read;
 - AWS, one row per instance type and region with on-demand, spot and the Spot Advisor
   interruption bucket (ec2instances.info's columns: ``instance_type, region, ondemand_usd_hr,
   spot_avg_usd_hr, spot_interrupt_freq``);
@@ -65,14 +68,17 @@ def _number(raw: str, where: str, what: str) -> float | None:
     return value
 
 
-def _rows(text: str, source: str, need: set[str]) -> Iterable[tuple[str, dict[str, str]]]:
+def _rows(
+    text: str, source: str, need: set[str], first_line: int = 1
+) -> Iterable[tuple[str, dict[str, str]]]:
+    """``first_line``: the header's line number in the source (after any preamble)."""
     reader = csv.reader(io.StringIO(text))
     header = [h.strip() for h in next(reader, [])]
     missing = need - set(header)
     if missing:
-        raise PriceError(f"{source}:1: missing columns {sorted(missing)}")
+        raise PriceError(f"{source}:{first_line}: missing columns {sorted(missing)}")
     for row in reader:
-        where = f"{source}:{reader.line_num}"
+        where = f"{source}:{reader.line_num + first_line - 1}"
         if not row:
             continue
         if len(row) != len(header):
@@ -177,10 +183,41 @@ def _nth_line(lines: list[str], needle: str, n: int) -> int:
     return 1
 
 
+OFFER_FILTER = {
+    "TermType": "OnDemand",
+    "Unit": "Hrs",
+    "Operating System": "Linux",
+    "Tenancy": "Shared",
+    "Pre Installed S/W": "NA",
+    "CapacityStatus": "Used",
+}
+"""The rows of an EC2 offer file that are a plain on-demand Linux node-hour."""
+
+
+def _aws_offer_file(text: str, source: str) -> Book:
+    lines = text.split("\n", 5)
+    if len(lines) < 6:
+        raise PriceError(f"{source}:1: an AWS offer file has 5 metadata rows, then a header")
+    meta = dict(next(csv.reader([line]))[:2] for line in lines[:5] if line.count(",") >= 1)
+    as_of = _timestamp(meta.get("Publication Date"), f"{source}:3")
+    book: Book = {}
+    need = {"PricePerUnit", "Instance Type", "Region Code", "TermType"}
+    for where, row in _rows(lines[5], source, need, first_line=6):
+        if any(row.get(k, v) != v for k, v in OFFER_FILTER.items()) or not row["Instance Type"]:
+            continue
+        price = _number(row["PricePerUnit"], where, "PricePerUnit")
+        if price is None:
+            raise PriceError(f"{where}: PricePerUnit is empty")
+        book[(row["Region Code"], row["Instance Type"], "on-demand")] = Quote(price, as_of, where)
+    return book
+
+
 def parse(text: str, source: str, as_of: float) -> Book:
     """One source's quotes; ``as_of`` for rows that carry no time of their own."""
     if text.lstrip().startswith("{"):
         return _spot_history(text, source)
+    if text.startswith('"FormatVersion"'):
+        return _aws_offer_file(text, source)
     header = text.split("\n", 1)[0]
     if "spot_interrupt_freq" in header:
         return _aws(text, source, as_of)
