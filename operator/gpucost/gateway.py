@@ -185,6 +185,12 @@ class Gateway:
         return web.Response(text="ok")
 
     async def export(self, _: web.Request) -> web.Response:
+        """Each routed pool's token counter exists (at 0) before its first request, as vLLM's do
+        from engine start: Prometheus' increase() then counts that request's tokens too."""
+        for model in self.models():
+            route = self.directory(model)
+            if route is not None:
+                self.metrics.tokens.labels(route.namespace, route.name)
         return web.Response(body=generate_latest(self.metrics.registry), content_type="text/plain")
 
     async def list_models(self, _: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from gpucost.api import common
 from gpucost.devcluster import binaries
 from gpucost.devcluster.controlplane import ControlPlane, alive, free_port, poll, reap_orphans
 from gpucost.devcluster.nodes import create_pool_nodes
-from gpucost.devcluster.operatorproc import OperatorProcess
+from gpucost.devcluster.operatorproc import GatewayProcess, OperatorProcess
 from gpucost.devcluster.prometheus import PrometheusServer
 from gpucost.devcluster.serving import Harness, check_pod_network
 
@@ -307,3 +307,13 @@ def gpu_pool(cluster: Cluster, namespace: str) -> Callable[..., str]:
         cluster.kubectl(
             "delete", "node", "-l", f"gpucost.dev/nodepool={name}", "--wait=false", check=False
         )
+
+
+@pytest.fixture
+def gateway(cluster: Cluster, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """``gpucost gateway`` for one test, on its own port."""
+    proc = GatewayProcess(cluster.cp.kubeconfig, tmp_path / "gateway.log")
+    proc.start()
+    yield proc
+    proc.stop()
+    assert "Traceback" not in proc.log.read_text(errors="replace"), proc.tail()

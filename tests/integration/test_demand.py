@@ -11,21 +11,11 @@ import signal
 import aiohttp
 import pytest
 
-from gpucost.devcluster.operatorproc import GatewayProcess
 from tests.integration.conftest import Cluster
 from tests.integration.test_kill import Killer
 from tests.integration.test_serving import KIND, served
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def gateway(cluster: Cluster, tmp_path) -> GatewayProcess:
-    proc = GatewayProcess(cluster.cp.kubeconfig, tmp_path / "gateway.log")
-    proc.start()
-    yield proc
-    proc.stop()
-    assert "Traceback" not in proc.log.read_text(errors="replace"), proc.tail()
 
 
 def autoscaled(namespace: str, **autoscaling) -> dict:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.parse
 import urllib.request
 
 import aiohttp
 import pytest
 
-from gpucost.adapters.prometheus import VLLM_TOKENS
+from gpucost.adapters.prometheus import VLLM_TOKENS, TokenUsage
 from gpucost.devcluster.prometheus import PrometheusServer
 from tests.integration.conftest import Cluster
+from tests.integration.test_demand import _listed, stream
 from tests.integration.test_serving import KIND, endpoints, served
 
 REQUESTS, MAX_TOKENS = 10, 50
@@ -66,9 +68,47 @@ def test_a_pools_cost_per_million_tokens_follows_what_its_replicas_generated(
     )
     assert got["source"] == "vllm" and got["windowSeconds"] == 600
     assert got["cost"] > 0  # the replica's slice of a $4/h node, over the time it ran
-    # The same window's cost over its tokens (the status rounds cost to a millionth of a dollar).
+    # The same window's cost over its tokens; the status rounds cost to a millionth of a dollar,
+    # which moves the ratio by at most 0.5e-6 / tokens x 1e6.
     ratio = got["cost"] / got["generatedTokens"] * 1e6
-    assert got["usdPerMillionTokens"] == pytest.approx(ratio, rel=1e-3)
+    assert got["usdPerMillionTokens"] == pytest.approx(ratio, abs=0.5 / got["generatedTokens"])
     page = urllib.request.urlopen(f"http://127.0.0.1:{operator_metrics_port}/metrics").read()
     line = f'gpucost_usd_per_million_tokens{{model="llm",namespace="{namespace}",pool="llm"}}'
     assert line in page.decode()
+
+
+def test_where_the_gateway_serves_a_pool_its_own_count_is_the_one_used(
+    cluster, namespace, gpu_pool, serving, gateway, replica_targets, tmp_path
+):
+    gpu_pool(nodes=1, gpus=1)
+    cluster.apply(served("llm", namespace, 1))
+    cluster.wait("1 Ready endpoint", lambda: endpoints(serving, namespace, "llm"))
+    model = f"{namespace}/llm"
+    cluster.wait("the gateway routes the pool", lambda: _listed(gateway.url, model))
+    page = urllib.request.urlopen(f"{gateway.url}/metrics").read().decode()
+    assert f'namespace="{namespace}",pool="llm"}} 0.0' in page  # at 0 before the first request
+    # A Prometheus scraping both the gateway and the replicas, as the chart's monitors do.
+    host = gateway.url.removeprefix("http://")
+    prom = PrometheusServer(tmp_path / "prometheus", [host], replicas_file=replica_targets)
+    prom.start()
+    try:
+        cluster.wait("the replica scraped", lambda: scraped(prom, namespace))
+        statuses = asyncio.run(stream(gateway.url, model, REQUESTS, MAX_TOKENS))
+        assert statuses == [200] * REQUESTS
+        usage = TokenUsage(prom.url, window_seconds=600, every_seconds=0)
+        # Both counters hold these tokens; the gateway's is the one taken.
+        cluster.wait(
+            "the gateway's count taken",
+            lambda: (
+                (u := (usage.usage(time.time()) or {}).get((namespace, "llm")))
+                and u.source == "gateway"
+                and made_within(u.tokens, REQUESTS * MAX_TOKENS)
+            ),
+            timeout=90,
+        )
+    finally:
+        prom.stop()
+
+
+def made_within(counted: float, made: int) -> bool:
+    return made * 0.9 <= counted <= made * 1.2
