@@ -159,6 +159,14 @@ def test_a_spot_interruption_moves_the_work_and_removes_the_node(cluster, namesp
     )
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot"]))
     cluster.wait("replica ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
+    doomed, new_home = reclaimed(cluster, namespace, spot)
+    assert new_home != doomed
+    assert pool_events(cluster, spot, "SpotInterruption")
+
+
+def reclaimed(cluster: Cluster, namespace: str, spot: str, timeout: float = 120) -> tuple[str, str]:
+    """The cloud takes the pool's one node back: (that node, where pool web's replica runs once
+    the node is gone)."""
     (doomed,) = node_names(cluster, spot)
     cluster.kubectl("taint", "node", doomed, "gpucost.dev/interruption=reclaim:NoSchedule")
 
@@ -169,9 +177,8 @@ def test_a_spot_interruption_moves_the_work_and_removes_the_node(cluster, namesp
             and replica_nodes(cluster, namespace)
         )
 
-    (new_home,) = cluster.wait("work re-placed and the reclaimed node removed", moved, timeout=120)
-    assert new_home != doomed
-    assert pool_events(cluster, spot, "SpotInterruption")
+    (new_home,) = cluster.wait("work re-placed and the reclaimed node removed", moved, timeout)
+    return doomed, new_home
 
 
 def test_a_failing_spot_launch_falls_back_to_on_demand(cluster, namespace, gpu_pool):

@@ -21,9 +21,11 @@ from tests.integration.test_autoscaler import (
     node_names,
     pool_events,
     pool_nodes,
+    reclaimed,
     replica_nodes,
 )
 from tests.integration.test_inferencepool import pool
+from tests.integration.test_kill import scale
 
 BOOT = "2s"
 """The KWOKNodeClass's nodeRegistrationDelay: how long a launched claim has no Node."""
@@ -119,16 +121,7 @@ def test_replicas_get_nodes_through_nodeclaims_and_idle_ones_are_deleted(
     (event,) = pool_events(cluster, node_pool_name, "ScaleUp")
     assert "launched 2" in event["message"] and "NodeClaim" in event["message"]
 
-    cluster.kubectl(
-        "patch",
-        "inferencepools.gpucost.dev",
-        "web",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":0}}',
-    )
+    scale(cluster, namespace, "web", 0)
     cluster.wait(
         "idle nodes and their claims gone",
         lambda: not node_names(cluster, node_pool_name) and not claims(cluster, node_pool_name),
@@ -143,18 +136,8 @@ def test_a_spot_interruption_moves_the_work_and_deletes_the_claim(
     spot = karpenter_pool("spot", 0.394, idleTimeout="1h")
     cluster.apply(pool("web", namespace, 1, gpu={"memoryMiB": 20000}, capacityTypes=["spot"]))
     cluster.wait("replica ready", lambda: all_ready(cluster, namespace, "web"), timeout=120)
-    (doomed,) = node_names(cluster, spot)
     (doomed_claim,) = claims(cluster, spot)
-    cluster.kubectl("taint", "node", doomed, "gpucost.dev/interruption=reclaim:NoSchedule")
-
-    def moved():
-        return (
-            doomed not in node_names(cluster, spot)
-            and all_ready(cluster, namespace, "web")
-            and replica_nodes(cluster, namespace)
-        )
-
-    (new_home,) = cluster.wait("work re-placed and the reclaimed node removed", moved, timeout=150)
+    doomed, new_home = reclaimed(cluster, namespace, spot, timeout=150)
     assert new_home != doomed
     assert doomed_claim["metadata"]["name"] not in {
         c["metadata"]["name"] for c in claims(cluster, spot)

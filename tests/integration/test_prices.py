@@ -10,6 +10,7 @@ import pytest
 from tests.integration.conftest import PRICE_CONFIGMAP, Cluster, condition
 from tests.integration.test_autoscaler import all_ready, node_names
 from tests.integration.test_inferencepool import pool
+from tests.integration.test_kill import scale
 
 NAMESPACE, NAME = PRICE_CONFIGMAP.split("/")
 
@@ -78,10 +79,7 @@ def test_pools_without_a_price_take_the_sources_and_a_price_move_re_ranks_them(
 
     prices(header + f"{a},spot,us-east-1,0.80\n{b},on-demand,us-east-1,0.50\n")
     cluster.wait("the spot price moved", lambda: status(cluster, spot)["pricePerHour"] == 0.8)
-    cluster.kubectl(
-        "patch", "inferencepools.gpucost.dev", "web", "-n", namespace, "--type=merge",
-        "-p", '{"spec":{"replicas":2}}',
-    )  # fmt: skip
+    scale(cluster, namespace, "web", 2)
     cluster.wait(
         "the next replica ready",
         lambda: (

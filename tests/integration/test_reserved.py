@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.integration.conftest import condition
 from tests.integration.test_autoscaler import all_ready, node_names, pool_events
 from tests.integration.test_inferencepool import pool
+from tests.integration.test_kill import scale
 
 
 def test_reserved_nodes_first_kept_when_idle_and_an_idle_commitment_is_flagged(
@@ -47,10 +48,7 @@ def test_reserved_nodes_first_kept_when_idle_and_an_idle_commitment_is_flagged(
     assert "$2.00/h paid for and unused" in message and f"{on_demand} (1 nodes)" in message
     assert flagged["status"]["costPerHour"] == 2.0  # paid with no node running
 
-    cluster.kubectl(
-        "patch", "inferencepools.gpucost.dev", "web", "-n", namespace, "--type=merge",
-        "-p", '{"spec":{"replicas":0}}',
-    )  # fmt: skip
+    scale(cluster, namespace, "web", 0)
     cluster.wait("the on-demand node removed", lambda: not node_names(cluster, on_demand), 90)
     assert len(node_names(cluster, reserved)) == 2  # idle, and still paid for: kept
     assert not pool_events(cluster, reserved, "NodeRemoved")
