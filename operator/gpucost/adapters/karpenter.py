@@ -128,6 +128,13 @@ class KarpenterProvider:
             GROUP, VERSION, "nodeclaims", label_selector=f"{names.LABEL_NODEPOOL}={pool}"
         )["items"]
 
+    def _delete(self, name: str) -> None:
+        unless_gone(
+            lambda: self.kube.custom.delete_cluster_custom_object(
+                GROUP, VERSION, "nodeclaims", name
+            )
+        )
+
     def _let_go(self, claim: Obj) -> None:
         finalizers = [f for f in claim["metadata"].get("finalizers") or [] if f != FINALIZER]
         patch = {"metadata": {"finalizers": finalizers or None}}
@@ -168,12 +175,7 @@ class KarpenterProvider:
                 continue
             if claim["metadata"].get("deletionTimestamp"):
                 return False
-            name = claim["metadata"]["name"]
-            unless_gone(
-                lambda: self.kube.custom.delete_cluster_custom_object(
-                    GROUP, VERSION, "nodeclaims", name
-                )
-            )
+            self._delete(claim["metadata"]["name"])
             return True
         return False
 
@@ -216,9 +218,5 @@ class KarpenterProvider:
             if name not in gone:
                 continue
             if not claim["metadata"].get("deletionTimestamp"):
-                unless_gone(
-                    lambda: self.kube.custom.delete_cluster_custom_object(
-                        GROUP, VERSION, "nodeclaims", name
-                    )
-                )
+                self._delete(name)
             self._let_go(claim)

@@ -8,6 +8,8 @@ launches fail later (Karpenter) also reports those failures, for the same cool-d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
@@ -60,38 +62,40 @@ class Providers:
     def supports(self, spec: GPUNodePoolSpec) -> bool:
         return spec.provider.kind in self._by_kind
 
-    def launch(
-        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
-    ) -> list[str]:
+    @staticmethod
+    @contextmanager
+    def _as_provider_error(spec: GPUNodePoolSpec) -> Iterator[None]:
+        """An API failure (or a Karpenter NodePool that can't be used) as the ProviderError the
+        autoscaler reads as capacity being unavailable."""
         try:
-            return self._by_kind[spec.provider.kind].launch(pool, spec, annotations)
+            yield
         except ApiException as e:
             raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
         except KarpenterError as e:
             raise ProviderError(f"{spec.provider.kind}: {e}") from e
 
+    def launch(
+        self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
+    ) -> list[str]:
+        with self._as_provider_error(spec):
+            return self._by_kind[spec.provider.kind].launch(pool, spec, annotations)
+
     def terminate(self, node: str, pool: str, spec: GPUNodePoolSpec) -> bool:
-        try:
+        with self._as_provider_error(spec):
             return self._by_kind[spec.provider.kind].terminate(node, pool, spec)
-        except ApiException as e:
-            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 
     def unregistered(
         self, pool: str, spec: GPUNodePoolSpec, node_labels: dict[str, dict[str, str]]
     ) -> int:
-        try:
+        with self._as_provider_error(spec):
             return self._by_kind[spec.provider.kind].unregistered(pool, spec, node_labels)
-        except ApiException as e:
-            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 
     def failed_launches(self, pool: str, spec: GPUNodePoolSpec) -> list[FailedLaunch]:
         """Launches that failed after ``launch`` returned (only Karpenter's fail that way)."""
         if spec.provider.kind != ProviderKind.KARPENTER:
             return []
-        try:
+        with self._as_provider_error(spec):
             return self._karpenter.failed_launches(pool, spec)
-        except ApiException as e:
-            raise ProviderError(f"{spec.provider.kind}: {e.status} {e.reason}") from e
 
     def forget(self, pool: str, spec: GPUNodePoolSpec, failed: list[FailedLaunch]) -> None:
         """The failures are acted on (the cool-down is written): the provider lets them go."""
