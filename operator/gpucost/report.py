@@ -180,10 +180,8 @@ def build(
         if (pool := _parsed(obj, GPUNodePoolSpec, GPUNodePoolStatus)) is None:
             continue
         spec, status = pool
-        if spec.price_per_hour is None:  # priced from the operator's sources: status has it
-            spec = spec.model_copy(update={"price_per_hour": status.price_per_hour})
-        if spec.price_per_hour is not None:
-            specs.append(spec)
+        if (priced := spec.priced(status.price_per_hour)) is not None:
+            specs.append(priced)
         report.pools.append(
             PoolRow(
                 obj["metadata"]["name"],

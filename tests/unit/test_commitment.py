@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core.autoscale import pool_view
-from gpucost.core.commitment import Commitment, bill, marginal_price
+from gpucost.core.commitment import Commitment, bill, bought_at_list_price, marginal_price
 from gpucost.core.inventory import Ask
 from gpucost.core.scaledown import NodeState, plan_scale_down
 from gpucost.core.scaleup import Offer, Pending, plan_scale_up
@@ -96,3 +96,17 @@ def test_an_unused_commitment_is_flagged_only_while_on_demand_is_bought_elsewher
 def test_reservation_and_commitment_fields_only_where_they_mean_something(extra, message):
     with pytest.raises(ValidationError, match=message):
         spec(**extra)
+
+
+def test_only_on_demand_at_list_price_in_the_same_family_counts_as_bought_elsewhere():
+    committed = spec(commitment={"usdPerHour": 10.0, "coveredPricePerHour": 12.0})
+    pools = {
+        "plan": committed,
+        "od": spec(),  # p4d, on-demand, list price: counts
+        "other-family": spec(instanceType="g5.xlarge"),
+        "spot": spec(capacityType="spot"),
+        "also-committed": committed,
+        "empty": spec(),
+    }
+    nodes = {"plan": 0, "od": 3, "other-family": 2, "spot": 2, "also-committed": 1}
+    assert bought_at_list_price("plan", committed, pools, nodes) == ("od (3 nodes)",)

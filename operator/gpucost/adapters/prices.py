@@ -32,16 +32,20 @@ class PriceSources:
         self._books: dict[str, Book] = {}
         self._errors: dict[str, str] = {}
         self._loaded_at: float | None = None
+        self._merged: Book = {}
 
     def book(self, now: float | None = None) -> Book:
-        """Every source's quotes, re-read when older than the refresh interval."""
+        """Every source's quotes, re-read (and merged) when older than the refresh interval; each
+        pool's reconcile in between reads the same merged book."""
         now = time.time() if now is None else now
         with self._lock:
             if self._loaded_at is None or now - self._loaded_at >= self.settings.refresh_seconds:
                 self._loaded_at = now
                 for source in self.settings.sources:
                     self._load(source, now)
-            return merge(self._books[s] for s in self.settings.sources if s in self._books)
+                books = (self._books[s] for s in self.settings.sources if s in self._books)
+                self._merged = merge(books)
+            return self._merged
 
     def errors(self) -> dict[str, str]:
         with self._lock:

@@ -275,6 +275,15 @@ class GPUNodePoolSpec(Wire):
         }
     )
 
+    def priced(self, status_price: float | None) -> "GPUNodePoolSpec | None":
+        """The spec with the price in use: its own pricePerHour, else what the operator found in
+        the price sources (the pool's status.pricePerHour); None while it has neither."""
+        if self.price_per_hour is not None:
+            return self
+        if status_price is None:
+            return None
+        return self.model_copy(update={"price_per_hour": float(status_price)})
+
     def node_labels(self, pool: str) -> dict[str, str]:
         """Labels every node of the pool carries, whichever provider makes it (the nvidia.com
         ones are what GPU feature discovery would set on a real node)."""

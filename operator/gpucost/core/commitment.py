@@ -10,6 +10,7 @@ commitment is money spent for nothing, which is what the pool's status warns abo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gpucost.api.common import epoch
@@ -90,3 +91,24 @@ def pool_marginal(spec: GPUNodePoolSpec, nodes: int, price: float, now: float) -
     if spec.reserved_nodes is None and spec.commitment is None:
         return None
     return marginal_price(nodes, price, now, spec.reserved_nodes, of_spec(spec))
+
+
+def bought_at_list_price(
+    name: str,
+    spec: GPUNodePoolSpec,
+    pools: Mapping[str, GPUNodePoolSpec],
+    nodes: Mapping[str, int],
+) -> tuple[str, ...]:
+    """The other pools running on-demand nodes at list price in this pool's instance family
+    (what an EC2 Instance Savings Plan or a reservation of the family could have covered), each
+    as "name (N nodes)"."""
+    family = spec.instance_type.split(".")[0]
+    return tuple(
+        f"{other} ({count} nodes)"
+        for other, p in sorted(pools.items())
+        if other != name
+        and p.capacity_type == "on-demand"
+        and p.commitment is None
+        and p.instance_type.split(".")[0] == family
+        and (count := nodes.get(other, 0))
+    )

@@ -15,7 +15,7 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import Condition, ConditionStatus, epoch, rfc3339, set_condition
 from gpucost.api.nodepool import GPUNodePoolSpec, GPUNodePoolStatus
 from gpucost.core import nodeview
-from gpucost.core.commitment import Bill, pool_bill
+from gpucost.core.commitment import Bill, bought_at_list_price, pool_bill
 from gpucost.core.cost import Holding, accrue, advance, cost_rates
 from gpucost.core.inventory import Allocation, GPUNode
 from gpucost.core.prices import Priced, resolve
@@ -205,17 +205,8 @@ def reconcile(
         cluster.nodes, [Holding("", a.node, a.gpu_index, a.memory_mib) for a in held]
     )
     unread = cluster.pool_node_counts.get(name, 0) - sum(n.pool == name for n in cluster.nodes)
-    # On-demand bought at list price in the same instance family (what an EC2 Instance Savings
-    # Plan or a reservation of this family could have covered).
-    family = spec.instance_type.split(".")[0]
-    at_list_price = tuple(
-        f"{other} ({count} nodes)"
-        for other, p in sorted(cluster.pools.items())
-        if other != name
-        and p.spec.capacity_type == "on-demand"
-        and p.spec.commitment is None
-        and p.spec.instance_type.split(".")[0] == family
-        and (count := cluster.pool_node_counts.get(other, 0))
+    at_list_price = bought_at_list_price(
+        name, spec, {n: p.spec for n, p in cluster.pools.items()}, cluster.pool_node_counts
     )
     states = [
         nodeview.node_state(n, [])

@@ -76,12 +76,12 @@ def read_pools(kube: Kube) -> dict[str, Pool]:
             )
             continue
         status = obj.get("status") or {}
-        if spec.price_per_hour is None:
-            # Priced from the price sources: the pool's handler writes what it found in status.
-            if status.get("pricePerHour") is None:
-                log.info("GPUNodePool %s has no price yet: left out until it has", name)
-                continue
-            spec = spec.model_copy(update={"price_per_hour": float(status["pricePerHour"])})
+        priced = spec.priced(status.get("pricePerHour"))
+        if priced is None:
+            # Its Priced condition says why; this runs on every look, hence debug, not info.
+            log.debug("GPUNodePool %s has no price yet: left out until it has", name)
+            continue
+        spec = priced
         expected = status.get("expectedPricePerHour")
         if status.get("pricePerHour") != spec.price_per_hour:
             expected = None  # the status is from an older price: rank by the price alone
