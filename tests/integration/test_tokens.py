@@ -12,7 +12,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from gpucost.adapters.prometheus import VLLM_TOKENS, TokenUsage
+from gpucost.adapters.prometheus import GATEWAY_TOKENS, VLLM_TOKENS, TokenUsage
 from gpucost.devcluster.prometheus import PrometheusServer
 from tests.integration.conftest import Cluster
 from tests.integration.test_demand import _listed, stream
@@ -25,14 +25,14 @@ def tokens_status(cluster: Cluster, namespace: str) -> dict:
     return (cluster.get(KIND, "llm", namespace).get("status") or {}).get("tokens") or {}
 
 
-def scraped(prometheus: PrometheusServer, namespace: str) -> bool:
-    """Prometheus holds the replica's token counter at 0: an increase from here is all counted."""
-    query = urllib.parse.urlencode(
-        {"query": VLLM_TOKENS.replace("}", f',namespace="{namespace}"}}')}
-    )
+def scraped(prometheus: PrometheusServer, namespace: str, counter: str = VLLM_TOKENS) -> bool:
+    """Prometheus holds this token counter of the namespace at 0: an increase from here is all
+    counted (the replicas' by default)."""
+    query = urllib.parse.urlencode({"query": counter})
     with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{query}") as resp:
         result = json.load(resp)["data"]["result"]
-    return bool(result) and all(float(r["value"][1]) == 0 for r in result)
+    mine = [r for r in result if r["metric"].get("namespace") == namespace]
+    return bool(mine) and all(float(r["value"][1]) == 0 for r in mine)
 
 
 def test_a_pools_cost_per_million_tokens_follows_what_its_replicas_generated(
@@ -93,6 +93,9 @@ def test_where_the_gateway_serves_a_pool_its_own_count_is_the_one_used(
     prom.start()
     try:
         cluster.wait("the replica scraped", lambda: scraped(prom, namespace))
+        cluster.wait(
+            "the gateway scraped", lambda: scraped(prom, namespace, GATEWAY_TOKENS), timeout=30
+        )
         statuses = asyncio.run(stream(gateway.url, model, REQUESTS, MAX_TOKENS))
         assert statuses == [200] * REQUESTS
         usage = TokenUsage(prom.url, window_seconds=600, every_seconds=0)
