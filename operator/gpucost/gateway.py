@@ -47,6 +47,12 @@ class Route:
     hold_queue: int = 1000
     max_in_flight: int | None = None
     """Requests one replica is sent at a time (the pool's maxConcurrency); None: no limit."""
+    ttft_objective_s: float | None = None
+    """The pool's time-to-first-token objective: held requests that can still meet it go first."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
 
 
 @dataclass
@@ -68,6 +74,16 @@ class PoolLoad:
             "coldStart": self.cold_start,
             "at": round(now, 3),
         }
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A held request: when it came, the replicas that did not take it, and the replica slot it
+    is granted (taken for it at the grant, so nobody else gets that slot meanwhile)."""
+
+    arrived: float
+    refused: set[str]
+    granted: asyncio.Future[str]
 
 
 class Unreachable(Exception):
@@ -147,8 +163,8 @@ class Gateway:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.loads: dict[tuple[str, str], PoolLoad] = defaultdict(PoolLoad)
         self.reported: dict[str, routing.Reported] = {}
-        self.room: dict[tuple[str, str], asyncio.Condition] = defaultdict(asyncio.Condition)
-        """Per pool: held requests wait on it for a replica (a new one, or a freed slot)."""
+        self.waiting: dict[tuple[str, str], tuple[Route, list[Waiter]]] = {}
+        """Per pool: its held requests, granted a replica slot as one frees or a replica comes."""
         self.metrics = Metrics()
         self._turn = 0
         self.session: aiohttp.ClientSession | None = None
@@ -177,9 +193,8 @@ class Gateway:
 
     async def endpoints_changed(self) -> None:
         """Called when the directory's endpoints change: held requests look again."""
-        for room in list(self.room.values()):
-            async with room:
-                room.notify_all()
+        for route, _ in list(self.waiting.values()):
+            self._dispatch(route)
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -218,12 +233,12 @@ class Gateway:
         if route.model and model != route.model:
             body["model"] = route.model
             raw = json.dumps(body).encode()
-        labels = (route.namespace, route.name)
+        labels = route.key
         load = self.loads[labels]
         load.last_request = time.time()
         arrived = time.monotonic()
         refused: set[str] = set()  # replicas gone (or not yet listening) for this request
-        while (target := await self._replica(route, load, refused)) is not None:
+        while (target := await self._replica(route, load, refused, arrived)) is not None:
             try:
                 return await self._forward(request, raw, route, target, arrived)
             except Unreachable:
@@ -233,38 +248,73 @@ class Gateway:
         return error(503, f"no replica of {route.namespace}/{route.name} became Ready in "
                      f"{route.hold_timeout_s:g}s", "service_unavailable")  # fmt: skip
 
-    async def _replica(self, route: Route, load: PoolLoad, refused: set[str]) -> str | None:
-        """An endpoint for the request: at once, or after holding it until a Ready replica that
-        has not refused it has room."""
-        target = self._pick(route, refused)
-        if target is not None:
+    async def _replica(
+        self, route: Route, load: PoolLoad, refused: set[str], arrived: float
+    ) -> str | None:
+        """A replica slot for the request, taken: at once, or after holding the request until
+        ``_dispatch`` grants it one (None: the hold queue is full, or the hold timed out)."""
+        _, queue = self.waiting.get(route.key, (route, []))
+        self.waiting[route.key] = (route, queue)  # the directory's latest word on the pool
+        if not queue and (target := self._pick(route, refused)) is not None:
+            self._take(route, target)
             return target
         if load.held >= route.hold_queue:
             return None
-        labels = (route.namespace, route.name)
         if not route.endpoints and load.holding_since is None:
             load.holding_since = time.monotonic()  # a cold start begins
         load.held += 1
-        self.metrics.held.labels(*labels).set(load.held)
+        self.metrics.held.labels(*route.key).set(load.held)
         started = time.monotonic()
-        room = self.room[labels]
+        waiter = Waiter(arrived, refused, asyncio.get_running_loop().create_future())
+        queue.append(waiter)
+        handed = False
         try:
             await self.signal(route, load)
-            deadline = started + route.hold_timeout_s
-            async with room:
-                while (target := self._pick(route, refused)) is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
-                    try:
-                        await asyncio.wait_for(room.wait(), timeout=min(left, 1.0))
-                    except asyncio.TimeoutError:
-                        pass
-            return target
+            self._dispatch(route)
+            left = started + route.hold_timeout_s - time.monotonic()
+            await asyncio.wait({waiter.granted}, timeout=max(left, 0))
+            if not waiter.granted.done():
+                return None
+            handed = True
+            return waiter.granted.result()
         finally:
+            queue.remove(waiter)
+            if not waiter.granted.done():
+                waiter.granted.cancel()
+            elif not handed:  # the client went away as its slot was granted: give it back
+                self._release(route, waiter.granted.result())
             load.held -= 1
-            self.metrics.held.labels(*labels).set(load.held)
-            self.metrics.hold.labels(*labels).observe(time.monotonic() - started)
+            self.metrics.held.labels(*route.key).set(load.held)
+            self.metrics.hold.labels(*route.key).observe(time.monotonic() - started)
+
+    def _dispatch(self, route: Route) -> None:
+        """Grant free replica slots to held requests, in ``routing.hold_order``."""
+        _, queue = self.waiting.get(route.key, (route, []))
+        waiting = [w for w in queue if not w.granted.done()]
+        order = routing.hold_order(
+            [w.arrived for w in waiting], time.monotonic(), route.ttft_objective_s
+        )
+        for i in order:
+            waiter = waiting[i]
+            target = self._pick(route, waiter.refused)
+            if target is None:
+                if not waiter.refused:
+                    return  # no room for anyone: a refused set only narrows the choice
+                continue
+            self._take(route, target)
+            waiter.granted.set_result(target)
+
+    def _take(self, route: Route, target: str) -> None:
+        self.in_flight[target] += 1
+        self.loads[route.key].in_flight += 1
+        self.metrics.in_flight.labels(*route.key).inc()
+
+    def _release(self, route: Route, target: str) -> None:
+        """The slot is free again: the held request first in order takes it."""
+        self.in_flight[target] -= 1
+        self.loads[route.key].in_flight -= 1
+        self.metrics.in_flight.labels(*route.key).dec()
+        self._dispatch(route)
 
     def _pick(self, route: Route, refused: set[str]) -> str | None:
         cap = route.max_in_flight or math.inf
@@ -279,11 +329,9 @@ class Gateway:
     async def _forward(
         self, request: web.Request, raw: bytes, route: Route, target: str, arrived: float
     ) -> web.StreamResponse:
-        labels = (route.namespace, route.name)
+        """Send the request to ``target``, whose slot the caller took, and stream the answer."""
+        labels = route.key
         load = self.loads[labels]
-        self.in_flight[target] += 1
-        load.in_flight += 1
-        self.metrics.in_flight.labels(*labels).inc()
         assert self.session is not None
         response: web.StreamResponse | None = None
         try:
@@ -327,10 +375,4 @@ class Gateway:
             self.metrics.requests.labels(*labels, "502").inc()
             return error(502, f"replica {target} failed: {e!r}", "bad_gateway")
         finally:  # a client that went away frees its replica slot here, at once
-            self.in_flight[target] -= 1
-            load.in_flight -= 1
-            self.metrics.in_flight.labels(*labels).dec()
-            if load.held:  # the first held request takes the slot
-                room = self.room[labels]
-                async with room:
-                    room.notify()
+            self._release(route, target)

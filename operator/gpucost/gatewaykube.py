@@ -107,6 +107,8 @@ class KubeDirectory:
             route.hold_timeout_s = duration_seconds(scaling.get("holdTimeout", "5m"))
             route.hold_queue = int(scaling.get("holdQueue", 1000))
             route.max_in_flight = spec.get("maxConcurrency")
+            objective = scaling.get("ttftObjective")
+            route.ttft_objective_s = duration_seconds(objective) if objective else None
             endpoints = self._endpoints(meta["namespace"], meta["name"])
             if endpoints != route.endpoints:
                 route.endpoints[:] = endpoints  # in place: held requests look at this list

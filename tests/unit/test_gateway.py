@@ -6,6 +6,7 @@ import json
 import aiohttp
 from aiohttp import web
 
+from gpucost.core.routing import hold_order
 from gpucost.devcluster.vllmsim import Server, Sizing
 from gpucost.gateway import MAX_BODY, Gateway, PoolLoad, Route, streamed_tokens
 
@@ -225,3 +226,43 @@ def test_replicas_that_refuse_the_connection_or_are_still_loading_are_skipped():
     (status, text, _), served, metrics = run(go())
     assert status == 200 and json.loads(text)["usage"]["completion_tokens"] == 4 and served == 1
     assert 'gpucost_gateway_retried_total{namespace="ns",pool="llm"} 2.0' in metrics
+
+
+def test_held_requests_still_able_to_meet_the_objective_go_before_those_past_it():
+    arrived = [5.0, 1.0, 9.5, 9.0]  # at now=10 with a 2 s objective: 2 and 3 can still meet it
+    assert hold_order(arrived, 10.0, 2.0) == [3, 2, 1, 0]
+    assert hold_order(arrived, 10.0, None) == [1, 0, 3, 2]  # no objective: oldest first
+    assert hold_order(arrived, 10.0, 60.0) == [1, 0, 3, 2]
+
+
+def test_a_freed_slot_goes_to_a_fresh_request_before_a_backlog_past_the_ttft_objective():
+    async def first_token(h: Harness, body: dict) -> float:
+        async with h.session.post(f"http://{h.address}/v1/completions", json=body) as r:
+            await r.content.readline()
+            at = asyncio.get_running_loop().time()
+            await r.read()
+            return at
+
+    async def go(objective: float | None) -> tuple[float, float]:
+        upstream, address, _ = await replica()
+        route = {"max_in_flight": 1, "hold_timeout_s": 30, "ttft_objective_s": objective}
+        async with Harness([address], **route) as h:
+            load = h.gateway.loads[("ns", "llm")]
+            small = {**BODY, "stream": True}
+            long = {**BODY, "max_tokens": 100000, "stream": True}
+            async with h.session.post(f"http://{h.address}/v1/completions", json=long) as r:
+                await r.content.readline()  # the one slot is taken
+                old = asyncio.create_task(first_token(h, small))
+                await until(lambda: load.held == 1)
+                await asyncio.sleep(0.3)  # the held request ages past a 0.2 s objective
+                new = asyncio.create_task(first_token(h, small))
+                await until(lambda: load.held == 2)
+            # the long request's client went away: its slot is granted to one of the two
+            times = (await old, await new)
+        await upstream.cleanup()
+        return times
+
+    old, new = run(go(0.2))
+    assert new < old  # the fresh request first: the old one had missed the objective anyway
+    old, new = run(go(None))
+    assert old < new  # without an objective, oldest first

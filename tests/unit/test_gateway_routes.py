@@ -39,6 +39,16 @@ def test_a_name_two_namespaces_serve_is_only_routed_qualified():
     assert d.lookup("c").name == "chat" and d.lookup("b/c").model == "c"
 
 
+def test_a_pools_hold_settings_reach_its_route():
+    scaling = {"holdTimeout": "2m", "holdQueue": 7, "ttftObjective": "1500ms"}
+    held = pool("a", "llm") | {"spec": {"autoscaling": scaling, "maxConcurrency": 3}}
+    d = Directory(Pools([held, pool("b", "chat")]), "g")
+    d.refresh()
+    route = d.lookup("llm")
+    assert (route.hold_timeout_s, route.hold_queue, route.max_in_flight) == (120, 7, 3)
+    assert route.ttft_objective_s == 1.5 and d.lookup("chat").ttft_objective_s is None
+
+
 def test_a_pool_being_deleted_gives_its_name_up():
     d = Directory(Pools([pool("a", "llm", deleting=True), pool("b", "llm")]), "g")
     d.refresh()

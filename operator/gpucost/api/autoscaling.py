@@ -87,6 +87,14 @@ class Autoscaling(Wire):
     hold_queue: int = Field(
         1000, ge=0, le=100000, description="Requests the gateway holds per pool at most."
     )
+    ttft_objective: Duration | None = Field(
+        None,
+        description="The time to first token the pool is meant to meet. While the gateway "
+        "holds requests (a cold start, or a burst past maxConcurrency), a freed slot goes to "
+        "the oldest request that can still meet it, before those already past it: a backlog "
+        "then costs its own requests' latency, not every later request's too. Unset: oldest "
+        "first.",
+    )
     behavior: Behavior = Field(
         default_factory=Behavior, json_schema_extra={"default": {}}, description=Behavior.__doc__
     )

@@ -33,3 +33,17 @@ def pick(
         return (in_flight.get(endpoint, 0) + seen.waiting, seen.kv_usage)
 
     return min(endpoints, key=load)
+
+
+def hold_order(arrivals: Sequence[float], now: float, objective_s: float | None) -> list[int]:
+    """Which held request a freed slot goes to first: indexes into ``arrivals`` (when each came).
+
+    Oldest first, except that with a time-to-first-token objective the requests that can still
+    meet it go before those already past it (oldest first within each). After a cold start or
+    a burst the backlog has missed the objective anyway; serving it first would make every later
+    request miss it too, the way a FIFO queue under overload does (Facebook's adaptive LIFO).
+    """
+    oldest = sorted(range(len(arrivals)), key=lambda i: arrivals[i])
+    if objective_s is None:
+        return oldest
+    return sorted(oldest, key=lambda i: now - arrivals[i] > objective_s)
