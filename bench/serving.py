@@ -8,15 +8,22 @@ on the real control plane, three ways.
 (``scripts/netns.sh``: replicas listen on their pod IPs, which are local only in its network
 namespace.) The trace (real arrival times, prompt and output token counts) is replayed twice with
 30 trace minutes of no traffic between the passes, so scale to zero and the cold start happen;
-the gap is fixed. Every run replays the same requests on the same cluster shape (one
-GPUNodePool of g5.xlarge, one A10G each, on-demand at its us-east-1 price; a replica is one
-whole GPU serving Llama-3.1-8B in bf16):
+the gap is fixed. Every run replays the same requests on the same cluster shape (two
+GPUNodePools of g5.xlarge, one A10G each: on-demand and spot, at their us-east-1 prices and
+the spot pool's Spot Advisor interruption rate; a replica is one whole GPU serving Llama-3.1-8B
+in bf16) through the same gateway, whose hold queue serves first the requests that can still
+meet the SLO (``ttftObjective``):
 
-1. ``fixed``: replicas sized for the trace's peak minute at the target, never changed;
+1. ``fixed``: replicas sized for the trace's peak minute at the target, never changed, on
+   on-demand nodes (serving's default: it is not interruptible unless it says so);
 2. ``baseline``: what KEDA or an HPA on in-flight requests does: ceil(in-flight / target), no
-   stabilization, no rate limit, never below one replica;
+   stabilization, no rate limit, never below one replica; on-demand, as the fixed run;
 3. ``gpucost``: ``spec.autoscaling`` with its defaults (fast up, slow down, to zero after 10
-   minutes without a request).
+   minutes without a request), and ``capacityTypes: [spot, on-demand]``: the operator buys
+   whichever costs less counting interruptions (spot here), on-demand when spot cannot launch.
+
+Each run reports its node-hours beside its bill, so the share of the saving that comes from
+following demand (node-hours) and the share that comes from the price of the hours stay apart.
 
 Time runs ``--speedup`` times faster than the trace: arrivals, the simulated engine, model load
 (60 s), node boot (120 s), the pool's idle timeout and every autoscaling window are divided by
@@ -70,6 +77,9 @@ count is the trace's own, not the ramp from an empty pool (longer than a request
 RUNS = ("fixed", "baseline", "gpucost")
 NAME = "llm"
 POOL_LABEL = "gpucost.dev/nodepool"
+POOLS = {"bench": "on-demand", "bench-spot": "spot"}
+"""The cluster's GPUNodePools and their capacity types."""
+NODES = f"{POOL_LABEL} in ({','.join(POOLS)})"
 
 
 class TraceError(ValueError):
@@ -171,11 +181,28 @@ def oracle_replica_hours(series: Sequence[float], target: float) -> float:
     return hours
 
 
-def price_per_hour(path: Path = PRICES) -> float:
+@dataclass(frozen=True)
+class Prices:
+    on_demand: float
+    spot: float
+    spot_interruptions_per_month: float
+    """The share of spot nodes taken back a month (the Spot Advisor bucket's middle)."""
+
+    def of(self, pool: str) -> float:
+        return self.spot if POOLS.get(pool) == "spot" else self.on_demand
+
+
+def prices(path: Path = PRICES) -> Prices:
+    from gpucost.core.prices import SPOT_ADVISOR
+
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             if row["instance_type"] == INSTANCE and row["region"] == REGION:
-                return float(row["ondemand_usd_hr"])
+                return Prices(
+                    float(row["ondemand_usd_hr"]),
+                    float(row["spot_avg_usd_hr"]),
+                    SPOT_ADVISOR[row["spot_interrupt_freq"]],
+                )
     raise LookupError(f"{path}: no {INSTANCE} in {REGION}")
 
 
@@ -207,6 +234,8 @@ class Sample:
     ready: int
     replicas: int
     nodes: int
+    usd_per_hour: float = 0.0
+    """What the pool's nodes cost an hour at this sample."""
 
 
 @dataclass
@@ -214,6 +243,8 @@ class Timeline:
     samples: list[Sample] = field(default_factory=list)
     nodes: dict[str, list[float]] = field(default_factory=dict)
     """Node name → [first seen, last seen] (epoch)."""
+    pools: dict[str, str] = field(default_factory=dict)
+    """Node name → its GPUNodePool."""
 
     def cold(self) -> list[tuple[float, float]]:
         """Spans with no Ready replica."""
@@ -234,7 +265,7 @@ def summarize(
     records: Sequence[Record],
     timeline: Timeline,
     window: tuple[float, float],
-    price: float,
+    price: Prices,
     speedup: float,
     slo_s: float,
 ) -> dict:
@@ -254,12 +285,14 @@ def summarize(
     warm_total = [r for r in records if not is_cold(r)]
     warm_met = [r for r in met if not is_cold(r)]
     start, end = window
-    node_hours = sum(
-        max(0.0, min(last, end) - max(first, start)) for first, last in timeline.nodes.values()
-    )
-    node_hours *= speedup / 3600
+    hours = {
+        name: max(0.0, min(last, end) - max(first, start)) * speedup / 3600
+        for name, (first, last) in timeline.nodes.items()
+    }
+    node_hours = sum(hours.values())
+    spot_hours = sum(h for n, h in hours.items() if POOLS.get(timeline.pools.get(n, "")) == "spot")
     tokens = sum(rec.tokens for rec, _ in ok)
-    cost = node_hours * price
+    cost = sum(h * price.of(timeline.pools.get(n, "")) for n, h in hours.items())
     colds = []
     for a, b in cold:
         inside = [r for r in records if a <= r.sent < b and r.ttft is not None]
@@ -270,6 +303,7 @@ def summarize(
         "dropped": len(records) - len(ok),
         "generated_tokens": tokens,
         "node_hours": round(node_hours, 4),
+        "spot_node_hours": round(spot_hours, 4),
         "usd": round(cost, 4),
         "usd_per_million_tokens": round(cost / tokens * 1e6, 4) if tokens else None,
         "ttft_p50_s": _round(percentile(ttft, 50)),
@@ -391,15 +425,25 @@ def scaled(seconds: float, speedup: float) -> str:
     return f"{max(1, round(seconds / speedup))}s"
 
 
-def node_pool(speedup: float, price: float, max_nodes: int) -> dict:
+def node_pool(name: str, speedup: float, price: Prices, max_nodes: int) -> dict:
+    capacity = POOLS[name]
+    spot = (
+        {
+            "interruptionsPerMonth": price.spot_interruptions_per_month,
+            "interruptionLossSeconds": round(BOOT_S + LOAD_S),  # a replica's cold start
+        }
+        if capacity == "spot"
+        else {}
+    )
     return {
         "apiVersion": "gpucost.dev/v1alpha1",
         "kind": "GPUNodePool",
-        "metadata": {"name": "bench"},
-        "spec": {
+        "metadata": {"name": name, "labels": {"bench": "serving"}},
+        "spec": spot
+        | {
             "instanceType": INSTANCE,
-            "capacityType": "on-demand",
-            "pricePerHour": price,
+            "capacityType": capacity,
+            "pricePerHour": price.of(name),
             "gpu": {"model": GPU_MODEL, "memoryMiB": GPU_MIB, "count": 1},
             "cpu": "4",
             "memory": "16Gi",
@@ -415,8 +459,20 @@ def node_pool(speedup: float, price: float, max_nodes: int) -> dict:
     }
 
 
-def autoscaling(kind: str, target: float, max_replicas: int, speedup: float) -> dict | None:
-    """``spec.autoscaling`` of a run, its trace-time windows compressed like everything else."""
+def hold(slo_s: float, speedup: float) -> dict:
+    """The gateway's hold settings, the same in every run: held requests that can still meet
+    the SLO first."""
+    return {
+        "holdTimeout": scaled(900, speedup),
+        "holdQueue": 20000,
+        "ttftObjective": f"{max(1, round(slo_s * 1000 / speedup))}ms",
+    }
+
+
+def autoscaling(kind: str, target: float, fixed: int, speedup: float, slo_s: float) -> dict:
+    """``spec.autoscaling`` of a run, its trace-time windows compressed like everything else.
+    The fixed run's is pinned at its size (minReplicas = maxReplicas): only the gateway's hold
+    settings in it count."""
 
     def rules(window_s: float, *policies: tuple[str, int, float]) -> dict:
         return {
@@ -427,13 +483,9 @@ def autoscaling(kind: str, target: float, max_replicas: int, speedup: float) -> 
             ],
         }
 
-    base = {
-        "maxReplicas": max_replicas,
-        "metric": "concurrency",
-        "target": target,
-        "holdTimeout": scaled(900, speedup),
-        "holdQueue": 20000,
-    }
+    # the same ceiling for both autoscalers: twice what the fixed run holds
+    base = {"maxReplicas": 2 * fixed, "metric": "concurrency", "target": target}
+    base |= hold(slo_s, speedup)
     if kind == "baseline":  # every recommendation at once, both ways; never to zero
         return base | {
             "minReplicas": 1,
@@ -451,11 +503,11 @@ def autoscaling(kind: str, target: float, max_replicas: int, speedup: float) -> 
                 "scaleDown": rules(300, ("Pods", 1, 60)),
             },
         }
-    return None
+    return base | {"minReplicas": fixed, "maxReplicas": fixed}
 
 
 def inference_pool(
-    kind: str, namespace: str, replicas: int, spec: dict | None, speedup: float, cap: int
+    kind: str, namespace: str, replicas: int, spec: dict, speedup: float, cap: int
 ) -> dict:
     from gpucost.devcluster.controlplane import SERVE
 
@@ -480,16 +532,18 @@ def inference_pool(
             "template": {"metadata": {"annotations": {SERVE: "true"}}},
         },
     }
-    if spec is not None:
-        body["spec"]["autoscaling"] = spec
+    body["spec"]["autoscaling"] = spec
+    if kind == "gpucost":
+        body["spec"]["capacityTypes"] = ["spot", "on-demand"]
     return body
 
 
 class Sampler(threading.Thread):
     """Ready replicas, spec.replicas and the pool's nodes, four times a second."""
 
-    def __init__(self, cp, namespace: str) -> None:
+    def __init__(self, cp, namespace: str, price: Prices) -> None:
         super().__init__(daemon=True)
+        self.price = price
         import kubernetes
 
         api = kubernetes.config.new_client_from_config(str(cp.kubeconfig))
@@ -509,15 +563,19 @@ class Sampler(threading.Thread):
                 pool = self.custom.get_namespaced_custom_object(
                     "gpucost.dev", "v1alpha1", self.namespace, "inferencepools", NAME
                 )
-                nodes = self.core.list_node(label_selector=f"{POOL_LABEL}=bench").items
+                nodes = self.core.list_node(label_selector=NODES).items
             except Exception:  # noqa: BLE001 - a missed sample is not a failed run
                 self.stopping.wait(0.25)
                 continue
             now = time.time()
+            usd = 0.0
             for n in nodes:
-                self.timeline.nodes.setdefault(n.metadata.name, [now, now])[1] = now
+                name, of = n.metadata.name, n.metadata.labels[POOL_LABEL]
+                self.timeline.nodes.setdefault(name, [now, now])[1] = now
+                self.timeline.pools[name] = of
+                usd += self.price.of(of)
             replicas = int(pool["spec"].get("replicas") or 0)
-            self.timeline.samples.append(Sample(now, ready, replicas, len(nodes)))
+            self.timeline.samples.append(Sample(now, ready, replicas, len(nodes), usd))
             self.stopping.wait(0.25)
 
 
@@ -527,7 +585,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, progress: Progress) -> None:
         self.args, self.progress = args, progress
         self.speedup = args.speedup
-        self.price = price_per_hour()
+        self.price = prices()
         self.root = Path(tempfile.mkdtemp(prefix="serving-bench-"))
         self.cp = self.operator = self.gateway = self.harness = None
 
@@ -567,11 +625,8 @@ class Bench:
         repo = Path(__file__).resolve().parents[1]
         self.cp.kubectl("apply", "-f", str(repo / "crds"))
         self.cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        self.cp.kubectl(
-            "apply", "-f", "-",
-            input=yaml.safe_dump(node_pool(self.speedup, self.price, self.args.max_nodes)),
-        )  # fmt: skip
-        self.cp.kubectl("label", "gpunodepool", "bench", "bench=serving", "--overwrite")
+        pools = [node_pool(name, self.speedup, self.price, self.args.max_nodes) for name in POOLS]
+        self.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pools))
         log = (self.root / "harness.log").open("ab")
         self.harness = subprocess.Popen(
             [sys.executable, "-m", "gpucost.devcluster.serving", str(self.cp.kubeconfig)],
@@ -624,15 +679,14 @@ class Bench:
     def run(self, kind: str, reqs: Sequence[Req], fixed: int, cap: int) -> dict:
         """One run in its own namespace; the cluster is back to no nodes when it returns."""
         namespace = f"run-{kind}"
-        # the same ceiling for both autoscalers: twice what the fixed run holds
-        spec = autoscaling(kind, self.args.target, 2 * fixed, self.speedup)
+        spec = autoscaling(kind, self.args.target, fixed, self.speedup, self.args.slo)
         warm = fixed  # every run starts from the same warm state: the trace begins at full load
         self.cp.kubectl("create", "namespace", namespace)
         self.cp.wait_namespace(namespace)
         step = self.progress.add_task(f"{kind}: {warm} replica(s) warming up", total=None)
         # an autoscaled pool would scale an idle warm pool down before the trace starts: its
         # floor is the warm size until the replay's load is steady, then its own
-        floor = None if spec is None else spec | {"minReplicas": warm}
+        floor = spec | {"minReplicas": warm}
         self.cp.kubectl(
             "apply", "-f", "-",
             input=yaml.safe_dump(
@@ -645,7 +699,7 @@ class Bench:
         overhead = None
         if kind == "fixed":
             overhead = self._overhead(namespace, model, reqs, step)
-        sampler = Sampler(self.cp, namespace)
+        sampler = Sampler(self.cp, namespace, self.price)
         sampler.start()
         wall = reqs[-1].at / self.speedup
         self.progress.update(
@@ -666,7 +720,7 @@ class Bench:
 
         ticker = threading.Thread(target=tick, daemon=True)
         ticker.start()
-        if spec is not None:
+        if spec["minReplicas"] != warm:
             release = threading.Timer(
                 WARMUP_S / self.speedup, self._floor, (namespace, spec["minReplicas"])
             )
@@ -696,7 +750,13 @@ class Bench:
             seconds = status.get("lastColdStartSeconds")
             result["status_cold_start_s"] = _round(seconds * self.speedup) if seconds else None
         result["timeline"] = [
-            [round((s.at - window[0]) * self.speedup, 1), s.ready, s.replicas, s.nodes]
+            [
+                round((s.at - window[0]) * self.speedup, 1),
+                s.ready,
+                s.replicas,
+                s.nodes,
+                round(s.usd_per_hour, 3),
+            ]  # fmt: skip
             for s in sampler.timeline.samples
         ]
         errors = [r.error for r in records if r.status != 200][:5]
@@ -715,9 +775,7 @@ class Bench:
         )  # fmt: skip
 
     def _nodes(self) -> list[str]:
-        out = self.cp.kubectl(
-            "get", "nodes", "-l", f"{POOL_LABEL}=bench", "-o", "name", check=False
-        ).stdout
+        out = self.cp.kubectl("get", "nodes", "-l", NODES, "-o", "name", check=False).stdout
         return out.split()
 
     def _overhead(self, namespace: str, model: str, reqs: Sequence[Req], step) -> dict:
@@ -764,9 +822,7 @@ def plot(report: dict, path: Path) -> None:
         t = [row[0] / 60 for row in line]
         axes[1].step(t, [row[1] for row in line], where="post", color=color, label=kind)
         axes[2].step(t, [row[3] for row in line], where="post", color=color, label=kind)
-        axes[3].step(
-            t, [row[3] * report["price_per_hour"] for row in line], where="post", color=color
-        )
+        axes[3].step(t, [row[4] for row in line], where="post", color=color)
     axes[1].set_ylabel("Ready replicas")
     axes[2].set_ylabel("nodes")
     axes[3].set_ylabel("$ / hour")
@@ -799,6 +855,8 @@ def render(console: Console, report: dict) -> None:
         ("cold start s", "cold_start_s"),
         ("max repl.", "max_replicas"),
         ("node-h", "node_hours"),
+        ("node-h ×", "node_hours_vs_fixed"),
+        ("on spot", "spot_node_hours"),
     )
     table.add_column("run")
     for title, _ in cols:
@@ -860,7 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target": args.target,
         "slo_s": args.slo,
         "instance_type": INSTANCE,
-        "price_per_hour": price_per_hour(),
+        "prices": asdict(prices()),
         "peak_minute_concurrency": round(peak, 2),
         "fixed_replicas": fixed,
         "max_concurrency": kv_concurrency(reqs),
@@ -875,10 +933,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in kinds:
             report["runs"][kind] = bench.run(kind, reqs, fixed, report["max_concurrency"])
             console.log(f"{kind}: {_brief(report['runs'][kind])}")
-    base = report["runs"].get("fixed", {}).get("usd_per_million_tokens")
-    for run in report["runs"].values():
-        mine = run.get("usd_per_million_tokens")
-        run["usd_per_million_tokens_vs_fixed"] = round(mine / base, 4) if base and mine else None
+    fixed_run = report["runs"].get("fixed", {})
+    for key in ("usd_per_million_tokens", "node_hours"):
+        for run in report["runs"].values():
+            base, mine = fixed_run.get(key), run.get(key)
+            run[f"{key}_vs_fixed"] = round(mine / base, 4) if base and mine else None
     overhead = report["runs"].get("fixed", {}).get("gateway_overhead_p99_ms")
     for run in report["runs"].values():
         if run.get("gateway_overhead_p99_ms") is None:

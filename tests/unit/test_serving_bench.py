@@ -91,29 +91,52 @@ def test_a_runs_figures_from_its_records_timeline_and_node_spans():
             bench.Sample(102.0, 1, 2, 2),
         ],
         nodes={"a": [90.0, 110.0], "b": [102.0, 104.0]},
+        pools={"a": "bench", "b": "bench-spot"},
     )
-    out = bench.summarize(reqs, records, timeline, (100.0, 103.1), 1.0, 20.0, 2.0)
+    price = bench.Prices(on_demand=1.0, spot=0.5, spot_interruptions_per_month=0.25)
+    out = bench.summarize(reqs, records, timeline, (100.0, 103.1), price, 20.0, 2.0)
     assert out["dropped"] == 1 and out["generated_tokens"] == 20
     assert out["slo_attainment"] == pytest.approx(1 / 3, abs=1e-4)  # of all requests
     assert out["cold_requests"] == 1
     assert out["slo_attainment_warm"] == pytest.approx(1 / 2, abs=1e-4)
     assert out["cold_start_s"] == 10.0  # the first request of the cold span, in trace time
-    # node a 3.1 s and node b 1.1 s inside the window, x20 to trace time, at $1/h
+    # node a 3.1 s on-demand ($1/h) and node b 1.1 s on spot ($0.5/h) inside the window, x20
     assert out["node_hours"] == pytest.approx(4.2 * 20 / 3600, abs=1e-4)
-    assert out["usd_per_million_tokens"] == pytest.approx(4.2 * 20 / 3600 / 20 * 1e6, rel=1e-3)
+    assert out["spot_node_hours"] == pytest.approx(1.1 * 20 / 3600, abs=1e-4)
+    usd = (3.1 + 1.1 * 0.5) * 20 / 3600
+    assert out["usd_per_million_tokens"] == pytest.approx(usd / 20 * 1e6, rel=1e-3)
     assert out["max_replicas"] == 2 and out["max_nodes"] == 2
 
 
 def test_the_autoscaling_specs_compress_their_windows_and_the_baseline_never_reaches_zero():
     from gpucost.api.inferencepool import InferencePoolSpec
 
-    ours = bench.autoscaling("gpucost", 12, 10, 20)
+    ours = bench.autoscaling("gpucost", 12, 5, 20, 2.0)
     assert ours["minReplicas"] == 0 and ours["scaleToZeroAfter"] == "30s"  # 10 min / 20
     assert ours["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 15  # 300 s / 20
-    baseline = bench.autoscaling("baseline", 12, 10, 20)
+    assert ours["maxReplicas"] == 10  # twice the fixed run's
+    baseline = bench.autoscaling("baseline", 12, 5, 20, 2.0)
     assert baseline["minReplicas"] == 1
     assert baseline["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 0
-    assert bench.autoscaling("fixed", 12, 10, 20) is None
-    for kind in bench.RUNS:  # each is a valid InferencePool
-        body = bench.inference_pool(kind, "ns", 1, bench.autoscaling(kind, 12, 10, 20), 20, 19)
-        assert InferencePoolSpec.model_validate(body["spec"]).max_concurrency == 19
+    fixed = bench.autoscaling("fixed", 12, 5, 20, 2.0)
+    assert fixed["minReplicas"] == fixed["maxReplicas"] == 5  # pinned
+    for kind in bench.RUNS:  # each is a valid InferencePool, with the same hold settings
+        spec = bench.autoscaling(kind, 12, 5, 20, 2.0)
+        assert spec["ttftObjective"] == "100ms" and spec["holdTimeout"] == "45s"  # 2 s, 900 s
+        body = bench.inference_pool(kind, "ns", 1, spec, 20, 19)
+        parsed = InferencePoolSpec.model_validate(body["spec"])
+        assert parsed.max_concurrency == 19
+        spot = kind == "gpucost"  # only gpucost may buy spot
+        assert ("spot" in parsed.capacity_types) == spot
+
+
+def test_the_pools_prices_are_the_instances_on_demand_and_spot_rows(tmp_path):
+    prices = tmp_path / "prices.csv"
+    head = "instance_type,region,ondemand_usd_hr,spot_avg_usd_hr,spot_interrupt_freq\n"
+    rows = [f"{bench.INSTANCE},eu-west-1,9,9,<5%", f"{bench.INSTANCE},{bench.REGION},1.2,0.4,5-10%"]
+    prices.write_text(head + "\n".join(rows) + "\n")
+    price = bench.prices(prices)
+    assert (price.on_demand, price.spot, price.spot_interruptions_per_month) == (1.2, 0.4, 0.075)
+    assert price.of("bench-spot") == 0.4 and price.of("bench") == 1.2
+    spot = bench.node_pool("bench-spot", 20, price, 8)["spec"]
+    assert spot["capacityType"] == "spot" and spot["interruptionsPerMonth"] == 0.075
