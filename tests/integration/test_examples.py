@@ -18,6 +18,7 @@ def test_every_example_is_covered_here():
         "inferencepool-llm-slices.yaml",
         "inferencepool-embeddings-spot.yaml",
         "inferencepool-whole-gpus.yaml",
+        "inferencepool-chat-autoscaled.yaml",
         "compressionjob-quantize.yaml",
         "compressionjob-distill-s3.yaml",
         "gpunodepool-l4-clusterapi.yaml",
@@ -54,6 +55,17 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     assert {p["node"].rsplit("-", 1)[0] for p in embeddings} == {
         "a10g-spot"
     }  # spot-only pool, A10G only
+    chat = cluster.wait(
+        "the autoscaled pool's decision",
+        lambda: (
+            (o := cluster.get("inferencepools.gpucost.dev", "chat", "default"))
+            and "autoscaling" in (o.get("status") or {})
+            and o["status"]
+        ),
+    )
+    # spot first; no gateway has seen a request, so the warm floor is what it keeps
+    assert {p["node"].rsplit("-", 1)[0] for p in chat["placements"]} == {"a10g-spot"}
+    assert chat["autoscaling"]["desiredReplicas"] == 1
     seventy = cluster.get("inferencepools.gpucost.dev", "llama-70b", "default")["status"][
         "placements"
     ]
