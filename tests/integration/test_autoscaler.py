@@ -491,3 +491,23 @@ def test_a_pod_disruption_budget_holds_the_drain_until_it_allows_the_eviction(
         lambda: cluster.get("node", doomed) is None,
         timeout=60,
     )
+
+
+def test_an_on_demand_base_stays_on_on_demand_while_the_rest_takes_spot(
+    cluster, namespace, gpu_pool
+):
+    spot = gpu_pool(
+        0, gpus=1, memory_mib=24000, capacity_type="spot", pricePerHour=0.4, minNodes=0, maxNodes=4
+    )
+    on_demand = gpu_pool(0, gpus=1, memory_mib=24000, pricePerHour=1.0, minNodes=0, maxNodes=4)
+    cluster.apply(
+        pool("web", namespace, 3, gpu={"gpus": 1}, capacityTypes=["spot", "on-demand"],
+             onDemandBase=1)
+    )  # fmt: skip
+    cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=120)
+    placements = cluster.get("inferencepools.gpucost.dev", "web", namespace)["status"]["placements"]
+    homes = {p["replica"]: p["node"] for p in placements}
+    # replica 0 on the on-demand node bought for it, the other two on the cheaper spot nodes
+    assert homes[0] in node_names(cluster, on_demand)
+    assert {homes[1], homes[2]} <= node_names(cluster, spot) and len(node_names(cluster, spot)) == 2
+    assert len(node_names(cluster, on_demand)) == 1

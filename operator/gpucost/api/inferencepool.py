@@ -162,6 +162,14 @@ class InferencePoolSpec(Wire):
         description="Capacity types replicas may run on. Serving is not interruptible by default, "
         "so only on-demand.",
     )
+    on_demand_base: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="With spot among capacityTypes: the first this many replicas (by ordinal) "
+        "run on on-demand or reserved capacity only, so a wave of spot reclaims never takes the "
+        "pool below them; the rest go wherever costs least. Applies as replicas are placed.",
+    )
     gpu_models: list[str] = Field(
         default_factory=list,
         description="Allowed GPU models (nvidia.com/gpu.product); empty allows any.",
@@ -248,6 +256,11 @@ class InferencePoolSpec(Wire):
                     "message": "replicas must not be below minReplicas",
                 },
                 {
+                    "rule": "!has(self.onDemandBase) || self.onDemandBase == 0 || "
+                    "'on-demand' in self.capacityTypes",
+                    "message": "onDemandBase needs on-demand among capacityTypes",
+                },
+                {
                     "rule": "!has(self.strategy) || !has(self.strategy.rollingUpdate) || "
                     "!(string(self.strategy.rollingUpdate.maxSurge) in ['0', '0%'] && "
                     "string(self.strategy.rollingUpdate.maxUnavailable) in ['0', '0%'])",
@@ -268,7 +281,13 @@ class InferencePoolSpec(Wire):
         rolling = self.strategy.rolling_update
         if rolling.max_surge in (0, "0%") and rolling.max_unavailable in (0, "0%"):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0")
+        if self.on_demand_base and CapacityType.ON_DEMAND.value not in self.capacity_types:
+            raise ValueError("onDemandBase needs on-demand among capacityTypes")
         return self
+
+    def on_demand_only(self, replica: int) -> bool:
+        """Whether this replica is one of the on-demand base (spot would be allowed otherwise)."""
+        return replica < self.on_demand_base and CapacityType.SPOT.value in self.capacity_types
 
     @property
     def serving_port(self) -> int:

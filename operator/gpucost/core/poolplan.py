@@ -49,6 +49,8 @@ class Snapshot:
     """Every placed pod in the cluster (the pool's own included)."""
     pool_specs: Mapping[str, GPUNodePoolSpec]
     ask: Ask
+    base_ask: Ask | None = None
+    """The ask of the pool's on-demand base replicas, when it has one."""
     avoid: frozenset[str] = frozenset()
     """Nodes this pass must not offer (kube-scheduler refused a replica there)."""
     extension_served: bool = False
@@ -172,6 +174,8 @@ def decide(
     update = rollout.revision(spec)
     out.invalid = invalid(spec, snap.ask, snap.pool_specs) or _refused(pool.status, update)
     out.impossible = never_fits(snap.ask, snap.pool_specs)
+    if out.impossible is None and snap.base_ask is not None:
+        out.impossible = never_fits(snap.base_ask, snap.pool_specs)
     at, stalled = progress(pool, mine, update, now)
     rolling = spec.strategy.rolling_update
     steps = rollout.plan(
@@ -219,10 +223,9 @@ def place_replicas(
     policy: str,
 ) -> tuple[list[tuple[int, Placement]], list[NoFit]]:
     owner = names.workload("InferencePool", pool.namespace, pool.name)
-    ask = snap.ask
     nodes = [n for n in snap.nodes if n.open_to(owner, now) and n.name not in snap.avoid]
     free = FreeMap.of(nodes, allocations(list(snap.pods)))
-    shapes = expected_shapes(snap.pods, ask, len(ordinals))
+    shapes = expected_shapes(snap.pods, snap.ask, len(ordinals))
     # Nodes the autoscaler bought are filled the way its plan packed them, GPU by GPU: their room
     # outside this pool's slots belongs to the other pools of the same plan. A node bought
     # without slots (its provider names nodes later) is filled for the asks alone.
@@ -237,6 +240,8 @@ def place_replicas(
         (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
     )
     for replica in ordinals:
+        base = snap.base_ask is not None and pool.spec.on_demand_only(replica)
+        ask = snap.base_ask if base and snap.base_ask is not None else snap.ask
         result: Placement | NoFit | None = place_planned(ask, planned, owner, free, filled)
         if result is None and bought:
             result = place(ask, bought, free, policy)

@@ -76,7 +76,8 @@ def pending_work(
                 make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster),
             )
         )
-    live = Counter(p.owner_uid for p in cluster.pods if not p.terminal and not p.deleting)
+    running = [p for p in cluster.pods if not p.terminal and not p.deleting]
+    live = Counter(p.owner_uid for p in running)
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -96,14 +97,16 @@ def pending_work(
         unplaced = min(unplaced, max(ceiling - live[meta["uid"]], 0))
         if not unplaced:
             continue
-        out.append(
-            Pending(
-                names.workload("InferencePool", meta["namespace"], meta["name"]),
-                ask_for(spec, cluster),
-                unplaced,
-                waking=spec.autoscaling is not None and not status.get("readyReplicas"),
-            )
-        )
+        owner = names.workload("InferencePool", meta["namespace"], meta["name"])
+        waking = spec.autoscaling is not None and not status.get("readyReplicas")
+        # the on-demand base's missing replicas first: the pool places them by ordinal, first
+        base = min(spec.replicas, spec.on_demand_base) if spec.on_demand_only(0) else 0
+        placed = sum(p.owner_uid == meta["uid"] and p.replica < base for p in running)
+        on_demand = min(unplaced, max(base - placed, 0))
+        for count, ask in ((on_demand, ask_for(spec, cluster, 0)),
+                           (unplaced - on_demand, ask_for(spec, cluster))):  # fmt: skip
+            if count:
+                out.append(Pending(owner, ask, count, waking=waking))
     labels = {name: p.spec.node_labels(name) for name, p in cluster.pools.items()}
     taints = {name: [t.wire() for t in p.spec.taints] for name, p in cluster.pools.items()}
     for pod in pods:
@@ -297,7 +300,7 @@ def replicas_on_nodes(
     for pod in cluster.pods:
         if not pod.terminal and not pod.deleting and pod.owner_uid in owners:
             owner, spec = owners[pod.owner_uid]
-            out[pod.node].append((owner, ask_for(spec, cluster)))
+            out[pod.node].append((owner, ask_for(spec, cluster, pod.replica)))
             filled[owner][(pod.node, tuple(pod.gpu_indices))] += 1
     return out, filled
 

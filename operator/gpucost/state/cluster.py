@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from gpucost import names
 from gpucost.adapters.kube import Kube
 from gpucost.api import GROUP, VERSION
-from gpucost.api.common import GPUAsk
+from gpucost.api.common import CapacityType, GPUAsk
 from gpucost.api.inferencepool import InferencePoolSpec
 from gpucost.api.nodepool import GPUNodePoolSpec
 from gpucost.core import snapshot
@@ -140,11 +140,13 @@ def make_ask(
     )
 
 
-def ask_for(spec: InferencePoolSpec, cluster: Cluster) -> Ask:
-    """An InferencePool replica's ask (the placer and the autoscaler must agree on it)."""
+def ask_for(spec: InferencePoolSpec, cluster: Cluster, replica: int | None = None) -> Ask:
+    """An InferencePool replica's ask (the placer and the autoscaler must agree on it): the
+    pool's, or on-demand only for a replica of its on-demand base."""
+    base = replica is not None and spec.on_demand_only(replica)
     return make_ask(
         spec.gpu,
-        spec.capacity_types,
+        [CapacityType.ON_DEMAND.value] if base else spec.capacity_types,
         spec.gpu_models,
         spec.node_pool_selector,
         cluster,
