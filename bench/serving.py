@@ -20,7 +20,8 @@ meet the SLO (``ttftObjective``):
    stabilization, no rate limit, never below one replica; on-demand, as the fixed run;
 3. ``gpucost``: ``spec.autoscaling`` with its defaults (fast up, slow down, to zero after 10
    minutes without a request), and ``capacityTypes: [spot, on-demand]``: the operator buys
-   whichever costs less counting interruptions (spot here), on-demand when spot cannot launch.
+   whichever costs less counting interruptions (spot here), on-demand when spot cannot launch,
+   and on-demand for the first ``--on-demand-base`` replicas (``onDemandBase``).
 
 Each run reports its node-hours beside its bill, so the share of the saving that comes from
 following demand (node-hours) and the share that comes from the price of the hours stay apart.
@@ -507,7 +508,7 @@ def autoscaling(kind: str, target: float, fixed: int, speedup: float, slo_s: flo
 
 
 def inference_pool(
-    kind: str, namespace: str, replicas: int, spec: dict, speedup: float, cap: int
+    kind: str, namespace: str, replicas: int, spec: dict, speedup: float, cap: int, base: int = 0
 ) -> dict:
     from gpucost.devcluster.controlplane import SERVE
 
@@ -534,7 +535,7 @@ def inference_pool(
     }
     body["spec"]["autoscaling"] = spec
     if kind == "gpucost":
-        body["spec"]["capacityTypes"] = ["spot", "on-demand"]
+        body["spec"] |= {"capacityTypes": ["spot", "on-demand"], "onDemandBase": base}
     return body
 
 
@@ -690,7 +691,9 @@ class Bench:
         self.cp.kubectl(
             "apply", "-f", "-",
             input=yaml.safe_dump(
-                inference_pool(kind, namespace, warm, floor, self.speedup, cap)
+                inference_pool(
+                    kind, namespace, warm, floor, self.speedup, cap, self.args.on_demand_base
+                )
             ),
         )  # fmt: skip
         model = f"{namespace}/{NAME}"
@@ -886,6 +889,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slo", type=float, default=2.0, help="TTFT SLO, trace seconds")
     parser.add_argument("--runs", default=",".join(RUNS), help="which runs (fixed is the base)")
     parser.add_argument("--max-nodes", type=int, default=40)
+    parser.add_argument(
+        "--on-demand-base", type=int, default=0, help="gpucost's replicas kept on on-demand"
+    )
     parser.add_argument("--hold-margin", type=float, default=600.0, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--png", type=Path, help="requests/s, replicas, nodes, $/h over time")
@@ -916,6 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trace_minutes": round(span / 60, 1),
         "gap_minutes": GAP_S / 60,
         "target": args.target,
+        "on_demand_base": args.on_demand_base,
         "slo_s": args.slo,
         "instance_type": INSTANCE,
         "prices": asdict(prices()),
