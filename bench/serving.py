@@ -285,6 +285,12 @@ def summarize(
     met = [rec for rec, _ in ok if rec.ttft * speedup <= slo_s]
     warm_total = [r for r in records if not is_cold(r)]
     warm_met = [r for r in met if not is_cold(r)]
+    missed = set(map(id, warm_total)) - set(map(id, warm_met))
+    misses: dict[int, int] = {}  # trace minute → warm requests that missed the SLO
+    for r in warm_total:
+        if id(r) in missed:
+            minute = int((r.sent - window[0]) * speedup // 60)
+            misses[minute] = misses.get(minute, 0) + 1
     start, end = window
     hours = {
         name: max(0.0, min(last, end) - max(first, start)) * speedup / 3600
@@ -313,6 +319,7 @@ def summarize(
         "slo_attainment": round(len(met) / len(records), 5) if records else None,
         "slo_attainment_warm": round(len(warm_met) / len(warm_total), 5) if warm_total else None,
         "cold_requests": len(records) - len(warm_total),
+        "warm_misses_by_minute": misses,
         "cold_start_s": _round(max(colds)) if colds else None,
         "max_replicas": max((s.replicas for s in timeline.samples), default=0),
         "max_nodes": max((s.nodes for s in timeline.samples), default=0),

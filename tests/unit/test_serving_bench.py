@@ -98,6 +98,7 @@ def test_a_runs_figures_from_its_records_timeline_and_node_spans():
     assert out["dropped"] == 1 and out["generated_tokens"] == 20
     assert out["slo_attainment"] == pytest.approx(1 / 3, abs=1e-4)  # of all requests
     assert out["cold_requests"] == 1
+    assert out["warm_misses_by_minute"] == {1: 1}  # the 503, sent 3 s in: trace minute 1
     assert out["slo_attainment_warm"] == pytest.approx(1 / 2, abs=1e-4)
     assert out["cold_start_s"] == 10.0  # the first request of the cold span, in trace time
     # node a 3.1 s on-demand ($1/h) and node b 1.1 s on spot ($0.5/h) inside the window, x20
