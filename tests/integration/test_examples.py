@@ -36,6 +36,14 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     local_claim(cluster.cp, "scratch")
     for path in EXAMPLES:
         cluster.kubectl("apply", "-f", str(path))
+    a10g = cluster.get("gpunodepool", "a10g-karpenter")
+    assert a10g["spec"]["provider"]["karpenter"] == {"nodePool": "gpu"}
+    assert cluster.get("nodepools.karpenter.sh", "gpu")["spec"]["template"]["spec"][
+        "nodeClassRef"
+    ] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
+    # Out of the way of the other examples' pools (it is as cheap as a10g-spot, and no Karpenter
+    # runs here to launch its claims) and of the Karpenter tests, which make their own NodePool.
+    cluster.kubectl("delete", "-f", str(ROOT / "examples" / "gpunodepool-a10g-karpenter.yaml"))
     pools = [doc for p in EXAMPLES for doc in yaml.safe_load_all(p.read_text())]
     inference = [p for p in pools if p["kind"] == "InferencePool"]
     for pool in inference:
@@ -47,6 +55,7 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
                 and condition(o, "Ready").get("status") == "True"
                 and o
             ),
+            timeout=180,  # the A10G pools' two nodes are not enough: one more spot node boots
         )
         assert obj["status"]["readyReplicas"] == pool["spec"]["replicas"]
     embeddings = cluster.get("inferencepools.gpucost.dev", "embeddings", "default")["status"][
@@ -130,14 +139,6 @@ def test_examples_apply_and_inference_pools_become_ready(cluster):
     assert (
         cluster.get("machinedeployment", "gpu-l4", "default")["spec"]["replicas"] == 0
     )  # nothing pending for L4s
-    a10g = cluster.get("gpunodepool", "a10g-karpenter")
-    assert a10g["spec"]["provider"]["karpenter"] == {"nodePool": "gpu"}
-    assert cluster.get("nodepools.karpenter.sh", "gpu")["spec"]["template"]["spec"][
-        "nodeClassRef"
-    ] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
-    # Out of the way of the other tests' pools (it is as cheap as a10g-spot); the Karpenter tests
-    # make their own NodePool "gpu".
-    cluster.kubectl("delete", "-f", str(ROOT / "examples" / "gpunodepool-a10g-karpenter.yaml"))
     for pool in inference:
         cluster.kubectl("delete", "-f", "-", input=yaml.safe_dump(pool))
     for job_name in ("quantize-support-llama", "distill-support-qwen"):
