@@ -56,7 +56,7 @@ class KubeDirectory:
         self.kube, self.key, self.namespace = kube, demand_key(gateway_id), namespace
         self.discovery = kubernetes.client.DiscoveryV1Api(kube.client)
         self.routes: dict[str, Route] = {}
-        self._sent: dict[tuple[str, str], tuple[int, int, float | None]] = {}
+        self._sent: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._sent_at: dict[tuple[str, str], float] = {}
         self._unsent: dict[tuple[str, str], tuple[Route, PoolLoad]] = {}
         self._writers: dict[tuple[str, str], asyncio.Task] = {}
@@ -144,7 +144,7 @@ class KubeDirectory:
 
     async def flush(self, loads: dict[tuple[str, str], PoolLoad]) -> None:
         for (namespace, name), load in list(loads.items()):
-            state = (load.in_flight, load.held, load.last_request)
+            state = _state(load)
             # An unchanged busy load is refreshed every 10 s, so the operator can tell it from a
             # gateway that went away; an idle one needs no refresh (stale and idle mean the same).
             sent = self._sent.get((namespace, name))
@@ -156,8 +156,12 @@ class KubeDirectory:
             await asyncio.get_running_loop().run_in_executor(None, self._write, route, load)
 
     def _write(self, route: Route, load: PoolLoad) -> None:
+        """Runs in a thread while requests go on: what is recorded as sent is what the body
+        says, not the load as it is once the API answered (a request that ended meanwhile,
+        with its cold start, would otherwise look sent and never be)."""
         now = time.time()
-        body: dict[str, Any] = {"metadata": {"annotations": {self.key: json.dumps(load.wire(now))}}}
+        state, wire = _state(load), load.wire(now)
+        body: dict[str, Any] = {"metadata": {"annotations": {self.key: json.dumps(wire)}}}
         try:
             self.kube.custom.patch_namespaced_custom_object(
                 "gpucost.dev", "v1alpha1", route.namespace, "inferencepools", route.name, body
@@ -166,8 +170,13 @@ class KubeDirectory:
             if e.status != 404:
                 raise
         key = (route.namespace, route.name)
-        self._sent[key] = (load.in_flight, load.held, load.last_request)
+        self._sent[key] = state
         self._sent_at[key] = now
+
+
+def _state(load: PoolLoad) -> tuple[Any, ...]:
+    """What a write tells the operator, as compared between flushes."""
+    return (load.in_flight, load.held, load.last_request, load.cold_start)
 
 
 async def serve(kube: Kube, gateway_id: str, host: str, port: int, namespace: str | None) -> None:

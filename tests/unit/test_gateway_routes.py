@@ -1,6 +1,7 @@
 """Which pool a model name reaches: a bare name only where one pool serves it."""
 
 import asyncio
+import json
 import threading
 
 import kubernetes
@@ -77,3 +78,22 @@ def test_a_burst_of_held_requests_is_a_write_or_two_each_with_the_load_as_it_is_
 
     writes = asyncio.run(burst())
     assert len(writes) <= 2 and writes[-1] == 1000
+
+
+def test_a_load_that_changes_while_its_write_is_in_flight_is_written_again():
+    load = PoolLoad(in_flight=1)
+    sent = []
+
+    class Custom:
+        def patch_namespaced_custom_object(self, *args):
+            sent.append(json.loads(next(iter(args[-1]["metadata"]["annotations"].values()))))
+            if len(sent) == 1:  # the request ends, with its cold start, while the API answers
+                load.in_flight, load.cold_start = 0, 1.5
+
+    pools = Pools([])
+    pools.custom = Custom()
+    d = Directory(pools, "g")
+    asyncio.run(d.flush({("ns", "llm"): load}))
+    asyncio.run(d.flush({("ns", "llm"): load}))
+    asyncio.run(d.flush({("ns", "llm"): load}))  # nothing new: no third write
+    assert [(s["inFlight"], s["coldStart"]) for s in sent] == [(1, None), (0, 1.5)]
