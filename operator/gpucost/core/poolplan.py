@@ -240,8 +240,8 @@ def place_replicas(
         (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
     )
     for replica in ordinals:
-        base = snap.base_ask is not None and pool.spec.on_demand_only(replica)
-        ask = snap.base_ask if base and snap.base_ask is not None else snap.ask
+        base = snap.base_ask if pool.spec.on_demand_only(replica) else None
+        ask = base or snap.ask
         result: Placement | NoFit | None = place_planned(ask, planned, owner, free, filled)
         if result is None and bought:
             result = place(ask, bought, free, policy)
