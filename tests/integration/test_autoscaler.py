@@ -291,7 +291,15 @@ def test_an_operator_restart_mid_scale_up_makes_no_duplicate_nodes(
         provider={"kind": "kwok", "bootDelay": "6s"},
     )
     cluster.apply(pool("web", namespace, 2, gpu={"memoryMiB": 20000}))
-    cluster.wait("nodes launched", lambda: len(node_names(cluster, node_pool)) == 2, timeout=60)
+    # The ScaleUp event is posted after the nodes exist; kopf drops events still queued when the
+    # process stops, so waiting for it keeps the count below about launches, not about shutdown.
+    # The nodes still boot for 6 s, so the restart lands mid scale-up.
+    cluster.wait(
+        "nodes launched and the launch recorded",
+        lambda: len(node_names(cluster, node_pool)) == 2
+        and len(pool_events(cluster, node_pool, "ScaleUp")) == 1,
+        timeout=60,
+    )
     operator.restart()
     cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
     assert len(node_names(cluster, node_pool)) == 2
