@@ -100,9 +100,9 @@ def pending_work(
         owner = names.workload("InferencePool", meta["namespace"], meta["name"])
         waking = spec.autoscaling is not None and not status.get("readyReplicas")
         # the on-demand base's missing replicas first: the pool places them by ordinal, first
-        base = min(spec.replicas, spec.on_demand_base) if spec.on_demand_only(0) else 0
-        placed = sum(p.owner_uid == meta["uid"] and p.replica < base for p in running)
-        on_demand = min(unplaced, max(base - placed, 0))
+        base = [r for r in range(spec.replicas) if spec.on_demand_only(r)]
+        placed = sum(p.owner_uid == meta["uid"] and p.replica in base for p in running)
+        on_demand = min(unplaced, max(len(base) - placed, 0))
         for count, ask in ((on_demand, ask_for(spec, cluster, 0)),
                            (unplaced - on_demand, ask_for(spec, cluster))):  # fmt: skip
             if count:
