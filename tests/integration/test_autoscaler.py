@@ -296,8 +296,10 @@ def test_an_operator_restart_mid_scale_up_makes_no_duplicate_nodes(
     # The nodes still boot for 6 s, so the restart lands mid scale-up.
     cluster.wait(
         "nodes launched and the launch recorded",
-        lambda: len(node_names(cluster, node_pool)) == 2
-        and len(pool_events(cluster, node_pool, "ScaleUp")) == 1,
+        lambda: (
+            len(node_names(cluster, node_pool)) == 2
+            and len(pool_events(cluster, node_pool, "ScaleUp")) == 1
+        ),
         timeout=60,
     )
     operator.restart()

@@ -171,7 +171,15 @@ def test_an_operator_restart_while_claims_boot_makes_no_duplicates(
 ):
     node_pool_name = karpenter_pool("on-demand", 1.006, maxNodes=6, idleTimeout="1h")
     cluster.apply(pool("web", namespace, 2, gpu={"memoryMiB": 20000}))
-    cluster.wait("claims created", lambda: len(claims(cluster, node_pool_name)) == 2, timeout=60)
+    # as in test_autoscaler's restart test: kopf drops events still queued at a stop
+    cluster.wait(
+        "claims created and the launch recorded",
+        lambda: (
+            len(claims(cluster, node_pool_name)) == 2
+            and len(pool_events(cluster, node_pool_name, "ScaleUp")) == 1
+        ),
+        timeout=60,
+    )
     operator.restart()
     cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=120)
     assert len(claims(cluster, node_pool_name)) == 2
