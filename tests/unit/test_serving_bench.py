@@ -130,7 +130,7 @@ def test_the_autoscaling_specs_compress_their_windows_and_the_baseline_never_rea
         spot = kind == "gpucost"  # only gpucost may buy spot
         assert ("spot" in parsed.capacity_types) == spot
     base = bench.inference_pool("gpucost", "ns", 1, spec, 20, 19, base=1)["spec"]
-    assert InferencePoolSpec.model_validate(base).on_demand_only(0)
+    assert InferencePoolSpec.model_validate(base).base_size(3) == 1
 
 
 def test_the_pools_prices_are_the_instances_on_demand_and_spot_rows(tmp_path):

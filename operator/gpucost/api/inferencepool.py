@@ -166,9 +166,11 @@ class InferencePoolSpec(Wire):
         0,
         ge=0,
         le=1000,
-        description="With spot among capacityTypes: the first this many replicas (by ordinal) "
+        description="With spot among capacityTypes: this many replicas of the current revision "
         "run on on-demand or reserved capacity only, so a wave of spot reclaims never takes the "
-        "pool below them; the rest go wherever costs least. Applies as replicas are placed.",
+        "pool below them; the rest go wherever costs least. A rolling update places its first "
+        "new replicas there, and scaling down removes spot replicas before the base. Applies as "
+        "replicas are placed: replicas already running are not moved.",
     )
     gpu_models: list[str] = Field(
         default_factory=list,
@@ -285,9 +287,10 @@ class InferencePoolSpec(Wire):
             raise ValueError("onDemandBase needs on-demand among capacityTypes")
         return self
 
-    def on_demand_only(self, replica: int) -> bool:
-        """Whether this replica is one of the on-demand base (spot would be allowed otherwise)."""
-        return replica < self.on_demand_base and CapacityType.SPOT.value in self.capacity_types
+    def base_size(self, replicas: int) -> int:
+        """Replicas of ``replicas`` that are on-demand only (0 when spot is not allowed anyway)."""
+        spot = CapacityType.SPOT.value in self.capacity_types
+        return min(replicas, self.on_demand_base) if spot else 0
 
     @property
     def serving_port(self) -> int:

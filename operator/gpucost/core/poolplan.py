@@ -13,7 +13,7 @@ from gpucost import names, podtemplate
 from gpucost.api.common import epoch
 from gpucost.api.inferencepool import InferencePoolSpec, InferencePoolStatus
 from gpucost.api.nodepool import GPUNodePoolSpec
-from gpucost.core import endpoint, rollout
+from gpucost.core import endpoint, ondemandbase, rollout
 from gpucost.core.engine import contradiction
 from gpucost.core.inventory import Ask, FreeMap, GPUNode
 from gpucost.core.packing.frag import ShapeDistribution
@@ -178,6 +178,8 @@ def decide(
         out.impossible = never_fits(snap.base_ask, snap.pool_specs)
     at, stalled = progress(pool, mine, update, now)
     rolling = spec.strategy.rolling_update
+    capacity = {n.name: n.capacity_type for n in snap.nodes}
+    base = ondemandbase.base_pods(mine, capacity, update, spec.base_size(pool.want))
     steps = rollout.plan(
         pool.want,
         list(mine),
@@ -185,6 +187,7 @@ def decide(
         rollout.resolve(rolling.max_surge, pool.want, round_up=True),
         rollout.resolve(rolling.max_unavailable, pool.want, round_up=False),
         stalled=stalled or out.invalid is not None,
+        keep=frozenset(p.name for p in base),
     )
     out.delete = steps.delete
     current = pool.status.current_revision
@@ -195,7 +198,10 @@ def decide(
         update, current, steps.updated, steps.updated_ready, at, stalled, complete
     )
     if steps.create and not out.impossible and out.invalid is None:
-        out.create, out.unplaced = place_replicas(pool, mine, snap, steps.create, now, policy)
+        missing = spec.base_size(pool.want) - len(base)
+        out.create, out.unplaced = place_replicas(
+            pool, mine, snap, steps.create, now, policy, missing
+        )
     return out
 
 
@@ -221,7 +227,9 @@ def place_replicas(
     ordinals: Sequence[int],
     now: float,
     policy: str,
+    base: int = 0,
 ) -> tuple[list[tuple[int, Placement]], list[NoFit]]:
+    """``base``: how many of the new replicas, the first, are on-demand only."""
     owner = names.workload("InferencePool", pool.namespace, pool.name)
     nodes = [n for n in snap.nodes if n.open_to(owner, now) and n.name not in snap.avoid]
     free = FreeMap.of(nodes, allocations(list(snap.pods)))
@@ -239,9 +247,8 @@ def place_replicas(
     filled = Counter(
         (p.node, tuple(p.gpu_indices)) for p in mine if not p.terminal and not p.deleting
     )
-    for replica in ordinals:
-        base = snap.base_ask if pool.spec.on_demand_only(replica) else None
-        ask = base or snap.ask
+    for i, replica in enumerate(ordinals):
+        ask = snap.base_ask if i < base and snap.base_ask is not None else snap.ask
         result: Placement | NoFit | None = place_planned(ask, planned, owner, free, filled)
         if result is None and bought:
             result = place(ask, bought, free, policy)

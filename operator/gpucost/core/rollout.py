@@ -63,9 +63,9 @@ class RolloutPlan:
     """Live pods of other revisions after the plan (0: the rollout is complete)."""
 
 
-def _victims(pods: list[PlacedPod], count: int) -> list[PlacedPod]:
-    """Not-Ready first, then the highest ordinal (the newest)."""
-    return sorted(pods, key=lambda p: (p.ready, -p.replica))[: max(count, 0)]
+def _victims(pods: list[PlacedPod], count: int, keep: frozenset[str]) -> list[PlacedPod]:
+    """Not-Ready first, then those outside ``keep``, then the highest ordinal (the newest)."""
+    return sorted(pods, key=lambda p: (p.ready, p.name in keep, -p.replica))[: max(count, 0)]
 
 
 def plan(
@@ -75,9 +75,11 @@ def plan(
     surge: int,
     unavailable: int,
     stalled: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> RolloutPlan:
     """``stalled``: the progress deadline passed; the update revision's unready pods go (they hold
-    GPUs and serve nothing) and no new one is made, while the old ones keep serving."""
+    GPUs and serve nothing) and no new one is made, while the old ones keep serving. ``keep``:
+    pods a scale-down takes last (the on-demand base)."""
     live = [p for p in pods if not p.terminal and not p.deleting]
     new = [p for p in live if p.revision == update]
     old = [p for p in live if p.revision != update]
@@ -90,12 +92,12 @@ def plan(
     # Old pods that are not Ready serve nothing: they can always go.
     delete += [p for p in old if not p.ready]
     old = [p for p in old if p.ready]
-    extra = _victims(new, len(new) - desired)
+    extra = _victims(new, len(new) - desired, keep)
     delete += extra
     new = [p for p in new if p not in extra]
     ready_new = sum(p.ready for p in new)
     removable = len(old) + ready_new - (desired - unavailable) if old else 0
-    drop = _victims(old, min(len(old), removable))
+    drop = _victims(old, min(len(old), removable), keep)
     delete += drop
     old = [p for p in old if p not in drop]
     ceiling = desired + surge if old else desired

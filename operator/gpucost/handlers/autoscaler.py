@@ -28,15 +28,15 @@ from gpucost.api import GROUP, VERSION
 from gpucost.api.common import condition, epoch
 from gpucost.api.compressionjob import CompressionJobSpec
 from gpucost.api.inferencepool import InferencePoolSpec
-from gpucost.core import adoption, nodeview
+from gpucost.core import adoption, nodeview, ondemandbase
 from gpucost.core.autoscale import Batch, Decision, PoolView, Snapshot, Timing, plan, pool_view
 from gpucost.core.inventory import Ask
 from gpucost.core.jobrun import UNPLACED
 from gpucost.core.placement import Filled
-from gpucost.core.rollout import resolve
+from gpucost.core.rollout import resolve, revision
 from gpucost.core.scaledown import NodeState, PoolLimits
 from gpucost.core.scaleup import Pending
-from gpucost.core.snapshot import allocations
+from gpucost.core.snapshot import PlacedPod, allocations
 from gpucost.executor import Executor
 from gpucost.handlers.worker import Worker
 from gpucost.settings import Settings
@@ -78,6 +78,7 @@ def pending_work(
         )
     running = [p for p in cluster.pods if not p.terminal and not p.deleting]
     live = Counter(p.owner_uid for p in running)
+    capacity = {n.name: n.capacity_type for n in cluster.nodes}
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -99,11 +100,11 @@ def pending_work(
             continue
         owner = names.workload("InferencePool", meta["namespace"], meta["name"])
         waking = spec.autoscaling is not None and not status.get("readyReplicas")
-        # the on-demand base's missing replicas first: the pool places them by ordinal, first
-        base = [r for r in range(spec.replicas) if spec.on_demand_only(r)]
-        placed = sum(p.owner_uid == meta["uid"] and p.replica in base for p in running)
-        on_demand = min(unplaced, max(len(base) - placed, 0))
-        for count, ask in ((on_demand, ask_for(spec, cluster, 0)),
+        # the on-demand base's missing replicas first: the pool places them first
+        mine = [p for p in running if p.owner_uid == meta["uid"]]
+        base = ondemandbase.missing(mine, capacity, revision(spec), spec.base_size(spec.replicas))
+        on_demand = min(unplaced, base)
+        for count, ask in ((on_demand, ask_for(spec, cluster, base=True)),
                            (unplaced - on_demand, ask_for(spec, cluster))):  # fmt: skip
             if count:
                 out.append(Pending(owner, ask, count, waking=waking))
@@ -295,12 +296,23 @@ def replicas_on_nodes(
             names.workload("InferencePool", meta["namespace"], meta["name"]),
             spec,
         )
+    capacity = {n.name: n.capacity_type for n in cluster.nodes}
+    by_owner: dict[str, list[PlacedPod]] = defaultdict(list)
+    for pod in cluster.pods:
+        by_owner[pod.owner_uid].append(pod)
+    base = {
+        p.name
+        for uid, (_, spec) in owners.items()
+        for p in ondemandbase.base_pods(
+            by_owner[uid], capacity, revision(spec), spec.base_size(spec.replicas)
+        )
+    }
     out: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
     filled: dict[str, Filled] = defaultdict(Counter)
     for pod in cluster.pods:
         if not pod.terminal and not pod.deleting and pod.owner_uid in owners:
             owner, spec = owners[pod.owner_uid]
-            out[pod.node].append((owner, ask_for(spec, cluster, pod.replica)))
+            out[pod.node].append((owner, ask_for(spec, cluster, base=pod.name in base)))
             filled[owner][(pod.node, tuple(pod.gpu_indices))] += 1
     return out, filled
 

@@ -276,7 +276,7 @@ def _reconcile(
         pods=cluster.pods,
         pool_specs={n: p.spec for n, p in cluster.pools.items()},
         ask=ask_for(spec, cluster),
-        base_ask=ask_for(spec, cluster, 0) if spec.on_demand_only(0) else None,
+        base_ask=ask_for(spec, cluster, base=True) if spec.base_size(spec.replicas) else None,
         avoid=avoid,
         extension_served=EXTENSION.served(kube),
     )

@@ -140,10 +140,9 @@ def make_ask(
     )
 
 
-def ask_for(spec: InferencePoolSpec, cluster: Cluster, replica: int | None = None) -> Ask:
+def ask_for(spec: InferencePoolSpec, cluster: Cluster, base: bool = False) -> Ask:
     """An InferencePool replica's ask (the placer and the autoscaler must agree on it): the
     pool's, or on-demand only for a replica of its on-demand base."""
-    base = replica is not None and spec.on_demand_only(replica)
     return make_ask(
         spec.gpu,
         [CapacityType.ON_DEMAND.value] if base else spec.capacity_types,
