@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from gpucost import names
@@ -42,6 +43,17 @@ def pool_events(cluster: Cluster, node_pool: str, reason: str) -> list[dict[str,
         "json",
     ).stdout
     return json.loads(out)["items"]
+
+
+def launch_recorded(cluster: Cluster, node_pool: str, launched: Callable[[], bool]) -> None:
+    """Wait until ``launched`` and the one ScaleUp event that tells of it. The event is posted
+    after the nodes (or claims) exist, and kopf drops events still queued when the operator
+    stops: a restart test that did not wait for it counted 0 launches, not the launches made."""
+    cluster.wait(
+        "the launch made and recorded",
+        lambda: launched() and len(pool_events(cluster, node_pool, "ScaleUp")) == 1,
+        timeout=60,
+    )
 
 
 def replica_nodes(cluster: Cluster, namespace: str) -> set[str]:
@@ -292,18 +304,8 @@ def test_an_operator_restart_mid_scale_up_makes_no_duplicate_nodes(
         provider={"kind": "kwok", "bootDelay": "6s"},
     )
     cluster.apply(pool("web", namespace, 2, gpu={"memoryMiB": 20000}))
-    # The ScaleUp event is posted after the nodes exist; kopf drops events still queued when the
-    # process stops, so waiting for it keeps the count below about launches, not about shutdown.
-    # The nodes still boot for 6 s, so the restart lands mid scale-up.
-    cluster.wait(
-        "nodes launched and the launch recorded",
-        lambda: (
-            len(node_names(cluster, node_pool)) == 2
-            and len(pool_events(cluster, node_pool, "ScaleUp")) == 1
-        ),
-        timeout=60,
-    )
-    operator.restart()
+    launch_recorded(cluster, node_pool, lambda: len(node_names(cluster, node_pool)) == 2)
+    operator.restart()  # the nodes still boot for 6 s: the restart lands mid scale-up
     cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=90)
     assert len(node_names(cluster, node_pool)) == 2
     assert len(pool_events(cluster, node_pool, "ScaleUp")) == 1

@@ -18,6 +18,7 @@ from gpucost.devcluster.karpenter import Karpenter, node_class, node_pool
 from tests.integration.conftest import Cluster
 from tests.integration.test_autoscaler import (
     all_ready,
+    launch_recorded,
     node_names,
     pool_events,
     pool_nodes,
@@ -171,15 +172,7 @@ def test_an_operator_restart_while_claims_boot_makes_no_duplicates(
 ):
     node_pool_name = karpenter_pool("on-demand", 1.006, maxNodes=6, idleTimeout="1h")
     cluster.apply(pool("web", namespace, 2, gpu={"memoryMiB": 20000}))
-    # as in test_autoscaler's restart test: kopf drops events still queued at a stop
-    cluster.wait(
-        "claims created and the launch recorded",
-        lambda: (
-            len(claims(cluster, node_pool_name)) == 2
-            and len(pool_events(cluster, node_pool_name, "ScaleUp")) == 1
-        ),
-        timeout=60,
-    )
+    launch_recorded(cluster, node_pool_name, lambda: len(claims(cluster, node_pool_name)) == 2)
     operator.restart()
     cluster.wait("replicas ready", lambda: all_ready(cluster, namespace, "web"), timeout=120)
     assert len(claims(cluster, node_pool_name)) == 2
