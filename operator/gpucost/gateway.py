@@ -78,10 +78,9 @@ class PoolLoad:
 
 @dataclass(eq=False)
 class Waiter:
-    """A held request: when it came, the replicas that did not take it, and the replica slot it
-    is granted (taken for it at the grant, so nobody else gets that slot meanwhile)."""
+    """A held request: the replicas that did not take it, and the replica slot it is granted
+    (taken for it at the grant, so nobody else gets that slot meanwhile)."""
 
-    arrived: float
     refused: set[str]
     granted: asyncio.Future[str]
 
@@ -163,7 +162,7 @@ class Gateway:
         self.in_flight: dict[str, int] = defaultdict(int)
         self.loads: dict[tuple[str, str], PoolLoad] = defaultdict(PoolLoad)
         self.reported: dict[str, routing.Reported] = {}
-        self.waiting: dict[tuple[str, str], tuple[Route, list[Waiter]]] = {}
+        self.waiting: dict[tuple[str, str], tuple[Route, routing.HoldQueue[Waiter]]] = {}
         """Per pool: its held requests, granted a replica slot as one frees or a replica comes."""
         self.metrics = Metrics()
         self._turn = 0
@@ -253,7 +252,7 @@ class Gateway:
     ) -> str | None:
         """A replica slot for the request, taken: at once, or after holding the request until
         ``_dispatch`` grants it one (None: the hold queue is full, or the hold timed out)."""
-        _, queue = self.waiting.get(route.key, (route, []))
+        _, queue = self.waiting.get(route.key, (route, routing.HoldQueue()))
         self.waiting[route.key] = (route, queue)  # the directory's latest word on the pool
         if not queue and (target := self._pick(route, refused)) is not None:
             self._take(route, target)
@@ -265,8 +264,8 @@ class Gateway:
         load.held += 1
         self.metrics.held.labels(*route.key).set(load.held)
         started = time.monotonic()
-        waiter = Waiter(arrived, refused, asyncio.get_running_loop().create_future())
-        queue.append(waiter)
+        waiter = Waiter(refused, asyncio.get_running_loop().create_future())
+        queue.add(waiter, arrived)
         handed = False
         try:
             await self.signal(route, load)
@@ -278,7 +277,7 @@ class Gateway:
             handed = True
             return waiter.granted.result()
         finally:
-            queue.remove(waiter)
+            queue.discard(waiter)
             if not waiter.granted.done():
                 waiter.granted.cancel()
             elif not handed:  # the client went away as its slot was granted: give it back
@@ -288,21 +287,23 @@ class Gateway:
             self.metrics.hold.labels(*route.key).observe(time.monotonic() - started)
 
     def _dispatch(self, route: Route) -> None:
-        """Grant free replica slots to held requests, in ``routing.hold_order``."""
-        _, queue = self.waiting.get(route.key, (route, []))
-        waiting = [w for w in queue if not w.granted.done()]
-        order = routing.hold_order(
-            [w.arrived for w in waiting], time.monotonic(), route.ttft_objective_s
-        )
-        for i in order:
-            waiter = waiting[i]
+        """Grant free replica slots to held requests, in the hold queue's order. A granted
+        request leaves the queue at once, so later slots go to the next ones."""
+        if route.key not in self.waiting:
+            return
+        _, queue = self.waiting[route.key]
+        granted: list[Waiter] = []
+        for waiter in queue.in_order(time.monotonic(), route.ttft_objective_s):
             target = self._pick(route, waiter.refused)
             if target is None:
                 if not waiter.refused:
-                    return  # no room for anyone: a refused set only narrows the choice
+                    break  # no room for anyone: a refused set only narrows the choice
                 continue
             self._take(route, target)
             waiter.granted.set_result(target)
+            granted.append(waiter)
+        for waiter in granted:
+            queue.discard(waiter)
 
     def _take(self, route: Route, target: str) -> None:
         self.in_flight[target] += 1

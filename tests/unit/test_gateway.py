@@ -6,7 +6,7 @@ import json
 import aiohttp
 from aiohttp import web
 
-from gpucost.core.routing import hold_order
+from gpucost.core.routing import HoldQueue
 from gpucost.devcluster.vllmsim import Server, Sizing
 from gpucost.gateway import MAX_BODY, Gateway, PoolLoad, Route, streamed_tokens
 
@@ -229,10 +229,26 @@ def test_replicas_that_refuse_the_connection_or_are_still_loading_are_skipped():
 
 
 def test_held_requests_still_able_to_meet_the_objective_go_before_those_past_it():
-    arrived = [5.0, 1.0, 9.5, 9.0]  # at now=10 with a 2 s objective: 2 and 3 can still meet it
-    assert hold_order(arrived, 10.0, 2.0) == [3, 2, 1, 0]
-    assert hold_order(arrived, 10.0, None) == [1, 0, 3, 2]  # no objective: oldest first
-    assert hold_order(arrived, 10.0, 60.0) == [1, 0, 3, 2]
+    def held(arrivals: list[float]) -> HoldQueue[int]:
+        queue: HoldQueue[int] = HoldQueue()
+        for i, arrived in enumerate(arrivals):
+            queue.add(i, arrived)
+        return queue
+
+    arrived = [1.0, 5.0, 9.0, 9.5]  # at now=10 with a 2 s objective: 2 and 3 can still meet it
+    assert list(held(arrived).in_order(10.0, 2.0)) == [2, 3, 0, 1]
+    assert list(held(arrived).in_order(10.0, None)) == [0, 1, 2, 3]  # no objective: oldest first
+    assert list(held(arrived).in_order(10.0, 60.0)) == [0, 1, 2, 3]
+    queue = held(arrived)
+    assert list(queue.in_order(10.0, 2.0)) == [2, 3, 0, 1]
+    queue.discard(2)
+    queue.add(4, 11.0)
+    # later, 3 is past the objective too: it goes after 0 and 1, which passed it first
+    assert list(queue.in_order(11.8, 2.0)) == [4, 0, 1, 3]
+    assert list(queue.in_order(11.8, None)) == [0, 1, 3, 4]  # the objective unset: oldest first
+    queue.discard(0)
+    queue.discard(7)  # not held: nothing happens
+    assert len(queue) == 3
 
 
 def test_a_freed_slot_goes_to_a_fresh_request_before_a_backlog_past_the_ttft_objective():
