@@ -21,6 +21,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from gpucost import names
 from gpucost.adapters.kube import Kube, unless_gone
 from gpucost.api.common import condition
@@ -31,6 +33,7 @@ VERSION = "v1"
 NODEPOOL_LABEL = "karpenter.sh/nodepool"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 FINALIZER = f"{names.DOMAIN}/launch-watch"
+LET_GO_ATTEMPTS = 5
 OURS = (names.LABEL_NODEPOOL, names.LABEL_CAPACITY_TYPE, names.LABEL_INSTANCE_TYPE)
 """Requirement keys gpucost decides for each claim; the NodePool's own ones for these are
 replaced."""
@@ -136,14 +139,37 @@ class KarpenterProvider:
         )
 
     def _let_go(self, claim: Obj) -> None:
-        finalizers = [f for f in claim["metadata"].get("finalizers") or [] if f != FINALIZER]
-        patch = {"metadata": {"finalizers": finalizers or None}}
+        """Remove gpucost's finalizer and only it. Writing the rest of the list back from this
+        read would race Karpenter, which drops its own finalizer from a claim being deleted: the
+        API then refuses the stale list (no finalizer may be added to an object being deleted).
+        A JSON patch that tests the entry it removes fails instead, and is made again from a
+        fresh read."""
         name = claim["metadata"]["name"]
-        unless_gone(
-            lambda: self.kube.custom.patch_cluster_custom_object(
-                GROUP, VERSION, "nodeclaims", name, patch
+        for _ in range(LET_GO_ATTEMPTS):
+            finalizers = claim["metadata"].get("finalizers") or []
+            if FINALIZER not in finalizers:
+                return
+            at = f"/metadata/finalizers/{finalizers.index(FINALIZER)}"
+            ops = [{"op": "test", "path": at, "value": FINALIZER}, {"op": "remove", "path": at}]
+            try:
+                unless_gone(
+                    lambda: self.kube.custom.patch_cluster_custom_object(
+                        GROUP, VERSION, "nodeclaims", name, ops,
+                        _content_type="application/json-patch+json",
+                    )
+                )  # fmt: skip
+                return
+            except ApiException as e:
+                if e.status not in (409, 422):
+                    raise
+            claim = unless_gone(
+                lambda: self.kube.custom.get_cluster_custom_object(
+                    GROUP, VERSION, "nodeclaims", name
+                )
             )
-        )
+            if claim is None:
+                return
+        raise KarpenterError(f"NodeClaim {name}: its finalizers kept changing under us")
 
     def launch(
         self, pool: str, spec: GPUNodePoolSpec, annotations: list[dict[str, str]]
