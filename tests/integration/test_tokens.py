@@ -68,10 +68,13 @@ def test_a_pools_cost_per_million_tokens_follows_what_its_replicas_generated(
     )
     assert got["source"] == "vllm" and got["windowSeconds"] == 600
     assert got["cost"] > 0  # the replica's slice of a $4/h node, over the time it ran
-    # The same window's cost over its tokens; the status rounds cost to a millionth of a dollar,
-    # which moves the ratio by at most 0.5e-6 / tokens x 1e6.
-    ratio = got["cost"] / got["generatedTokens"] * 1e6
-    assert got["usdPerMillionTokens"] == pytest.approx(ratio, abs=0.5 / got["generatedTokens"])
+    # The same window's cost over its tokens. The status rounds cost to a millionth of a dollar
+    # (moving the ratio by up to 0.5e-6 / tokens x 1e6), the tokens to a tenth (up to
+    # ratio x 0.05 / tokens) and the figure itself to a millionth.
+    tokens = got["generatedTokens"]
+    ratio = got["cost"] / tokens * 1e6
+    rounding = (0.5 + ratio * 0.05) / tokens + 0.5e-6
+    assert got["usdPerMillionTokens"] == pytest.approx(ratio, abs=rounding)
     page = urllib.request.urlopen(f"http://127.0.0.1:{operator_metrics_port}/metrics").read()
     line = f'gpucost_usd_per_million_tokens{{model="llm",namespace="{namespace}",pool="llm"}}'
     assert line in page.decode()
