@@ -252,7 +252,8 @@ class Gateway:
     ) -> str | None:
         """A replica slot for the request, taken: at once, or after holding the request until
         ``_dispatch`` grants it one (None: the hold queue is full, or the hold timed out)."""
-        _, queue = self.waiting.get(route.key, (route, routing.HoldQueue()))
+        held = self.waiting.get(route.key)
+        queue = held[1] if held else routing.HoldQueue()  # not one made per request
         self.waiting[route.key] = (route, queue)  # the directory's latest word on the pool
         if not queue and (target := self._pick(route, refused)) is not None:
             self._take(route, target)

@@ -178,8 +178,8 @@ def decide(
         out.impossible = never_fits(snap.base_ask, snap.pool_specs)
     at, stalled = progress(pool, mine, update, now)
     rolling = spec.strategy.rolling_update
-    capacity = {n.name: n.capacity_type for n in snap.nodes}
-    base = ondemandbase.base_pods(mine, capacity, update, spec.base_size(pool.want))
+    size = spec.base_size(pool.want)
+    base = ondemandbase.base_pods(mine, ondemandbase.base_nodes(snap.nodes), update, size)
     steps = rollout.plan(
         pool.want,
         list(mine),
@@ -198,9 +198,8 @@ def decide(
         update, current, steps.updated, steps.updated_ready, at, stalled, complete
     )
     if steps.create and not out.impossible and out.invalid is None:
-        missing = spec.base_size(pool.want) - len(base)
         out.create, out.unplaced = place_replicas(
-            pool, mine, snap, steps.create, now, policy, missing
+            pool, mine, snap, steps.create, now, policy, size - len(base)
         )
     return out
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +47,13 @@ MIN_GAP = 1.0
 """Seconds between two looks at least: a burst's events coalesce into one."""
 
 
+def _by_owner(pods: Iterable[PlacedPod]) -> defaultdict[str, list[PlacedPod]]:
+    out: defaultdict[str, list[PlacedPod]] = defaultdict(list)
+    for pod in pods:
+        out[pod.owner_uid].append(pod)
+    return out
+
+
 def pending_work(
     inference_pools: list[dict[str, Any]],
     cluster: Cluster,
@@ -76,9 +83,8 @@ def pending_work(
                 make_ask(job.gpu, capacity, job.gpu_models, job.node_pool_selector, cluster),
             )
         )
-    running = [p for p in cluster.pods if not p.terminal and not p.deleting]
-    live = Counter(p.owner_uid for p in running)
-    capacity = {n.name: n.capacity_type for n in cluster.nodes}
+    live = _by_owner(p for p in cluster.pods if not p.terminal and not p.deleting)
+    on_base = ondemandbase.base_nodes(cluster.nodes)
     for obj in inference_pools:
         unplaced = int((obj.get("status") or {}).get("unplacedReplicas") or 0)
         if not unplaced or obj["metadata"].get("deletionTimestamp"):
@@ -95,14 +101,14 @@ def pending_work(
         rolling = status.get("updateRevision") != status.get("currentRevision")
         surge = resolve(spec.strategy.rolling_update.max_surge, spec.replicas, round_up=True)
         ceiling = spec.replicas + (surge if rolling else 0)
-        unplaced = min(unplaced, max(ceiling - live[meta["uid"]], 0))
+        mine = live[meta["uid"]]
+        unplaced = min(unplaced, max(ceiling - len(mine), 0))
         if not unplaced:
             continue
         owner = names.workload("InferencePool", meta["namespace"], meta["name"])
         waking = spec.autoscaling is not None and not status.get("readyReplicas")
         # the on-demand base's missing replicas first: the pool places them first
-        mine = [p for p in running if p.owner_uid == meta["uid"]]
-        base = ondemandbase.missing(mine, capacity, revision(spec), spec.base_size(spec.replicas))
+        base = ondemandbase.missing(mine, on_base, revision(spec), spec.base_size(spec.replicas))
         on_demand = min(unplaced, base)
         for count, ask in ((on_demand, ask_for(spec, cluster, base=True)),
                            (unplaced - on_demand, ask_for(spec, cluster))):  # fmt: skip
@@ -296,15 +302,13 @@ def replicas_on_nodes(
             names.workload("InferencePool", meta["namespace"], meta["name"]),
             spec,
         )
-    capacity = {n.name: n.capacity_type for n in cluster.nodes}
-    by_owner: dict[str, list[PlacedPod]] = defaultdict(list)
-    for pod in cluster.pods:
-        by_owner[pod.owner_uid].append(pod)
+    on_base = ondemandbase.base_nodes(cluster.nodes)
+    by_owner = _by_owner(cluster.pods)
     base = {
         p.name
         for uid, (_, spec) in owners.items()
         for p in ondemandbase.base_pods(
-            by_owner[uid], capacity, revision(spec), spec.base_size(spec.replicas)
+            by_owner[uid], on_base, revision(spec), spec.base_size(spec.replicas)
         )
     }
     out: dict[str, list[tuple[str, Ask]]] = defaultdict(list)
